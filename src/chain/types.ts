@@ -1,0 +1,124 @@
+/**
+ * TypeScript shapes of the messages in protocols/chain.proto (protobufjs camelCases field names).
+ * 64-bit fields are numbers (see src/chain/proto.ts). Absent sub-messages decode as null.
+ */
+
+export interface Authority {
+  publicKey: Uint8Array
+  stake: number
+  address?: string
+  name?: string
+}
+
+export interface Committee {
+  epoch: number
+  authorities: Authority[]
+}
+
+export interface Account {
+  address: Uint8Array
+  balance: number
+}
+
+export interface Genesis {
+  chainName: string
+  timestampMs: number
+  committee: Committee
+  accounts: Account[]
+  embeddingDim: number
+}
+
+export interface Transfer { to: Uint8Array, amount: number }
+export interface SubmitEmbedding { vector: Uint8Array, model?: string }
+export interface ChangeEpoch { nextEpoch: number, nextCommittee: Committee }
+
+export interface Transaction {
+  sender: Uint8Array
+  nonce: number
+  chainId: Uint8Array
+  transfer?: Transfer | null
+  submitEmbedding?: SubmitEmbedding | null
+  changeEpoch?: ChangeEpoch | null
+  /** set by protobufjs on decode: which oneof member is present */
+  kind?: 'transfer' | 'submitEmbedding' | 'changeEpoch'
+}
+
+export interface SignedTransaction {
+  tx: Uint8Array
+  signature: Uint8Array
+}
+
+export interface BlockRef {
+  round: number
+  author: number
+  digest: Uint8Array
+}
+
+export interface CommitVote {
+  index: number
+  digest: Uint8Array
+}
+
+export interface Block {
+  epoch: number
+  round: number
+  author: number
+  timestampMs: number
+  ancestors: BlockRef[]
+  transactions: SignedTransaction[]
+  commitVotes: CommitVote[]
+  chainId: Uint8Array
+}
+
+export interface SignedBlock {
+  block: Uint8Array
+  signature: Uint8Array
+}
+
+export interface EndOfEpoch {
+  nextCommittee: Committee
+}
+
+export interface Commit {
+  index: number
+  previousDigest: Uint8Array
+  leader: BlockRef
+  blocks: BlockRef[]
+  epoch: number
+  timestampMs: number
+  endOfEpoch?: EndOfEpoch | null
+}
+
+export interface CommittedSubDagMessage {
+  commit: Uint8Array
+  blocks: Uint8Array[]
+}
+
+export interface AccountState {
+  balance: number
+  nonce: number
+  lastModifiedEpoch: number
+}
+
+export interface Embedding {
+  owner: Uint8Array
+  commitIndex: number
+  vector: Uint8Array
+  model?: string
+  epoch: number
+}
+
+export const ExecutionStatus = {
+  SUCCESS: 0,
+  INSUFFICIENT_BALANCE: 1,
+  BAD_NONCE: 2,
+  INVALID_TRANSACTION: 3
+} as const
+export type ExecutionStatus = typeof ExecutionStatus[keyof typeof ExecutionStatus]
+
+export interface TransactionEffects {
+  txDigest: Uint8Array
+  commitIndex: number
+  status: ExecutionStatus
+  error?: string
+}

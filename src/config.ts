@@ -1,0 +1,350 @@
+/**
+ * The one config object: every limit, timeout and setting soma-sync has, with its default, its type,
+ * its documentation, the CLI flag and the SOMA_* environment variable that set it. CLI help text and
+ * README's config table are derived from OPTIONS (`npm run docs` rewrites the README table).
+ *
+ * Precedence, lowest to highest: defaults < JSON config file (--config) < SOMA_* environment < flags.
+ */
+import { readFileSync } from 'node:fs'
+import { ConfigError } from './errors.ts'
+
+export type OptionType = 'string' | 'int' | 'bool' | 'list' | 'duration' | 'bytes' | 'choice'
+
+export type Command = 'start' | 'devnet' | 'keygen' | 'snapshot' | 'demo'
+
+export interface OptionSpec {
+  /** key in SomaConfig */
+  key: keyof SomaConfig
+  type: OptionType
+  doc: string
+  group: 'node' | 'devnet' | 'sync' | 'snapshot'
+  /** commands that use it */
+  commands: readonly Command[]
+  min?: number
+  max?: number
+  choices?: readonly string[]
+}
+
+export interface SomaConfig {
+  // ---- node
+  dataDir: string
+  listen: string[]
+  announce: string[]
+  entrypoints: string[]
+  genesisFile: string
+  statusHost: string
+  statusPort: number
+  logLevel: string
+  verifyWorkers: number
+  dhtEnabled: boolean
+  maxConnections: number
+  // ---- devnet producer
+  devnetSeed: string
+  validators: number
+  accounts: number
+  initialBalance: number
+  embeddingDim: number
+  roundIntervalMs: number
+  txsPerBlock: number
+  embeddingEvery: number
+  epochLength: number
+  maxCommits: number
+  // ---- commit sync (seed 000 table + ours)
+  mailboxCapacity: number
+  syncedCommitBroadcastChannelCapacity: number
+  waitIntervalWhenNoPeerToSyncContentMs: number
+  timeoutMs: number
+  commitSyncBatchSize: number
+  maxBlocksPerFetch: number
+  maxFetchResponseBytes: number
+  maxTotalFetchedBytes: number
+  commitSummaryDownloadConcurrency: number
+  tickIntervalMs: number
+  blockFetchStaggerMs: number
+  peerHeightQueryIntervalMs: number
+  handlerTimeoutMs: number
+  inboundRequestsPerSecond: number
+  maxInboundStreams: number
+  maxOutboundStreams: number
+  peerBanMs: number
+}
+
+const ALL: readonly Command[] = ['start', 'devnet', 'demo']
+const SYNC: readonly Command[] = ['start', 'devnet', 'demo']
+const DEVNET: readonly Command[] = ['devnet', 'demo']
+
+export const DEFAULTS: Readonly<SomaConfig> = Object.freeze({
+  dataDir: './data',
+  listen: ['/ip4/127.0.0.1/tcp/7700'],
+  announce: [],
+  entrypoints: [],
+  genesisFile: '',
+  statusHost: '127.0.0.1',
+  statusPort: 7780,
+  logLevel: 'info',
+  verifyWorkers: 2,
+  dhtEnabled: true,
+  maxConnections: 100,
+
+  devnetSeed: 'soma-devnet',
+  validators: 4,
+  accounts: 1000,
+  initialBalance: 1_000_000_000,
+  embeddingDim: 16,
+  roundIntervalMs: 200,
+  txsPerBlock: 10,
+  embeddingEvery: 5,
+  epochLength: 50,
+  maxCommits: 0,
+
+  mailboxCapacity: 50,
+  syncedCommitBroadcastChannelCapacity: 50,
+  waitIntervalWhenNoPeerToSyncContentMs: 1000,
+  timeoutMs: 30_000,
+  commitSyncBatchSize: 100,
+  maxBlocksPerFetch: 1000,
+  maxFetchResponseBytes: 4 * 1024 * 1024,
+  maxTotalFetchedBytes: 128 * 1024 * 1024,
+  commitSummaryDownloadConcurrency: 400,
+  tickIntervalMs: 100,
+  blockFetchStaggerMs: 200,
+  peerHeightQueryIntervalMs: 5000,
+  handlerTimeoutMs: 30_000,
+  inboundRequestsPerSecond: 50,
+  maxInboundStreams: 32,
+  maxOutboundStreams: 64,
+  peerBanMs: 10 * 60_000
+})
+
+export const OPTIONS: readonly OptionSpec[] = [
+  { key: 'dataDir', type: 'string', group: 'node', commands: [...ALL, 'keygen', 'snapshot'], doc: 'data directory: LevelDB store, peer key, genesis' },
+  { key: 'listen', type: 'list', group: 'node', commands: ALL, doc: 'libp2p listen multiaddrs (comma-separated)' },
+  { key: 'announce', type: 'list', group: 'node', commands: ALL, doc: 'multiaddrs to announce instead of the listen addresses (comma-separated)' },
+  { key: 'entrypoints', type: 'list', group: 'node', commands: ['start', 'demo'], doc: 'trusted entrypoint multiaddrs with /p2p/<peer id> (comma-separated)' },
+  { key: 'genesisFile', type: 'string', group: 'node', commands: ['start'], doc: 'genesis file (default: <data-dir>/genesis.pb, written by `devnet`)' },
+  { key: 'statusHost', type: 'string', group: 'node', commands: ALL, doc: 'address the status/metrics HTTP server binds' },
+  { key: 'statusPort', type: 'int', group: 'node', commands: ALL, min: 0, max: 65535, doc: 'port of the status (/status) and Prometheus (/metrics) server; 0 disables it' },
+  { key: 'logLevel', type: 'choice', group: 'node', commands: [...ALL, 'snapshot'], choices: ['error', 'warn', 'info', 'debug'], doc: 'log verbosity' },
+  { key: 'verifyWorkers', type: 'int', group: 'node', commands: ALL, min: 0, max: 64, doc: 'worker threads for signature checks; 0 verifies on the main thread' },
+  { key: 'dhtEnabled', type: 'bool', group: 'node', commands: ALL, doc: 'run the chain-scoped kad-dht' },
+  { key: 'maxConnections', type: 'int', group: 'node', commands: ALL, min: 1, max: 100000, doc: 'libp2p connection manager limit' },
+
+  { key: 'devnetSeed', type: 'string', group: 'devnet', commands: DEVNET, doc: 'seed every devnet key derives from' },
+  { key: 'validators', type: 'int', group: 'devnet', commands: DEVNET, min: 1, max: 256, doc: 'committee size' },
+  { key: 'accounts', type: 'int', group: 'devnet', commands: DEVNET, min: 2, max: 10_000_000, doc: 'genesis accounts' },
+  { key: 'initialBalance', type: 'int', group: 'devnet', commands: DEVNET, min: 0, doc: 'genesis balance of each account' },
+  { key: 'embeddingDim', type: 'int', group: 'devnet', commands: DEVNET, min: 1, max: 65536, doc: 'dimension of embeddings (float32)' },
+  { key: 'roundIntervalMs', type: 'duration', group: 'devnet', commands: DEVNET, min: 0, doc: 'time between rounds (one commit per round); 0 produces as fast as possible' },
+  { key: 'txsPerBlock', type: 'int', group: 'devnet', commands: DEVNET, min: 0, max: 10000, doc: 'user transactions in each block' },
+  { key: 'embeddingEvery', type: 'int', group: 'devnet', commands: DEVNET, min: 0, doc: 'every n-th transaction is an embedding submission; 0 for none' },
+  { key: 'epochLength', type: 'int', group: 'devnet', commands: DEVNET, min: 1, doc: 'commits per epoch' },
+  { key: 'maxCommits', type: 'int', group: 'devnet', commands: DEVNET, min: 0, doc: 'stop producing after this many commits; 0 for never' },
+
+  { key: 'mailboxCapacity', type: 'int', group: 'sync', commands: SYNC, min: 1, doc: 'capacity of the state sync message mailbox' },
+  { key: 'syncedCommitBroadcastChannelCapacity', type: 'int', group: 'sync', commands: SYNC, min: 1, doc: 'capacity of the commit broadcast channel to the CommitExecutor (sync never runs further ahead of execution)' },
+  { key: 'waitIntervalWhenNoPeerToSyncContentMs', type: 'duration', group: 'sync', commands: SYNC, min: 0, doc: 'wait when no peer can serve the needed commits' },
+  { key: 'timeoutMs', type: 'duration', group: 'sync', commands: SYNC, min: 1, doc: 'network request timeout' },
+  { key: 'commitSyncBatchSize', type: 'int', group: 'sync', commands: SYNC, min: 1, max: 10000, doc: 'maximum commits per fetch request' },
+  { key: 'maxBlocksPerFetch', type: 'int', group: 'sync', commands: SYNC, min: 1, max: 100000, doc: 'maximum blocks per fetch request' },
+  { key: 'maxFetchResponseBytes', type: 'bytes', group: 'sync', commands: SYNC, min: 1024, doc: 'maximum bytes in one fetch response' },
+  { key: 'maxTotalFetchedBytes', type: 'bytes', group: 'sync', commands: SYNC, min: 1024, doc: 'maximum bytes one sync operation holds in memory' },
+  { key: 'commitSummaryDownloadConcurrency', type: 'int', group: 'sync', commands: SYNC, min: 1, doc: 'concurrent download operations' },
+  { key: 'tickIntervalMs', type: 'duration', group: 'sync', commands: SYNC, min: 1, doc: 'event loop tick' },
+  { key: 'blockFetchStaggerMs', type: 'duration', group: 'sync', commands: SYNC, min: 0, doc: 'start delay between pipelined block fetch requests (request i starts after i × this)' },
+  { key: 'peerHeightQueryIntervalMs', type: 'duration', group: 'sync', commands: SYNC, min: 1, doc: 'how often each peer is asked for its commit availability' },
+  { key: 'handlerTimeoutMs', type: 'duration', group: 'sync', commands: SYNC, min: 1, doc: 'time limit of one inbound request' },
+  { key: 'inboundRequestsPerSecond', type: 'int', group: 'sync', commands: SYNC, min: 1, doc: 'inbound requests one peer may make per second, per protocol' },
+  { key: 'maxInboundStreams', type: 'int', group: 'sync', commands: SYNC, min: 1, doc: 'inbound streams per connection, per protocol' },
+  { key: 'maxOutboundStreams', type: 'int', group: 'sync', commands: SYNC, min: 1, doc: 'outbound streams per connection, per protocol' },
+  { key: 'peerBanMs', type: 'duration', group: 'sync', commands: SYNC, min: 0, doc: 'how long a peer that lied is not asked again' }
+]
+
+export function flagName (key: string): string {
+  return key.replace(/Ms$/, '').replace(/[A-Z]/g, c => '-' + c.toLowerCase())
+}
+
+export function envName (key: string): string {
+  return 'SOMA_' + flagName(key).replace(/-/g, '_').toUpperCase()
+}
+
+const SPEC_BY_FLAG = new Map(OPTIONS.map(o => [flagName(o.key), o]))
+const SPEC_BY_KEY = new Map(OPTIONS.map(o => [o.key, o]))
+
+export function specFor (key: keyof SomaConfig): OptionSpec {
+  const s = SPEC_BY_KEY.get(key)
+  if (s === undefined) throw new Error(`no spec for ${key}`)
+  return s
+}
+
+const BYTE_UNITS: Record<string, number> = { '': 1, b: 1, k: 1000, kb: 1000, kib: 1024, m: 1e6, mb: 1e6, mib: 1024 ** 2, g: 1e9, gb: 1e9, gib: 1024 ** 3 }
+const TIME_UNITS: Record<string, number> = { '': 1, ms: 1, s: 1000, m: 60_000, min: 60_000, h: 3_600_000 }
+
+function parseScaled (raw: string, units: Record<string, number>, what: string): number {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$/.exec(raw)
+  const unit = m?.[2].toLowerCase() ?? ''
+  if (m == null || units[unit] === undefined) throw new ConfigError(`${what}: ${JSON.stringify(raw)} is not a ${units === BYTE_UNITS ? 'size (e.g. 4MiB, 65536)' : 'duration (e.g. 30s, 200ms)'}`)
+  return Math.round(parseFloat(m[1]) * units[unit])
+}
+
+/** Converts one raw value (string from flags/env, or any JSON value from a file) to the option's type. */
+export function coerce (spec: OptionSpec, raw: unknown, source: string): unknown {
+  const what = `${source} ${spec.key === undefined ? '' : `(${flagName(spec.key)})`}`.trim()
+  let v: unknown
+  switch (spec.type) {
+    case 'string':
+      if (typeof raw !== 'string') throw new ConfigError(`${what}: expected a string, got ${JSON.stringify(raw)}`)
+      v = raw
+      break
+    case 'choice':
+      if (typeof raw !== 'string' || !(spec.choices ?? []).includes(raw)) throw new ConfigError(`${what}: ${JSON.stringify(raw)} is not one of ${(spec.choices ?? []).join(', ')}`)
+      v = raw
+      break
+    case 'bool':
+      if (typeof raw === 'boolean') v = raw
+      else if (raw === 'true' || raw === '1' || raw === 'yes') v = true
+      else if (raw === 'false' || raw === '0' || raw === 'no') v = false
+      else throw new ConfigError(`${what}: ${JSON.stringify(raw)} is not a boolean (true/false)`)
+      break
+    case 'list':
+      if (Array.isArray(raw) && raw.every(x => typeof x === 'string')) v = raw
+      else if (typeof raw === 'string') v = raw.split(',').map(s => s.trim()).filter(s => s !== '')
+      else throw new ConfigError(`${what}: expected a comma-separated list or an array of strings, got ${JSON.stringify(raw)}`)
+      break
+    case 'int':
+      if (typeof raw === 'number') v = raw
+      else if (typeof raw === 'string' && /^\s*-?\d+\s*$/.test(raw)) v = Number(raw)
+      else if (typeof raw === 'string' && /^\s*\d+(\.\d+)?e\d+\s*$/i.test(raw)) v = Number(raw)
+      else throw new ConfigError(`${what}: ${JSON.stringify(raw)} is not an integer`)
+      if (!Number.isSafeInteger(v)) throw new ConfigError(`${what}: ${JSON.stringify(raw)} is not an integer`)
+      break
+    case 'duration':
+      v = typeof raw === 'number' ? raw : typeof raw === 'string' ? parseScaled(raw, TIME_UNITS, what) : NaN
+      if (!Number.isSafeInteger(v)) throw new ConfigError(`${what}: ${JSON.stringify(raw)} is not a duration`)
+      break
+    case 'bytes':
+      v = typeof raw === 'number' ? raw : typeof raw === 'string' ? parseScaled(raw, BYTE_UNITS, what) : NaN
+      if (!Number.isSafeInteger(v)) throw new ConfigError(`${what}: ${JSON.stringify(raw)} is not a size`)
+      break
+  }
+  if (typeof v === 'number') {
+    if (spec.min !== undefined && v < spec.min) throw new ConfigError(`${what}: ${JSON.stringify(raw)} is below the minimum ${spec.min}`)
+    if (spec.max !== undefined && v > spec.max) throw new ConfigError(`${what}: ${JSON.stringify(raw)} is above the maximum ${spec.max}`)
+  }
+  return v
+}
+
+export interface LoadConfigOptions {
+  /** command-line arguments after the command name */
+  argv?: string[]
+  env?: NodeJS.ProcessEnv
+  command?: Command
+}
+
+export interface LoadedConfig {
+  config: SomaConfig
+  /** arguments that are not --flags */
+  positionals: string[]
+  help: boolean
+}
+
+/**
+ * Builds the config: defaults, then the JSON file named by --config (or SOMA_CONFIG), then SOMA_*
+ * environment variables, then flags. Every bad value raises ConfigError naming the source and option.
+ */
+export function loadConfig (opts: LoadConfigOptions = {}): LoadedConfig {
+  const argv = opts.argv ?? []
+  const env = opts.env ?? {}
+  const config: Record<string, unknown> = structuredClone({ ...DEFAULTS }) as any
+  const positionals: string[] = []
+  const flags: Array<[OptionSpec, string, string]> = []
+  let configFile: string | undefined = env.SOMA_CONFIG
+  let help = false
+
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]
+    if (a === '--help' || a === '-h') { help = true; continue }
+    if (!a.startsWith('--')) { positionals.push(a); continue }
+    let name = a.slice(2)
+    let value: string | undefined
+    const eq = name.indexOf('=')
+    if (eq >= 0) { value = name.slice(eq + 1); name = name.slice(0, eq) }
+    if (name === 'config') {
+      configFile = value ?? argv[++i]
+      if (configFile === undefined) throw new ConfigError('--config needs a file path')
+      continue
+    }
+    let spec = SPEC_BY_FLAG.get(name)
+    if (spec === undefined && name.startsWith('no-')) {
+      const s = SPEC_BY_FLAG.get(name.slice(3))
+      if (s?.type === 'bool' && value === undefined) { flags.push([s, 'false', `--${name}`]); continue }
+    }
+    if (spec === undefined) throw new ConfigError(`unknown option --${name}${opts.command !== undefined ? ` for \`${opts.command}\`` : ''} (see --help)`)
+    if (value === undefined) {
+      if (spec.type === 'bool' && (argv[i + 1] === undefined || argv[i + 1].startsWith('--') || !['true', 'false', '1', '0', 'yes', 'no'].includes(argv[i + 1]))) value = 'true'
+      else value = argv[++i]
+    }
+    if (value === undefined) throw new ConfigError(`--${name} needs a value`)
+    flags.push([spec, value, `--${name}`])
+  }
+
+  if (configFile !== undefined && configFile !== '') {
+    let json: unknown
+    try {
+      json = JSON.parse(readFileSync(configFile, 'utf8'))
+    } catch (err: any) {
+      throw new ConfigError(`config file ${configFile}: ${err.code === 'ENOENT' ? 'does not exist' : err.message}`)
+    }
+    if (json === null || typeof json !== 'object' || Array.isArray(json)) throw new ConfigError(`config file ${configFile}: expected a JSON object`)
+    for (const [k, raw] of Object.entries(json)) {
+      const spec = SPEC_BY_KEY.get(k as keyof SomaConfig)
+      if (spec === undefined) throw new ConfigError(`config file ${configFile}: unknown option "${k}"`)
+      config[k] = coerce(spec, raw, `config file ${configFile}: "${k}"`)
+    }
+  }
+  for (const spec of OPTIONS) {
+    const raw = env[envName(spec.key)]
+    if (raw !== undefined) config[spec.key] = coerce(spec, raw, `environment ${envName(spec.key)}`)
+  }
+  for (const [spec, raw, src] of flags) config[spec.key] = coerce(spec, raw, src)
+
+  return { config: config as unknown as SomaConfig, positionals, help }
+}
+
+function formatDefault (spec: OptionSpec, value: unknown): string {
+  if (spec.type === 'list') return (value as string[]).length === 0 ? '(none)' : (value as string[]).join(',')
+  if (spec.type === 'duration') return `${value as number}ms`
+  if (spec.type === 'bytes') {
+    const n = value as number
+    if (n % (1024 * 1024) === 0) return `${n / (1024 * 1024)}MiB`
+    if (n % 1024 === 0) return `${n / 1024}KiB`
+    return String(n)
+  }
+  if (value === '') return '(none)'
+  return String(value)
+}
+
+/** --help text for a command, derived from OPTIONS. */
+export function helpText (command: Command, usage: string, description: string): string {
+  const rows = OPTIONS.filter(o => o.commands.includes(command))
+  const lines = [`Usage: ${usage}`, '', description, '', 'Options (flag / environment variable, default):']
+  lines.push('  --config <file>  JSON file of options (keys as in the table below, camelCase); env SOMA_CONFIG')
+  let group = ''
+  for (const o of rows) {
+    if (o.group !== group) { group = o.group; lines.push('', `  [${group}]`) }
+    const arg = o.type === 'bool' ? '' : ` <${o.type === 'choice' ? (o.choices ?? []).join('|') : o.type}>`
+    lines.push(`  --${flagName(o.key)}${arg}`)
+    lines.push(`      ${o.doc}`)
+    lines.push(`      env ${envName(o.key)}, default ${formatDefault(o, DEFAULTS[o.key])}`)
+  }
+  lines.push('', 'Precedence: defaults < --config file < SOMA_* environment < flags.')
+  return lines.join('\n')
+}
+
+/** The README's config table (markdown), derived from OPTIONS. */
+export function markdownTable (): string {
+  const lines = ['| option (JSON key) | flag | environment | default | commands | description |', '|---|---|---|---|---|---|']
+  for (const o of OPTIONS) {
+    lines.push(`| \`${o.key}\` | \`--${flagName(o.key)}\` | \`${envName(o.key)}\` | \`${formatDefault(o, DEFAULTS[o.key])}\` | ${o.commands.join(', ')} | ${o.doc} |`)
+  }
+  return lines.join('\n')
+}

@@ -1,0 +1,33 @@
+import { createHash } from 'node:crypto'
+
+/** sha256 through node:crypto (SHA-NI: ~1.7 GB/s here). */
+export function sha256 (...parts: Uint8Array[]): Uint8Array {
+  const h = createHash('sha256')
+  for (const p of parts) h.update(p)
+  return h.digest()
+}
+
+export function toHex (bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('hex')
+}
+
+export function fromHex (hex: string): Uint8Array {
+  if (!/^([0-9a-fA-F]{2})*$/.test(hex)) throw new TypeError(`not a hex string: ${JSON.stringify(hex.slice(0, 80))}`)
+  return new Uint8Array(Buffer.from(hex, 'hex'))
+}
+
+export function bytesEqual (a: Uint8Array, b: Uint8Array): boolean {
+  if (a.byteLength !== b.byteLength) return false
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength))
+}
+
+export function compareBytes (a: Uint8Array, b: Uint8Array): number {
+  return Buffer.from(a.buffer, a.byteOffset, a.byteLength).compare(Buffer.from(b.buffer, b.byteOffset, b.byteLength))
+}
+
+/** Short printable form of a digest or key: the first 8 hex chars. */
+export function short (bytes: Uint8Array): string {
+  return toHex(bytes.subarray(0, 4))
+}
+
+export const utf8 = new TextEncoder()

@@ -1,0 +1,78 @@
+/**
+ * LtHash16: a homomorphic multiset hash (Bellare–Micciancio; as used by Facebook and Solana).
+ * An element hashes to 1024 16-bit lanes (shake256 with 2048 bytes of output); the multiset's hash is
+ * the lane-wise sum mod 2^16. Adding or removing an element is O(1) in the set size, and the result is
+ * independent of order. `checksum()` condenses it to 32 bytes with sha256.
+ */
+import { createHash } from 'node:crypto'
+import { sha256 } from './hash.ts'
+
+export const LTHASH_LANES = 1024
+export const LTHASH_BYTES = LTHASH_LANES * 2
+
+export class LtHash {
+  readonly lanes: Uint16Array
+
+  constructor (lanes?: Uint16Array) {
+    if (lanes !== undefined && lanes.length !== LTHASH_LANES) throw new TypeError(`an LtHash has ${LTHASH_LANES} lanes`)
+    this.lanes = lanes ?? new Uint16Array(LTHASH_LANES)
+  }
+
+  static fromBytes (bytes: Uint8Array): LtHash {
+    if (bytes.byteLength !== LTHASH_BYTES) throw new TypeError(`an LtHash is ${LTHASH_BYTES} bytes, got ${bytes.byteLength}`)
+    const copy = new Uint8Array(bytes) // aligned copy
+    return new LtHash(new Uint16Array(copy.buffer, 0, LTHASH_LANES))
+  }
+
+  /** The element's lanes: shake256(parts..., 2048 bytes), little-endian u16. */
+  static element (...parts: Uint8Array[]): Uint16Array {
+    const h = createHash('shake256', { outputLength: LTHASH_BYTES })
+    for (const p of parts) h.update(p)
+    const out = h.digest()
+    // Buffer from a fresh digest may share a pool; copy into an aligned array.
+    const lanes = new Uint16Array(LTHASH_LANES)
+    new Uint8Array(lanes.buffer).set(out)
+    return lanes
+  }
+
+  add (...parts: Uint8Array[]): this {
+    return this.addLanes(LtHash.element(...parts))
+  }
+
+  remove (...parts: Uint8Array[]): this {
+    return this.removeLanes(LtHash.element(...parts))
+  }
+
+  addLanes (e: Uint16Array): this {
+    const l = this.lanes
+    for (let i = 0; i < LTHASH_LANES; i++) l[i] = (l[i] + e[i]) & 0xffff
+    return this
+  }
+
+  removeLanes (e: Uint16Array): this {
+    const l = this.lanes
+    for (let i = 0; i < LTHASH_LANES; i++) l[i] = (l[i] - e[i]) & 0xffff
+    return this
+  }
+
+  /** Adds (or with sign -1 removes) another multiset hash. */
+  merge (other: LtHash, sign: 1 | -1 = 1): this {
+    return sign === 1 ? this.addLanes(other.lanes) : this.removeLanes(other.lanes)
+  }
+
+  clone (): LtHash {
+    return new LtHash(new Uint16Array(this.lanes))
+  }
+
+  toBytes (): Uint8Array {
+    return new Uint8Array(this.lanes.buffer.slice(this.lanes.byteOffset, this.lanes.byteOffset + LTHASH_BYTES))
+  }
+
+  checksum (): Uint8Array {
+    return sha256(new Uint8Array(this.lanes.buffer, this.lanes.byteOffset, LTHASH_BYTES))
+  }
+
+  isZero (): boolean {
+    return this.lanes.every(v => v === 0)
+  }
+}
