@@ -1,0 +1,187 @@
+/**
+ * A request/response protocol over libp2p streams: one length-prefixed protobuf request, one response,
+ * then the stream is closed (or aborted on any error). The base of every /soma/* protocol service.
+ *
+ * Server side: per-peer rate limit (RateLimiter from @libp2p/utils), a time limit on every handler,
+ * `maxDataLength` on every read, inbound/outbound stream limits per connection.
+ * Client side: every request takes an AbortSignal, and gets a timeout when the caller gives none.
+ */
+import { pbStream, RateLimiter } from '@libp2p/utils'
+import type { AbortOptions, ComponentLogger, Connection, Logger, PeerId, Startable, Stream } from '@libp2p/interface'
+import type { ConnectionManager, Registrar } from '@libp2p/interface-internal'
+import type { Codec } from '../chain/proto.ts'
+import { MalformedMessageError, PeerRequestFailedError, PeerTimeoutError, RateLimitedError, OversizedResponseError } from '../errors.ts'
+
+export interface RpcComponents {
+  registrar: Registrar
+  connectionManager: ConnectionManager
+  logger: ComponentLogger
+}
+
+export interface RpcInit {
+  /** Inbound streams per connection. @default 32 */
+  maxInboundStreams?: number
+  /** Outbound streams per connection. @default 64 */
+  maxOutboundStreams?: number
+  /** Largest request accepted. @default 64 KiB */
+  maxRequestBytes?: number
+  /** Largest response accepted (and sent). @default 4 MiB + 64 KiB of framing */
+  maxResponseBytes?: number
+  /** Client timeout when the caller passes no signal. @default 30 s */
+  timeoutMs?: number
+  /** Time limit of one inbound request. @default 30 s */
+  handlerTimeoutMs?: number
+  /** Inbound requests one peer may make per second. @default 50 */
+  requestsPerSecond?: number
+  /** Serve inbound requests (false: client only). @default true */
+  serve?: boolean
+}
+
+export interface RequestContext {
+  peer: PeerId
+  connection: Connection
+  signal: AbortSignal
+}
+
+export type Handler<Req, Res> = (req: Req, ctx: RequestContext) => Promise<Res>
+
+export interface RpcStats {
+  inbound: number
+  inboundErrors: number
+  rateLimited: number
+  outbound: number
+  outboundErrors: number
+}
+
+const RAW = { encode: (b: Uint8Array): Uint8Array => b }
+
+/** A response type with an optional refusal message. */
+interface WithError { error?: string }
+
+export class RpcProtocol<Req, Res extends WithError> implements Startable {
+  readonly protocol: string
+  readonly maxInboundStreams: number
+  readonly maxOutboundStreams: number
+  readonly maxRequestBytes: number
+  readonly maxResponseBytes: number
+  readonly timeoutMs: number
+  readonly handlerTimeoutMs: number
+  readonly stats: RpcStats = { inbound: 0, inboundErrors: 0, rateLimited: 0, outbound: 0, outboundErrors: 0 }
+  private readonly components: RpcComponents
+  private readonly reqCodec: Codec<Req>
+  private readonly resCodec: Codec<Res>
+  private readonly handler?: Handler<Req, Res>
+  private readonly serve: boolean
+  private readonly limiter: RateLimiter
+  private readonly log: Logger
+  private started = false
+
+  constructor (components: RpcComponents, protocol: string, codecs: { request: Codec<Req>, response: Codec<Res> }, init: RpcInit, handler?: Handler<Req, Res>) {
+    this.components = components
+    this.protocol = protocol
+    this.reqCodec = codecs.request
+    this.resCodec = codecs.response
+    this.handler = handler
+    this.maxInboundStreams = init.maxInboundStreams ?? 32
+    this.maxOutboundStreams = init.maxOutboundStreams ?? 64
+    this.maxRequestBytes = init.maxRequestBytes ?? 64 * 1024
+    this.maxResponseBytes = init.maxResponseBytes ?? 4 * 1024 * 1024 + 64 * 1024
+    this.timeoutMs = init.timeoutMs ?? 30_000
+    this.handlerTimeoutMs = init.handlerTimeoutMs ?? 30_000
+    this.serve = init.serve ?? true
+    this.limiter = new RateLimiter({ points: init.requestsPerSecond ?? 50, duration: 1 })
+    this.log = components.logger.forComponent(`soma:rpc:${protocol}`)
+  }
+
+  async start (): Promise<void> {
+    if (this.started) return
+    this.started = true
+    if (this.serve && this.handler !== undefined) {
+      await this.components.registrar.handle(this.protocol, (stream, connection) => {
+        void this.onStream(stream, connection)
+      }, { maxInboundStreams: this.maxInboundStreams, maxOutboundStreams: this.maxOutboundStreams })
+    }
+  }
+
+  async stop (): Promise<void> {
+    if (!this.started) return
+    this.started = false
+    if (this.serve && this.handler !== undefined) await this.components.registrar.unhandle(this.protocol)
+  }
+
+  isStarted (): boolean { return this.started }
+
+  private async onStream (stream: Stream, connection: Connection): Promise<void> {
+    this.stats.inbound++
+    const peer = connection.remotePeer
+    const signal = AbortSignal.timeout(this.handlerTimeoutMs)
+    const pb = pbStream(stream, { maxDataLength: this.maxRequestBytes }).pb(this.reqCodec)
+    try {
+      try {
+        this.limiter.consume(peer.toString())
+      } catch {
+        this.stats.rateLimited++
+        await pb.unwrap().pb(this.resCodec).write({ error: 'rate limited' } as Res, { signal })
+        await stream.close({ signal })
+        return
+      }
+      const req = await pb.read({ signal })
+      const res = await this.handler!(req, { peer, connection, signal })
+      const bytes = this.resCodec.encode(res)
+      if (bytes.byteLength > this.maxResponseBytes) throw new OversizedResponseError(`${this.protocol}: response of ${bytes.byteLength} bytes exceeds ${this.maxResponseBytes}`)
+      await pb.unwrap().write(bytes, RAW, { signal })
+      await stream.close({ signal })
+    } catch (err: any) {
+      this.stats.inboundErrors++
+      this.log('inbound request from %p failed: %s', peer, err.message)
+      stream.abort(err)
+    }
+  }
+
+  /**
+   * Sends one request and reads the response. Throws PeerTimeoutError, PeerRequestFailedError (the
+   * peer refused or the stream failed), MalformedMessageError or OversizedResponseError.
+   */
+  async request (peer: PeerId, req: Req, options: AbortOptions = {}): Promise<Res> {
+    this.stats.outbound++
+    const timeout = options.signal === undefined ? AbortSignal.timeout(this.timeoutMs) : undefined
+    const signal = options.signal ?? timeout!
+    let stream: Stream | undefined
+    try {
+      stream = await this.components.connectionManager.openStream(peer, this.protocol, { signal })
+      const pb = pbStream(stream, { maxDataLength: this.maxResponseBytes })
+      await pb.write(req, this.reqCodec, { signal })
+      const res = await pb.read(this.resCodec, { signal })
+      await stream.close({ signal })
+      if (res.error != null && res.error !== '') {
+        if (res.error === 'rate limited') throw new RateLimitedError(`${peer.toString()} rate-limited ${this.protocol}`)
+        throw new PeerRequestFailedError(`${peer.toString()} refused ${this.protocol}: ${res.error}`)
+      }
+      return res
+    } catch (err: any) {
+      this.stats.outboundErrors++
+      stream?.abort(err)
+      throw classifyError(err, signal, peer, this.protocol, timeout !== undefined ? this.timeoutMs : undefined)
+    }
+  }
+}
+
+/** Turns stream and codec errors into our named errors. */
+export function classifyError (err: any, signal: AbortSignal, peer: PeerId, protocol: string, timeoutMs?: number): Error {
+  if (err instanceof MalformedMessageError || err instanceof PeerRequestFailedError || err instanceof RateLimitedError || err instanceof OversizedResponseError) return err
+  if (err?.name === 'InvalidDataLengthError' || err?.code === 'ERR_MSG_DATA_TOO_LONG') {
+    return new OversizedResponseError(`${peer.toString()} sent a ${protocol} message over the size limit`, { cause: err })
+  }
+  if (signal.aborted) {
+    const reason = signal.reason
+    if (reason?.name === 'TimeoutError' || timeoutMs !== undefined) return new PeerTimeoutError(`${peer.toString()} did not answer ${protocol}${timeoutMs !== undefined ? ` within ${timeoutMs} ms` : ''}`, { cause: err })
+    return reason instanceof Error ? reason : err
+  }
+  if (err?.name === 'UnexpectedEOFError' || /end of stream|EOF/i.test(String(err?.message))) {
+    return new PeerRequestFailedError(`${peer.toString()} closed the ${protocol} stream without answering`, { cause: err })
+  }
+  if (err?.name === 'RangeError' || /invalid wire type|index out of range/i.test(String(err?.message))) {
+    return new MalformedMessageError(`${peer.toString()} sent a malformed ${protocol} message: ${err.message}`, { cause: err })
+  }
+  return new PeerRequestFailedError(`${protocol} request to ${peer.toString()} failed: ${err?.message ?? String(err)}`, { cause: err })
+}

@@ -1,0 +1,369 @@
+/**
+ * StateSyncEventLoop (seed 000): one loop fed by a bounded mailbox (`mailboxCapacity`), a tick every
+ * `tickIntervalMs`, peer connect/disconnect events and finished tasks. It keeps PeerHeights fresh
+ * (height discovery), starts one sync task at a time when a peer is ahead, feeds verified commits to
+ * the CommitExecutor through a bounded channel (backpressure), notifies lower peers with PushCommit,
+ * and stops gracefully (cancels tasks, closes streams, drains the executor).
+ *
+ * States: stopped → replaying (stored but unexecuted commits go to the executor first) → discovering
+ * (no peer heights yet) ⇄ syncing ⇄ waiting-for-peers / synced.
+ */
+import type { ComponentLogger, Logger, PeerId } from '@libp2p/interface'
+import type { ChainStore } from '../store/chain-store.ts'
+import type { CommitExecutor } from '../executor/commit-executor.ts'
+import type { CommittedSubDag } from '../chain/subdag.ts'
+import { parseBlock, type ParsedBlock } from '../chain/block.ts'
+import { BoundedChannel } from './channel.ts'
+import { PeerHeights } from './peer-heights.ts'
+import { PeerBalancer } from './peer-balancer.ts'
+import { PeerScores } from './peer-scores.ts'
+import { fetchAndVerifyCommits, type VerifiedCommitRange } from './commit-fetcher.ts'
+import { BlockDownloader, type ReadyCommit } from './block-downloader.ts'
+import type { SignedBlockVerifier } from './block-verifier.ts'
+import type { TxVerifier } from './tx-verifier.ts'
+import type { CommitAvailability } from './protocols/commit-availability.ts'
+import type { FetchCommits } from './protocols/fetch-commits.ts'
+import type { FetchBlocks } from './protocols/fetch-blocks.ts'
+import type { PushCommit } from './protocols/push-commit.ts'
+import { WrongChainError } from '../errors.ts'
+
+export type SyncPhase = 'stopped' | 'replaying' | 'discovering' | 'syncing' | 'waiting-for-peers' | 'synced'
+
+export interface StateSyncConfig {
+  mailboxCapacity: number
+  syncedCommitBroadcastChannelCapacity: number
+  waitIntervalWhenNoPeerToSyncContentMs: number
+  timeoutMs: number
+  commitSyncBatchSize: number
+  maxBlocksPerFetch: number
+  maxFetchResponseBytes: number
+  maxTotalFetchedBytes: number
+  commitSummaryDownloadConcurrency: number
+  tickIntervalMs: number
+  blockFetchStaggerMs: number
+  peerHeightQueryIntervalMs: number
+  peerBanMs: number
+}
+
+export type MailboxMessage =
+  | { type: 'peer-connected', peer: PeerId }
+  | { type: 'peer-disconnected', peer: PeerId }
+  | { type: 'push', peer: PeerId, highestSynced: number, lowestAvailable: number, genesisDigest: Uint8Array }
+  | { type: 'wake' }
+
+export interface EventLoopDeps {
+  store: ChainStore
+  executor: CommitExecutor
+  availability: CommitAvailability
+  fetchCommits: FetchCommits
+  fetchBlocks: FetchBlocks
+  pushCommit: PushCommit
+  blockVerifier: SignedBlockVerifier
+  txVerifier: TxVerifier
+  /** currently connected peers */
+  connectedPeers: () => PeerId[]
+  /** closes connections to a banned peer */
+  disconnect: (peer: PeerId) => Promise<void>
+  logger: ComponentLogger
+}
+
+export interface SyncProgress {
+  phase: SyncPhase
+  highestSynced: number
+  highestExecuted: number
+  target: number
+  peers: number
+  commitsPerSecond: number
+  syncedCommits: number
+}
+
+export interface StateSyncEvents {
+  /** verified commits were stored */
+  synced: (highest: number) => void
+  phase: (phase: SyncPhase) => void
+}
+
+export class StateSyncEventLoop {
+  readonly config: StateSyncConfig
+  readonly heights: PeerHeights
+  readonly scores: PeerScores
+  readonly downloader: BlockDownloader
+  private readonly deps: EventLoopDeps
+  private readonly log: Logger
+  private mailbox!: BoundedChannel<MailboxMessage>
+  private channel!: BoundedChannel<CommittedSubDag>
+  private controller?: AbortController
+  private loop?: Promise<void>
+  private executorTask?: Promise<void>
+  private syncTask?: Promise<void>
+  private queryTask?: Promise<void>
+  private replayTask?: Promise<void>
+  private lastQuery = 0
+  private noPeerUntil = 0
+  private _phase: SyncPhase = 'stopped'
+  private readonly listeners: { [K in keyof StateSyncEvents]: Array<StateSyncEvents[K]> } = { synced: [], phase: [] }
+  /** commits synced by this loop (not replayed), and a rate window */
+  syncedCommits = 0
+  private rate: Array<[number, number]> = []
+  droppedMessages = 0
+  fatalError?: Error
+
+  constructor (deps: EventLoopDeps, config: StateSyncConfig) {
+    this.deps = deps
+    this.config = config
+    this.heights = new PeerHeights(deps.store.chainId)
+    this.scores = new PeerScores(config.peerBanMs)
+    this.log = deps.logger.forComponent('soma:state-sync')
+    this.downloader = new BlockDownloader({
+      store: deps.store,
+      fetchBlocks: deps.fetchBlocks,
+      blockVerifier: deps.blockVerifier,
+      txVerifier: deps.txVerifier,
+      onPeerError: (peer, err) => { this.penalize(peer, err) },
+      onPeerSuccess: (peer) => { this.scores.reward(peer) }
+    }, {
+      maxBlocksPerFetch: config.maxBlocksPerFetch,
+      maxFetchResponseBytes: config.maxFetchResponseBytes,
+      maxTotalFetchedBytes: config.maxTotalFetchedBytes,
+      blockFetchStaggerMs: config.blockFetchStaggerMs,
+      concurrency: config.commitSummaryDownloadConcurrency,
+      timeoutMs: config.timeoutMs
+    })
+  }
+
+  on<K extends keyof StateSyncEvents>(event: K, fn: StateSyncEvents[K]): void { (this.listeners[event] as any[]).push(fn) }
+  off<K extends keyof StateSyncEvents>(event: K, fn: StateSyncEvents[K]): void {
+    const l = this.listeners[event] as any[]; const i = l.indexOf(fn); if (i >= 0) l.splice(i, 1)
+  }
+
+  get phase (): SyncPhase { return this._phase }
+
+  private setPhase (p: SyncPhase): void {
+    if (p === this._phase) return
+    this.log('phase %s -> %s', this._phase, p)
+    this._phase = p
+    for (const fn of this.listeners.phase) fn(p)
+  }
+
+  get isRunning (): boolean { return this.controller !== undefined }
+
+  /** Posts a message; when the mailbox is full it is dropped (the next tick catches up). */
+  post (msg: MailboxMessage): void {
+    if (this.mailbox === undefined || !this.mailbox.trySend(msg)) this.droppedMessages++
+  }
+
+  start (): void {
+    if (this.controller !== undefined) return
+    this.controller = new AbortController()
+    const signal = this.controller.signal
+    this.mailbox = new BoundedChannel(this.config.mailboxCapacity)
+    this.channel = new BoundedChannel(this.config.syncedCommitBroadcastChannelCapacity)
+    this.executorTask = this.deps.executor.run(this.channel, signal).catch(err => {
+      if (signal.aborted) return
+      this.fatalError = err
+      this.log.error('executor stopped: %s', err.message)
+      this.controller?.abort(err)
+    })
+    this.setPhase('replaying')
+    this.replayTask = this.replay(signal).catch(err => {
+      if (!signal.aborted) this.log.error('replay failed: %s', err.message)
+    })
+    this.loop = this.run(signal)
+  }
+
+  async stop (): Promise<void> {
+    const c = this.controller
+    if (c === undefined) return
+    c.abort(new Error('state sync stopping'))
+    this.mailbox.close()
+    await this.loop
+    await Promise.allSettled([this.syncTask, this.queryTask, this.replayTask])
+    this.channel.close()
+    await this.executorTask
+    this.controller = undefined
+    this.setPhase('stopped')
+  }
+
+  progress (): SyncProgress {
+    const now = Date.now()
+    this.rate = this.rate.filter(([t]) => now - t < 10_000)
+    const first = this.rate[0]
+    const last = this.rate[this.rate.length - 1]
+    const cps = first !== undefined && last !== first ? (last[1] - first[1]) / ((last[0] - first[0]) / 1000) : 0
+    const p = this.deps.store.getProgress()
+    return {
+      phase: this._phase,
+      highestSynced: p.highestSynced,
+      highestExecuted: p.highestExecuted,
+      target: Math.max(this.heights.highest(), p.highestSynced),
+      peers: this.heights.size,
+      commitsPerSecond: cps,
+      syncedCommits: this.syncedCommits
+    }
+  }
+
+  /** Commits stored but not executed (after a restart) go to the executor first, from the store. */
+  private async replay (signal: AbortSignal): Promise<void> {
+    const store = this.deps.store
+    for (let i = store.highestExecuted + 1; i <= store.highestSynced; i++) {
+      signal.throwIfAborted()
+      const commit = await store.getCommit(i)
+      if (commit === undefined) throw new Error(`commit ${i} is marked synced but not stored`)
+      const raw = await store.getBlocks(commit.commit.blocks)
+      const blocks = raw.map((b, j) => {
+        if (b === undefined) throw new Error(`commit ${i}: block ${j} is marked synced but not stored`)
+        return parseBlock(b, store.chainId)
+      })
+      await this.channel.send({ commit, blocks }, signal)
+    }
+    this.setPhase('discovering')
+  }
+
+  private async run (signal: AbortSignal): Promise<void> {
+    for (const peer of this.deps.connectedPeers()) this.post({ type: 'peer-connected', peer })
+    while (!signal.aborted) {
+      const msg = await Promise.race([
+        this.mailbox.next(),
+        new Promise<'tick'>(resolve => setTimeout(() => resolve('tick'), this.config.tickIntervalMs))
+      ])
+      if (signal.aborted) break
+      if (msg !== 'tick') {
+        if (msg.done === true) break
+        this.handleMessage(msg.value)
+      }
+      this.handleTick()
+      this.maybeStartSyncTask(signal)
+    }
+  }
+
+  private handleMessage (msg: MailboxMessage): void {
+    switch (msg.type) {
+      case 'peer-connected':
+        if (!this.heights.isWrongChain(msg.peer) && !this.scores.isBanned(msg.peer)) void this.queryPeer(msg.peer)
+        break
+      case 'peer-disconnected':
+        this.heights.remove(msg.peer)
+        break
+      case 'push':
+        if (this.heights.isWrongChain(msg.peer) || this.scores.isBanned(msg.peer)) break
+        if (!this.heights.update(msg.peer, msg)) this.penalize(msg.peer, new WrongChainError(`${msg.peer.toString()} pushed a commit of another chain`))
+        this.noPeerUntil = 0
+        break
+      case 'wake':
+        this.noPeerUntil = 0
+        break
+    }
+  }
+
+  private handleTick (): void {
+    const now = Date.now()
+    if (now - this.lastQuery >= this.config.peerHeightQueryIntervalMs && this.queryTask === undefined) {
+      this.lastQuery = now
+      const peers = this.deps.connectedPeers().filter(p => !this.heights.isWrongChain(p) && !this.scores.isBanned(p))
+      this.queryTask = Promise.allSettled(peers.map(async p => await this.queryPeer(p))).then(() => { this.queryTask = undefined })
+    }
+  }
+
+  /** Height discovery: ask one peer for its commit availability. */
+  private async queryPeer (peer: PeerId): Promise<void> {
+    const t0 = Date.now()
+    try {
+      const info = await this.deps.availability.query(peer, { signal: AbortSignal.timeout(Math.min(this.config.timeoutMs, 10_000)) })
+      if (!this.heights.update(peer, info, Date.now() - t0)) {
+        this.penalize(peer, new WrongChainError(`${peer.toString()} is on another chain`))
+        this.log('peer %p is on another chain: dropped', peer)
+      }
+    } catch (err: any) {
+      // a peer without our protocols, or unreachable: not a lie, just not a sync peer
+      this.log.trace('availability query to %p failed: %s', peer, err.message)
+    }
+  }
+
+  private penalize (peer: PeerId, err: unknown): void {
+    this.log('peer %p: %s', peer, (err as any)?.message ?? err)
+    if (this.scores.penalize(peer, err) || err instanceof WrongChainError) {
+      this.heights.remove(peer)
+      void this.deps.disconnect(peer).catch(() => {})
+    }
+  }
+
+  private eligiblePeers (): ReturnType<PeerHeights['all']> {
+    return this.heights.all().filter(p => !this.scores.isBanned(p.peer))
+  }
+
+  private maybeStartSyncTask (signal: AbortSignal): void {
+    if (this.syncTask !== undefined || this._phase === 'replaying' || signal.aborted) return
+    if (Date.now() < this.noPeerUntil) return
+    const store = this.deps.store
+    const start = store.highestSynced + 1
+    const target = this.heights.highest()
+    if (target < start) {
+      if (this.heights.size > 0) this.setPhase('synced')
+      else if (this._phase !== 'synced') this.setPhase('discovering')
+      return
+    }
+    this.setPhase('syncing')
+    this.syncTask = this.syncOnce(start, target, signal)
+      .catch(err => {
+        if (!signal.aborted) this.log('sync task failed: %s', err.message)
+      })
+      .finally(() => { this.syncTask = undefined; this.post({ type: 'wake' }) })
+  }
+
+  /** One sync step: a verified commit range from one peer, its blocks, stored and executed. */
+  private async syncOnce (start: number, target: number, signal: AbortSignal): Promise<void> {
+    const end = Math.min(target, start + this.config.commitSyncBatchSize - 1)
+    let range: VerifiedCommitRange | undefined
+    let source: PeerId | undefined
+    for (const peer of new PeerBalancer(this.eligiblePeers(), start)) {
+      try {
+        range = await fetchAndVerifyCommits(peer, start, end, this.deps, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.config.timeoutMs)]) })
+        source = peer
+        this.scores.reward(peer)
+        break
+      } catch (err) {
+        if (signal.aborted) throw err
+        this.penalize(peer, err)
+      }
+    }
+    if (range === undefined || source === undefined) {
+      this.setPhase('waiting-for-peers')
+      this.noPeerUntil = Date.now() + this.config.waitIntervalWhenNoPeerToSyncContentMs
+      return
+    }
+    const last = range.commits[range.commits.length - 1]
+    // blocks: the peer that served the commits first, then others that have them
+    const others = [...new PeerBalancer(this.eligiblePeers(), last.index)].filter(p => !p.equals(source))
+    const certifiers = range.certifiers
+    await this.downloader.download(range.commits, [source, ...others], async (ready) => {
+      await this.persist(ready, ready[ready.length - 1].commit.index === last.index ? certifiers : [])
+      for (const r of ready) await this.channel.send({ commit: r.commit, blocks: r.blocks }, signal)
+    }, signal)
+    this.notifyLowerPeers()
+  }
+
+  /** Blocks, votes, commits (and certifiers of the range's last commit) and highest synced: one batch. */
+  private async persist (ready: ReadyCommit[], certifiers: readonly ParsedBlock[]): Promise<void> {
+    const batch = this.deps.store.batch()
+    for (const r of ready) {
+      for (const b of r.blocks) batch.putBlock(b.ref, b.bytes).putVotes(b.ref, b.block.commitVotes)
+      batch.putCommit(r.commit)
+    }
+    for (const b of certifiers) batch.putBlock(b.ref, b.bytes).putVotes(b.ref, b.block.commitVotes)
+    const highest = ready[ready.length - 1].commit.index
+    batch.setHighestSynced(highest)
+    await batch.write()
+    this.syncedCommits += ready.length
+    this.rate.push([Date.now(), this.syncedCommits])
+    for (const fn of this.listeners.synced) fn(highest)
+  }
+
+  /** PushCommit to peers known to be lower than us. */
+  notifyLowerPeers (): void {
+    const store = this.deps.store
+    const info = { highestSynced: store.highestSynced, lowestAvailable: store.lowestAvailable, genesisDigest: store.chainId }
+    for (const p of this.heights.lowerThan(store.highestSynced)) {
+      void this.deps.pushCommit.push(p.peer, info, { signal: AbortSignal.timeout(Math.min(5000, this.config.timeoutMs)) }).catch(() => {})
+    }
+  }
+}

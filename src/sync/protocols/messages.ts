@@ -1,0 +1,28 @@
+/** Typed codecs of protocols/sync.proto. */
+import { codec } from '../../chain/proto.ts'
+import type { BlockRef } from '../../chain/types.ts'
+
+export interface GetCommitAvailabilityRequest { timestampMs: number }
+export interface GetCommitAvailabilityResponse { highestSyncedCommit: number, lowestAvailableCommit: number, genesisDigest: Uint8Array, error?: string }
+export interface FetchCommitsRequest { start: number, end: number }
+export interface FetchCommitsResponse { commits: Uint8Array[], certifierBlocks: Uint8Array[], error?: string }
+export interface FetchBlocksRequest { blockRefs: BlockRef[] }
+export interface FetchBlocksResponse { blocks: Uint8Array[], error?: string }
+export interface PushCommitRequest { highestSyncedCommit: number, lowestAvailableCommit: number, genesisDigest: Uint8Array }
+export interface PushCommitResponse { error?: string }
+
+export const SyncCodecs = {
+  GetCommitAvailabilityRequest: codec<GetCommitAvailabilityRequest>('soma.GetCommitAvailabilityRequest'),
+  GetCommitAvailabilityResponse: codec<GetCommitAvailabilityResponse>('soma.GetCommitAvailabilityResponse'),
+  FetchCommitsRequest: codec<FetchCommitsRequest>('soma.FetchCommitsRequest'),
+  FetchCommitsResponse: codec<FetchCommitsResponse>('soma.FetchCommitsResponse'),
+  FetchBlocksRequest: codec<FetchBlocksRequest>('soma.FetchBlocksRequest'),
+  FetchBlocksResponse: codec<FetchBlocksResponse>('soma.FetchBlocksResponse'),
+  PushCommitRequest: codec<PushCommitRequest>('soma.PushCommitRequest'),
+  PushCommitResponse: codec<PushCommitResponse>('soma.PushCommitResponse')
+}
+
+export const PROTOCOL_COMMIT_AVAILABILITY = '/soma/commit-availability/1.0.0'
+export const PROTOCOL_FETCH_COMMITS = '/soma/fetch-commits/1.0.0'
+export const PROTOCOL_FETCH_BLOCKS = '/soma/fetch-blocks/1.0.0'
+export const PROTOCOL_PUSH_COMMIT = '/soma/push-commit/1.0.0'

@@ -1,0 +1,61 @@
+/** Test helpers: a devnet producer store and plain libp2p nodes running our commit-sync services. */
+import { createLibp2p, type Libp2p } from 'libp2p'
+import { tcp } from '@libp2p/tcp'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify } from '@libp2p/identify'
+import { mkdtempSync, rmSync } from 'node:fs'
+import { tmpdir } from 'node:os'
+import path from 'node:path'
+import { createGenesis, type GenesisBundle } from '../../src/chain/genesis.ts'
+import { ChainStore } from '../../src/store/chain-store.ts'
+import { CommitExecutor } from '../../src/executor/commit-executor.ts'
+import { DevnetProducer } from '../../src/devnet/producer.ts'
+import { commitSyncServices, type CommitSyncServicesInit, type StateSync } from '../../src/sync/state-sync.ts'
+import { VerifyPool } from '../../src/crypto/verify-pool.ts'
+
+export const SEED = 'sync-test'
+
+export function tmpDir (t: { after: (fn: () => void) => void }, prefix = 'soma-sync-'): string {
+  const d = mkdtempSync(path.join(tmpdir(), prefix))
+  t.after(() => { rmSync(d, { recursive: true, force: true }) })
+  return d
+}
+
+export function testGenesis (): GenesisBundle {
+  return createGenesis({ seed: SEED, validators: 4, accounts: 50, initialBalance: 1e9, embeddingDim: 8 })
+}
+
+export async function producerStore (dir: string, commits: number, opts: { epochLength?: number, txsPerBlock?: number, genesis?: GenesisBundle } = {}): Promise<{ store: ChainStore, producer: DevnetProducer, executor: CommitExecutor }> {
+  const store = await ChainStore.open(path.join(dir, 'producer'), { genesis: opts.genesis ?? testGenesis() })
+  const executor = new CommitExecutor(store)
+  const producer = new DevnetProducer(store, executor, { seed: SEED, epochLength: opts.epochLength ?? 10, txsPerBlock: opts.txsPerBlock ?? 5, roundIntervalMs: 0 })
+  await producer.load()
+  await producer.produceUntil(commits)
+  return { store, producer, executor }
+}
+
+export type SyncNode = Libp2p<{ identify: any, stateSync: StateSync } & Record<string, any>>
+
+/** A plain createLibp2p node with its own transports plus our services. */
+export async function syncNode (store: ChainStore, opts: Partial<CommitSyncServicesInit> = {}, executor = new CommitExecutor(store)): Promise<SyncNode> {
+  const node = await createLibp2p({
+    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    services: {
+      identify: identify(),
+      ...commitSyncServices({ store, executor, verifyPool: opts.verifyPool ?? new VerifyPool({ workers: 0 }), tickIntervalMs: 20, peerHeightQueryIntervalMs: 200, blockFetchStaggerMs: 5, waitIntervalWhenNoPeerToSyncContentMs: 100, timeoutMs: 5000, ...opts })
+    }
+  })
+  return node as any
+}
+
+export async function waitFor (cond: () => boolean | Promise<boolean>, timeoutMs: number, what: string): Promise<void> {
+  const t0 = Date.now()
+  while (!(await cond())) {
+    if (Date.now() - t0 > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`)
+    await new Promise(resolve => setTimeout(resolve, 25))
+  }
+}
