@@ -84,7 +84,26 @@ export function codec<T> (typeName: string): Codec<T> {
       } catch (err: any) {
         throw new MalformedMessageError(`malformed ${shortName}: ${err.message}`)
       }
+      checkLongs(type, msg, shortName)
       return msg as T
+    }
+  }
+}
+
+const LONG_TYPES = new Set(['uint64', 'int64', 'sint64', 'fixed64', 'sfixed64'])
+
+/** Refuses 64-bit values beyond 2^53-1 anywhere in a decoded message (they would have lost precision). */
+function checkLongs (type: any, msg: any, where: string): void {
+  for (const f of type.fieldsArray) {
+    const v = msg[f.name]
+    if (v == null) continue
+    const values: any[] = f.map ? Object.values(v) : f.repeated ? v : [v]
+    if (LONG_TYPES.has(f.type)) {
+      for (const x of values) {
+        if (!Number.isSafeInteger(x)) throw new MalformedMessageError(`malformed ${where}: ${f.name} ${x} is beyond 2^53-1`)
+      }
+    } else if (f.resolvedType instanceof protobuf.Type) {
+      for (const x of values) checkLongs(f.resolvedType, x, where)
     }
   }
 }

@@ -172,6 +172,13 @@ export class DevnetProducer extends EventEmitter<DevnetProducerEvents> {
     if (!newest.isEndOfEpoch) {
       for (const b of this.prevRound) if (b.author !== newest.commit.leader.author) this.project(b.block.transactions)
     }
+    // a crash between writing a round and executing what it certified leaves certified commits
+    // unexecuted: execute them now (the projection above already counts their transactions)
+    for (let i = this.store.highestExecuted + 1; i <= this.store.highestSynced; i++) {
+      const c = await this.store.getCommit(i)
+      if (c === undefined) throw new Error(`devnet store is missing certified commit ${i}`)
+      await this.executor.execute({ commit: c, blocks: await this.loadBlocks(c.commit.blocks) })
+    }
   }
 
   private project (txs: SignedTransaction[]): void {

@@ -1,0 +1,29 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { sha256, toHex, fromHex, bytesEqual, compareBytes, short, utf8 } from '../../src/crypto/hash.ts'
+
+test('sha256 matches the FIPS 180-2 vectors', () => {
+  assert.equal(toHex(sha256(utf8.encode('abc'))), 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad')
+  assert.equal(toHex(sha256(new Uint8Array(0))), 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855')
+  assert.equal(toHex(sha256(utf8.encode('abcdbcdecdefdefgefghfghighijhijkijkljklmklmnlmnomnopnopq'))), '248d6a61d20638b8e5c026930c3e6039a33ce45964ff2167f6ecedd419db06c1')
+})
+
+test('sha256 of several parts = sha256 of their concatenation', () => {
+  assert.equal(toHex(sha256(utf8.encode('a'), utf8.encode('bc'))), toHex(sha256(utf8.encode('abc'))))
+  assert.equal(toHex(sha256(utf8.encode('ab'), new Uint8Array(0), utf8.encode('c'))), toHex(sha256(utf8.encode('abc'))))
+})
+
+test('hex helpers and byte comparison respect views (offset/length)', () => {
+  const buf = Uint8Array.from([9, 1, 2, 3, 9])
+  const view = buf.subarray(1, 4)
+  assert.equal(toHex(view), '010203')
+  assert.deepEqual([...fromHex('010203')], [1, 2, 3])
+  assert.throws(() => fromHex('0g'), TypeError)
+  assert.throws(() => fromHex('abc'), TypeError)
+  assert.ok(bytesEqual(view, Uint8Array.from([1, 2, 3])))
+  assert.ok(!bytesEqual(view, Uint8Array.from([1, 2])))
+  assert.ok(!bytesEqual(view, Uint8Array.from([1, 2, 4])))
+  assert.ok(compareBytes(Uint8Array.from([1, 2]), Uint8Array.from([1, 3])) < 0)
+  assert.equal(compareBytes(view, Uint8Array.from([1, 2, 3])), 0)
+  assert.equal(short(fromHex('deadbeef0011')), 'deadbeef')
+})
