@@ -221,13 +221,20 @@ export class StateSyncEventLoop {
 
   private async run (signal: AbortSignal): Promise<void> {
     for (const peer of this.deps.connectedPeers()) this.post({ type: 'peer-connected', peer })
+    // one read of the mailbox stays pending across ticks: a fresh next() per tick would leave the
+    // losing reads registered, and the channel hands each message to the oldest of them (lost)
+    let pending: Promise<IteratorResult<MailboxMessage>> | undefined
     while (!signal.aborted) {
+      pending ??= this.mailbox.next()
+      let timer: ReturnType<typeof setTimeout> | undefined
       const msg = await Promise.race([
-        this.mailbox.next(),
-        new Promise<'tick'>(resolve => setTimeout(() => resolve('tick'), this.config.tickIntervalMs))
+        pending,
+        new Promise<'tick'>(resolve => { timer = setTimeout(() => resolve('tick'), this.config.tickIntervalMs) })
       ])
+      clearTimeout(timer)
       if (signal.aborted) break
       if (msg !== 'tick') {
+        pending = undefined
         if (msg.done === true) break
         this.handleMessage(msg.value)
       }
@@ -305,9 +312,17 @@ export class StateSyncEventLoop {
     this.setPhase('syncing')
     this.syncTask = this.syncOnce(start, target, signal)
       .catch(err => {
-        if (!signal.aborted) this.log('sync task failed: %s', err.message)
+        if (signal.aborted) return
+        this.log('sync task failed: %s', err.message)
+        // back off: retrying at once hammers the peers that just failed (a rate-limited peer would
+        // be penalized until banned)
+        this.noPeerUntil = Date.now() + this.config.waitIntervalWhenNoPeerToSyncContentMs
       })
-      .finally(() => { this.syncTask = undefined; this.post({ type: 'wake' }) })
+      .finally(() => {
+        this.syncTask = undefined
+        // wake the loop at once only when no back-off is in effect: 'wake' clears it
+        if (Date.now() >= this.noPeerUntil) this.post({ type: 'wake' })
+      })
   }
 
   /** One sync step: a verified commit range from one peer, its blocks, stored and executed. */
@@ -317,7 +332,11 @@ export class StateSyncEventLoop {
     let source: PeerId | undefined
     for (const peer of new PeerBalancer(this.eligiblePeers(), start)) {
       try {
-        range = await fetchAndVerifyCommits(peer, start, end, this.deps, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.config.timeoutMs)]) })
+        const r = await fetchAndVerifyCommits(peer, start, end, this.deps, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.config.timeoutMs)]) })
+        // the certifier blocks are stored with the range, and later count as stored blocks of the next
+        // commits (the downloader does not fetch or verify those again): verify their transactions now
+        await this.deps.txVerifier.verifyBlocks(r.certifiers)
+        range = r
         source = peer
         this.scores.reward(peer)
         break

@@ -1,0 +1,97 @@
+/**
+ * Commit sync benchmark: a fresh node syncs N commits with transactions from a serving node in
+ * another process (both are child processes; 127.0.0.1). Reports commits/s, blocks/s, tx/s, peak
+ * RSS of the syncing process, and the ratio of verified transaction signatures per second to the
+ * one-core ed25519 verify rate measured in this same run — once with verification on the main thread
+ * (`verifyWorkers 0`) and once with the 2-thread worker pool.
+ *
+ * Targets (issue "Commit sync"): >= 0.8 of one core single-threaded; >= 1.5 with the pool on 2 cores.
+ */
+import { spawn } from 'node:child_process'
+import { once } from 'node:events'
+import { writeFileSync } from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { createInterface } from 'node:readline'
+import { createGenesis } from '../src/chain/genesis.ts'
+import { ChainStore } from '../src/store/chain-store.ts'
+import { CommitExecutor } from '../src/executor/commit-executor.ts'
+import { DevnetProducer } from '../src/devnet/producer.ts'
+import { generateKeyPair, sign, verify } from '../src/crypto/keys.ts'
+import { TempDirs, isMain, printFigures, log, type Figures, type BenchOptions } from './util.ts'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const CHILD = path.join(here, 'commit-sync-child.ts')
+
+/** One-core ed25519 verify rate (KeyObject cached), the baseline of the ratios. */
+function verifyRate (n: number): number {
+  const k = generateKeyPair()
+  const items = Array.from({ length: n }, (_, i) => { const m = Buffer.from(`message ${i} ${'x'.repeat(100)}`); return { m, s: sign(k, m) } })
+  const t0 = performance.now()
+  for (const it of items) if (!verify(k.publicKey, it.m, it.s)) throw new Error('verify failed')
+  return n / ((performance.now() - t0) / 1000)
+}
+
+async function runSync (clientDir: string, addr: string, target: number, workers: number, genesisPath: string): Promise<Record<string, number>> {
+  const child = spawn(process.execPath, [CHILD, 'sync', clientDir, addr, String(target), String(workers), genesisPath], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  child.stdout.on('data', (d) => { out += String(d) })
+  const [code] = await once(child, 'exit')
+  if (code !== 0) throw new Error(`sync child exited with ${code}`)
+  return JSON.parse(out.trim().split('\n').pop()!)
+}
+
+export async function run (opts: BenchOptions & { commits?: number } = {}): Promise<Figures> {
+  const commits = opts.commits ?? (opts.quick === true ? 200 : 10_000)
+  const tmp = new TempDirs()
+  try {
+    const seed = 'bench-commit-sync'
+    const genesis = createGenesis({ seed, validators: 4, accounts: 1000, initialBalance: 1e12, embeddingDim: 16 })
+    const serverDir = tmp.make('cs-server')
+    const genesisPath = path.join(serverDir, 'genesis.pb')
+    writeFileSync(genesisPath, genesis.bytes)
+    log(`producing ${commits} commits...`)
+    {
+      const store = await ChainStore.open(path.join(serverDir, 'chain'), { genesis })
+      const producer = new DevnetProducer(store, new CommitExecutor(store), { seed, roundIntervalMs: 0, txsPerBlock: 10, embeddingEvery: 10, epochLength: 500 })
+      await producer.load()
+      await producer.produceUntil(commits)
+      await store.close()
+    }
+    const server = spawn(process.execPath, [CHILD, 'serve', path.join(serverDir, 'chain')], { stdio: ['pipe', 'pipe', 'inherit'] })
+    const rl = createInterface({ input: server.stdout })
+    const addr: string = await new Promise((resolve, reject) => {
+      rl.on('line', (l) => { if (l.startsWith('LISTEN ')) resolve(l.slice(7)) })
+      server.once('exit', (c) => { reject(new Error(`server exited with ${c}`)) })
+    })
+    const figures: Figures = {}
+    try {
+      const baseline = verifyRate(opts.quick === true ? 2000 : 20_000)
+      figures['ed25519 verify/s, one core (baseline)'] = baseline
+      for (const workers of [0, 2]) {
+        log(`syncing with verifyWorkers=${workers}...`)
+        const r = await runSync(tmp.make(`cs-client-${workers}`), addr, commits, workers, genesisPath)
+        const s = r.ms / 1000
+        const label = workers === 0 ? 'main thread' : '2 workers'
+        figures[`commits/s (${label})`] = r.commits / s
+        figures[`blocks/s (${label})`] = r.blocks / s
+        figures[`tx/s executed (${label})`] = r.transactions / s
+        figures[`MiB/s of blocks (${label})`] = r.bytes / 1024 / 1024 / s
+        figures[`verified tx sig/s (${label})`] = r.verifiedTxSignatures / s
+        figures[`ratio verified tx/s to one core (${label})`] = r.verifiedTxSignatures / s / baseline
+        figures[`peak RSS MiB (${label})`] = r.peakRssMiB
+      }
+    } finally {
+      server.stdin.end()
+      await once(server, 'exit')
+    }
+    return figures
+  } finally {
+    tmp.cleanup()
+  }
+}
+
+if (isMain(import.meta.url)) {
+  const quick = process.argv.includes('--quick')
+  printFigures('commit sync', await run({ quick }))
+}
