@@ -1,0 +1,230 @@
+/**
+ * The `soma-sync` command line: `soma-sync <command> [options]`.
+ *
+ * Options come from the one config object (src/config.ts): every command's `--help` lists its options
+ * with their environment variables and defaults. Exit codes: 0 success, 1 runtime error, 2 invalid
+ * input (unknown command or option, bad value, unreadable config file), 130 on a second Ctrl-C.
+ * Heavy modules (libp2p, LevelDB) load only for the commands that need them.
+ */
+import { realpathSync } from 'node:fs'
+import { fileURLToPath } from 'node:url'
+import { envName, flagName, helpText, loadConfig, OPTIONS, type Command, type SomaConfig } from '../config.ts'
+import { ConfigError } from '../errors.ts'
+import { createLogger, type Logger } from '../utils/logger.ts'
+
+/** A long-running command: stop() ends it; `done` (optional) resolves when it finishes by itself. */
+interface Running {
+  stop: () => Promise<void>
+  done?: Promise<void>
+}
+
+interface CommandDef {
+  /** one line for the command list */
+  summary: string
+  usage: string
+  description: string
+  /** whose options it takes (for --help and flag checks); 'all' for every option */
+  options: Command | 'all'
+  /** extra arguments it accepts besides the options */
+  extraFlags?: string[]
+  /** returns an exit code, or a running service to wait for */
+  run: (config: SomaConfig, log: Logger, env: NodeJS.ProcessEnv) => Promise<number | Running>
+}
+
+const COMMANDS: Record<string, CommandDef> = {
+  start: {
+    summary: 'run a full node that joins a chain through entrypoints',
+    usage: 'soma-sync start --genesis-file <file> --entrypoints <multiaddr> [options]',
+    description: 'Runs a full node: opens the store in <data-dir>/chain (genesis from --genesis-file or <data-dir>/genesis.pb),\njoins the network through --entrypoints, and serves /status, /metrics and /health. Stop with Ctrl-C.',
+    options: 'start',
+    run: async (config) => {
+      const { runStart } = await import('./start.ts')
+      return await runStart(config)
+    }
+  },
+  devnet: {
+    summary: 'produce a local devnet chain (writes <data-dir>/genesis.pb)',
+    usage: 'soma-sync devnet [options]',
+    description: 'Creates a devnet chain in --data-dir (or resumes the one there), writes <data-dir>/genesis.pb, and produces\ncommits with a simulated committee until Ctrl-C, or until --max-commits is reached (then exits 0).',
+    options: 'devnet',
+    run: async (config) => {
+      const { startDevnet } = await import('../devnet/devnet-node.ts')
+      const devnet = await startDevnet(config)
+      return { stop: devnet.stop, done: devnet.done } // done: --max-commits reached
+    }
+  },
+  demo: {
+    summary: 'a local devnet and a full node joining it, in one process (npm start)',
+    usage: 'soma-sync demo [options]',
+    description: 'Starts a devnet on --listen (default 127.0.0.1:7700, status port 7780) and a full node on the next ports\n(7701, 7781) whose entrypoint is the devnet. Data goes to temp dirs removed on exit (or to <data-dir>/devnet\nand <data-dir>/node if --data-dir is given). Runs until Ctrl-C, or for SOMA_DEMO_DURATION_MS milliseconds.',
+    options: 'demo',
+    run: async (config, _log, env) => {
+      const raw = env.SOMA_DEMO_DURATION_MS
+      let durationMs = 0
+      if (raw !== undefined && raw !== '') {
+        if (!/^\d+$/.test(raw)) throw new ConfigError(`environment SOMA_DEMO_DURATION_MS: ${JSON.stringify(raw)} is not a number of milliseconds`)
+        durationMs = Number(raw)
+      }
+      const { runDemo } = await import('./demo.ts')
+      const demo = await runDemo(config)
+      const done = durationMs > 0 ? new Promise<void>(resolve => setTimeout(resolve, durationMs)) : undefined
+      return { stop: demo.stop, done }
+    }
+  },
+  keygen: {
+    summary: 'create <data-dir>/peer.key if missing; print the peer id',
+    usage: 'soma-sync keygen [--data-dir <dir>]',
+    description: 'Creates the node identity <data-dir>/peer.key (Ed25519, mode 0600) unless it exists, and prints its peer id.',
+    options: 'keygen',
+    run: async (config, log) => {
+      const { loadOrCreatePeerKey } = await import('../node/peer-key.ts')
+      const key = await loadOrCreatePeerKey(config.dataDir)
+      log.info(key.created ? 'created %s' : '%s exists, kept', key.file)
+      process.stdout.write(key.peerId.toString() + '\n')
+      return 0
+    }
+  },
+  config: {
+    summary: 'print the effective configuration as JSON (config --print)',
+    usage: 'soma-sync config --print [options]',
+    description: 'Prints the configuration that the given --config file, SOMA_* environment and flags produce, as JSON.\nAccepts every option of every command.',
+    options: 'all',
+    extraFlags: ['--print'],
+    run: async (config) => {
+      process.stdout.write(JSON.stringify(config, null, 2) + '\n')
+      return 0
+    }
+  }
+}
+
+/** Help of the command list. */
+export function mainHelp (): string {
+  const width = Math.max(...Object.keys(COMMANDS).map(c => c.length))
+  return [
+    'Usage: soma-sync <command> [options]',
+    '',
+    'libp2p state-sync node for the Soma blockchain.',
+    '',
+    'Commands:',
+    ...Object.entries(COMMANDS).map(([name, c]) => `  ${name.padEnd(width)}  ${c.summary}`),
+    `  ${'help'.padEnd(width)}  this text; \`soma-sync help <command>\` or \`soma-sync <command> --help\` for its options`,
+    '',
+    'Options are flags, SOMA_* environment variables or a JSON --config file; precedence:',
+    'defaults < --config file < environment < flags.'
+  ].join('\n')
+}
+
+/** --help of one command, derived from OPTIONS. */
+export function commandHelp (name: string): string {
+  const c = COMMANDS[name]
+  if (c.options !== 'all') return helpText(c.options, c.usage, c.description)
+  const lines = [`Usage: ${c.usage}`, '', c.description, '', 'Options (see `soma-sync <command> --help` for their documentation and defaults):',
+    '  --config <file>  (env SOMA_CONFIG)']
+  for (const o of OPTIONS) lines.push(`  --${flagName(o.key)}  (env ${envName(o.key)})`)
+  return lines.join('\n')
+}
+
+/** Rejects positionals and flags that are not options of the command (loadConfig takes any option). */
+function checkArgs (name: string, def: CommandDef, argv: string[], positionals: string[]): void {
+  if (positionals.length > 0) throw new ConfigError(`unexpected argument ${JSON.stringify(positionals[0])} for \`${name}\` (see soma-sync ${name} --help)`)
+  if (def.options === 'all') return
+  const command = def.options
+  for (const a of argv) {
+    if (!a.startsWith('--') || a === '--help' || a === '--config' || a.startsWith('--config=')) continue
+    let flag = a.slice(2).split('=')[0]
+    if (flag.startsWith('no-') && OPTIONS.some(o => o.type === 'bool' && flagName(o.key) === flag.slice(3))) flag = flag.slice(3)
+    const spec = OPTIONS.find(o => flagName(o.key) === flag)
+    if (spec !== undefined && !spec.commands.includes(command)) throw new ConfigError(`option --${flag} does not apply to \`${name}\` (see soma-sync ${name} --help)`)
+  }
+}
+
+/** Waits until `running` finishes by itself, or SIGINT/SIGTERM; then stops it. Returns the exit code. */
+async function runUntilSignal (running: Running, log: Logger): Promise<number> {
+  let onSignal!: (sig: NodeJS.Signals) => void
+  const signalled = new Promise<NodeJS.Signals>(resolve => { onSignal = resolve })
+  let stopping = false
+  const handler = (sig: NodeJS.Signals): void => {
+    if (stopping) {
+      log.warn('%s while shutting down: exiting without a clean shutdown', sig)
+      process.exit(130)
+    }
+    stopping = true
+    onSignal(sig)
+  }
+  process.on('SIGINT', handler)
+  process.on('SIGTERM', handler)
+  let code = 0
+  try {
+    const outcome = await Promise.race([
+      signalled.then(sig => `${sig}`),
+      (running.done ?? new Promise<void>(() => {})).then(() => 'done')
+    ])
+    if (outcome !== 'done') log.info('%s: shutting down (again to force)', outcome)
+  } catch (err: any) {
+    log.error('%s', err?.message ?? err)
+    code = 1
+  }
+  stopping = true
+  await running.stop()
+  log.info('stopped')
+  process.off('SIGINT', handler)
+  process.off('SIGTERM', handler)
+  return code
+}
+
+/** Runs the CLI with `argv` (arguments after `soma-sync`); returns the exit code. */
+export async function main (argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
+  let log = createLogger('soma-sync', { level: 'info' })
+  try {
+    const [first, ...rest] = argv
+    if (first === undefined) {
+      process.stderr.write(mainHelp() + '\n')
+      return 2
+    }
+    if (first === 'help' || first === '--help' || first === '-h') {
+      const topic = rest[0]
+      if (topic === undefined) process.stdout.write(mainHelp() + '\n')
+      else if (Object.hasOwn(COMMANDS, topic)) process.stdout.write(commandHelp(topic) + '\n')
+      else throw new ConfigError(`unknown command ${JSON.stringify(topic)} (commands: ${Object.keys(COMMANDS).join(', ')}, help)`)
+      return 0
+    }
+    if (!Object.hasOwn(COMMANDS, first)) {
+      throw new ConfigError(`unknown command ${JSON.stringify(first)} (commands: ${Object.keys(COMMANDS).join(', ')}, help)`)
+    }
+    const def = COMMANDS[first]
+    const args = rest.filter(a => !(def.extraFlags ?? []).includes(a))
+    const { config, positionals, help } = loadConfig({ argv: args, env, command: def.options === 'all' ? undefined : def.options })
+    if (help) {
+      process.stdout.write(commandHelp(first) + '\n')
+      return 0
+    }
+    checkArgs(first, def, args, positionals)
+    log = createLogger(first, { level: config.logLevel })
+    const result = await def.run(config, log, env)
+    return typeof result === 'number' ? result : await runUntilSignal(result, log)
+  } catch (err: any) {
+    if (err instanceof ConfigError) {
+      process.stderr.write(`error: ${err.message}\n`)
+      return 2
+    }
+    process.stderr.write(`error: ${err?.message ?? String(err)}\n`)
+    if (log.enabled('debug') && err?.stack !== undefined) process.stderr.write(err.stack + '\n')
+    return 1
+  }
+}
+
+function isEntryPoint (): boolean {
+  if (import.meta.main !== undefined) return import.meta.main
+  try {
+    return process.argv[1] !== undefined && realpathSync(process.argv[1]) === realpathSync(fileURLToPath(import.meta.url))
+  } catch {
+    return false
+  }
+}
+
+if (isEntryPoint()) {
+  main(process.argv.slice(2)).then(code => process.exit(code), err => {
+    process.stderr.write(`error: ${err?.message ?? String(err)}\n`)
+    process.exit(1)
+  })
+}

@@ -1,0 +1,165 @@
+/**
+ * `soma-sync devnet`: a SomaNode that produces its own chain with the DevnetProducer.
+ *
+ * A fresh data dir gets a genesis from the devnet options (seed, validators, accounts, balance,
+ * embedding dimension); a data dir that already holds a devnet store is resumed with the genesis in
+ * it (its seed must match `devnetSeed`). `<dataDir>/genesis.pb` is (re)written either way, for full
+ * nodes to start from (`soma-sync start --genesis-file <dataDir>/genesis.pb`).
+ */
+import { existsSync } from 'node:fs'
+import path from 'node:path'
+import type { SomaConfig } from '../config.ts'
+import { createGenesis } from '../chain/genesis.ts'
+import { ConfigError } from '../errors.ts'
+import { short, toHex } from '../crypto/hash.ts'
+import { createNode, type CreateNodeOptions, type SomaNode } from '../node/node.ts'
+import { writeGenesisFile } from '../node/genesis-file.ts'
+import { createLogger, type Logger } from '../utils/logger.ts'
+import { DevnetProducer } from './producer.ts'
+
+export interface DevnetOptions extends Pick<CreateNodeOptions, 'services' | 'components' | 'statusServer'> {
+  /** @default a logger named 'devnet' at config.logLevel */
+  logger?: Logger
+  /** minimum time between progress lines. @default 1000 */
+  progressIntervalMs?: number
+}
+
+export interface DevnetHandle {
+  node: SomaNode
+  producer: DevnetProducer
+  /** `<dataDir>/genesis.pb` */
+  genesisFile: string
+  /** resolves when `maxCommits` is reached (never if it is 0), rejects if production fails */
+  done: Promise<void>
+  /** stops the producer, then the node. Idempotent. */
+  stop: () => Promise<void>
+}
+
+/** Creates (or resumes) the devnet chain in `config.dataDir`, starts its node and producer. */
+export async function startDevnet (config: SomaConfig, opts: DevnetOptions = {}): Promise<DevnetHandle> {
+  const log = opts.logger ?? createLogger('devnet', { level: config.logLevel })
+  const resume = existsSync(path.join(config.dataDir, 'chain', 'CURRENT'))
+  // a devnet's genesis is its own: never a --genesis-file, and an existing store's genesis wins
+  const nodeConfig: SomaConfig = { ...config, genesisFile: '' }
+  const genesis = resume
+    ? undefined
+    : createGenesis({ seed: config.devnetSeed, validators: config.validators, accounts: config.accounts, initialBalance: config.initialBalance, embeddingDim: config.embeddingDim })
+  const node = await createNode(nodeConfig, {
+    genesis,
+    services: opts.services,
+    components: opts.components,
+    statusServer: opts.statusServer,
+    logger: log.child('node'),
+    phase: 'producing'
+  })
+  let producer: DevnetProducer
+  let genesisFile: string
+  try {
+    const g = node.genesis.genesis
+    if (resume) {
+      log.info('resuming the devnet chain in %s at commit %d (%d validators, %d accounts from its genesis)', config.dataDir, node.store.highestSynced, g.committee.authorities.length, g.accounts.length)
+      if (g.committee.authorities.length !== config.validators || g.accounts.length !== config.accounts || g.embeddingDim !== config.embeddingDim) {
+        log.warn('--validators/--accounts/--embedding-dim differ from the existing genesis, which is kept; use a new --data-dir for a new chain')
+      }
+    }
+    genesisFile = writeGenesisFile(config.dataDir, node.genesis)
+    producer = new DevnetProducer(node.store, node.executor, {
+      seed: config.devnetSeed,
+      roundIntervalMs: config.roundIntervalMs,
+      txsPerBlock: config.txsPerBlock,
+      embeddingEvery: config.embeddingEvery,
+      epochLength: config.epochLength,
+      maxCommits: config.maxCommits
+    })
+    try {
+      await producer.load()
+    } catch (err: any) {
+      if (!/seed/.test(String(err.message))) throw err
+      throw new ConfigError(`devnet seed ${JSON.stringify(config.devnetSeed)} does not match the chain in ${config.dataDir}: ${err.message}`)
+    }
+    await node.start()
+  } catch (err) {
+    await node.stop()
+    throw err
+  }
+  log.info('devnet chain %s: %d validators, %d accounts, genesis file %s', toHex(node.chainId), node.genesis.genesis.committee.authorities.length, node.genesis.genesis.accounts.length, genesisFile)
+  log.info('full nodes join with: soma-sync start --genesis-file %s --entrypoints %s', genesisFile, node.multiaddrs()[0] ?? '<address>')
+
+  const every = opts.progressIntervalMs ?? 1000
+  let lastLog = 0
+  let txsSinceLog = 0
+  let commitsSinceLog = 0
+  const progress = (index: number, epoch: number, root: Uint8Array, force: boolean): void => {
+    const now = Date.now()
+    if (!force && now - lastLog < every) return
+    lastLog = now
+    log.info('commit %d, epoch %d, %d txs in %d commits, state root %s, %d peers', index, epoch, txsSinceLog, commitsSinceLog, short(root), node.peerCount())
+    txsSinceLog = 0
+    commitsSinceLog = 0
+  }
+  let last: { index: number, epoch: number, root: Uint8Array } | undefined
+  producer.on('certified', (_c, r) => {
+    txsSinceLog += r.executed
+    commitsSinceLog++
+    last = { index: r.index, epoch: r.nextEpoch ?? r.epoch, root: r.stateRoot }
+    progress(r.index, last.epoch, r.stateRoot, false)
+  })
+  producer.on('epoch', e => { log.info('epoch %d begins', e) })
+  const finished = { value: false }
+  const done = new Promise<void>((resolve, reject) => {
+    producer.once('done', () => {
+      finished.value = true
+      if (last !== undefined && commitsSinceLog > 0) progress(last.index, last.epoch, last.root, true)
+      log.info('reached --max-commits %d', config.maxCommits)
+      node.phase = 'done'
+      resolve()
+    })
+    producer.once('error', err => {
+      finished.value = true
+      log.error('production failed: %s', err.message)
+      node.phase = 'error'
+      reject(err)
+    })
+  })
+  done.catch(() => {}) // callers that never await `done` still see the error logged
+  producer.start()
+
+  let stopping: Promise<void> | undefined
+  const stop = async (): Promise<void> => {
+    stopping ??= (async () => {
+      await stopProducer(producer, finished, config.roundIntervalMs, log)
+      await node.stop()
+    })()
+    await stopping
+  }
+  return { node, producer, genesisFile, done, stop }
+}
+
+/**
+ * Stops the producer between two rounds. DevnetProducer.stop() clears the timer of the pause between
+ * rounds without resolving it, so a stop() that lands in the pause never returns; stopping it from a
+ * 'certified' listener (which runs inside a round, before the pause) always returns. If no round
+ * completes in time, stop() is given a bounded wait: production has ended either way.
+ */
+async function stopProducer (producer: DevnetProducer, finished: { value: boolean }, roundIntervalMs: number, log: Logger): Promise<void> {
+  if (finished.value) { await producer.stop(); return }
+  // wrapped, so that awaiting this does not wait for stop() itself
+  const { stopped } = await new Promise<{ stopped: Promise<void> }>(resolve => {
+    const onRound = (): void => {
+      clearTimeout(timer)
+      resolve({ stopped: producer.stop() })
+    }
+    const timer = setTimeout(() => {
+      producer.off('certified', onRound)
+      resolve({ stopped: producer.stop() })
+    }, 2 * roundIntervalMs + 1000)
+    producer.once('certified', onRound)
+  })
+  let timer: NodeJS.Timeout | undefined
+  const gaveUp = await Promise.race([
+    stopped.then(() => false),
+    new Promise<boolean>(resolve => { timer = setTimeout(() => resolve(true), roundIntervalMs + 2000) })
+  ])
+  clearTimeout(timer)
+  if (gaveUp) log.debug('the producer did not confirm its stop; it produces nothing more')
+}

@@ -1,0 +1,161 @@
+/**
+ * The libp2p host of a Soma node: TCP + Noise + Yamux, identify, ping, a chain-scoped kad-dht,
+ * gossipsub, bootstrap from the configured entrypoints, and Prometheus metrics.
+ *
+ * The DHT speaks `/soma/<first 8 hex chars of the chain id>/kad/1.0.0`, so nodes of one chain only
+ * ever find each other, never the public IPFS DHT, and there is no public bootstrap list: a node only
+ * knows the entrypoints it is given. Its addresses are kept as they are (private and loopback too), so
+ * a testnet on a LAN or on 127.0.0.1 works.
+ *
+ * A host application with its own libp2p can merge `libp2pServices(config, chainId)` into its service
+ * map instead of calling `createLibp2pNode`.
+ */
+import { createLibp2p, type Libp2p } from 'libp2p'
+import { tcp } from '@libp2p/tcp'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify, type Identify } from '@libp2p/identify'
+import { ping, type Ping } from '@libp2p/ping'
+import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht'
+import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
+import { bootstrap } from '@libp2p/bootstrap'
+import { prometheusMetrics } from '@libp2p/prometheus-metrics'
+import { KEEP_ALIVE, type PrivateKey, type PeerId } from '@libp2p/interface'
+import { peerIdFromString } from '@libp2p/peer-id'
+import { CODE_P2P, multiaddr, type Multiaddr } from '@multiformats/multiaddr'
+import type { SomaConfig } from '../config.ts'
+import { ConfigError } from '../errors.ts'
+import { toHex } from '../crypto/hash.ts'
+
+/** The services every Soma node runs (`dht` only when `config.dhtEnabled`), plus any added ones. */
+export interface SomaServices {
+  identify: Identify
+  ping: Ping
+  dht?: KadDHT
+  pubsub: GossipSub
+  [name: string]: unknown
+}
+
+/** A libp2p service factory, as in libp2p's `services` option. */
+export type ServiceFactory = (components: any) => unknown
+
+export type SomaLibp2p = Libp2p<SomaServices>
+
+/** Tag given to entrypoint peers: libp2p keeps their connections and redials them when they drop. */
+export const ENTRYPOINT_TAG = `${KEEP_ALIVE}-soma-entrypoint`
+
+/** The chain-scoped DHT protocol id. */
+export function dhtProtocol (chainId: Uint8Array): string {
+  return `/soma/${toHex(chainId).slice(0, 8)}/kad/1.0.0`
+}
+
+/** The chain-scoped gossipsub topic prefix (`/soma/<8 hex>/`), for topics added by sync code. */
+export function topicPrefix (chainId: Uint8Array): string {
+  return `/soma/${toHex(chainId).slice(0, 8)}/`
+}
+
+/**
+ * The base service map (identify, ping, dht, pubsub) for `createLibp2p({ services })`. A host
+ * application merges it into its own; `createLibp2pNode` uses it.
+ */
+export function libp2pServices (config: SomaConfig, chainId: Uint8Array): Record<string, ServiceFactory> {
+  const services: Record<string, ServiceFactory> = {
+    identify: identify(),
+    ping: ping(),
+    pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false })
+  }
+  if (config.dhtEnabled) {
+    services.dht = kadDHT({
+      protocol: dhtProtocol(chainId),
+      // every node of a (test)net serves the DHT; libp2p would otherwise wait for a public address
+      clientMode: false,
+      // keep private and loopback addresses: the DHT is scoped to one chain, often a LAN or localhost
+      peerInfoMapper: passthroughMapper
+    })
+  }
+  return services
+}
+
+/** A parsed entrypoint: its multiaddr and the peer id it names. */
+export interface Entrypoint {
+  multiaddr: Multiaddr
+  peerId: PeerId
+}
+
+function parseMultiaddr (raw: string, what: string): Multiaddr {
+  try {
+    return multiaddr(raw)
+  } catch (err: any) {
+    throw new ConfigError(`${what} ${JSON.stringify(raw)} is not a valid multiaddr: ${err.message}`)
+  }
+}
+
+/** Parses `config.entrypoints`; ConfigError naming any that is not a multiaddr ending in /p2p/<peer id>. */
+export function parseEntrypoints (entrypoints: readonly string[]): Entrypoint[] {
+  return entrypoints.map(raw => {
+    const ma = parseMultiaddr(raw, 'entrypoint')
+    const id = ma.getComponents().findLast(c => c.code === CODE_P2P)?.value
+    if (id === undefined) throw new ConfigError(`entrypoint ${JSON.stringify(raw)} has no /p2p/<peer id>`)
+    try {
+      return { multiaddr: ma, peerId: peerIdFromString(id) }
+    } catch (err: any) {
+      throw new ConfigError(`entrypoint ${JSON.stringify(raw)}: ${JSON.stringify(id)} is not a peer id (${err.message})`)
+    }
+  })
+}
+
+// prom-client metrics are process-global and @libp2p/prometheus-metrics clears the default registry
+// when it is created. Only a node created while no other is alive may do so; nodes alive at the same
+// time share the metrics of the first (a process normally runs one node).
+const metricNodes = new Set<object>()
+
+function metricsFactory (): ReturnType<typeof prometheusMetrics> {
+  const first = metricNodes.size === 0
+  return prometheusMetrics(first ? {} : { preserveExistingMetrics: true, collectDefaultMetrics: false })
+}
+
+/**
+ * Lets the next node created reset the process's metrics. Called when the node stops; call it for a
+ * node that is dropped without ever being started. Idempotent.
+ */
+export function releaseLibp2pMetrics (node: object): void {
+  metricNodes.delete(node)
+}
+
+export interface CreateLibp2pNodeOptions {
+  config: SomaConfig
+  chainId: Uint8Array
+  privateKey: PrivateKey
+  /** extra services, merged over the base ones (same name replaces) */
+  services?: Record<string, ServiceFactory>
+  /** start listening right away. @default false (SomaNode starts it) */
+  start?: boolean
+}
+
+/**
+ * Creates the libp2p node from the config: `listen`/`announce` addresses, `maxConnections`,
+ * `dhtEnabled`, bootstrap from `entrypoints` (only if non-empty). Bad addresses raise ConfigError.
+ */
+export async function createLibp2pNode (opts: CreateLibp2pNodeOptions): Promise<SomaLibp2p> {
+  const { config, chainId } = opts
+  for (const a of config.listen) parseMultiaddr(a, 'listen address')
+  for (const a of config.announce) parseMultiaddr(a, 'announce address')
+  const entrypoints = parseEntrypoints(config.entrypoints)
+  const node = await createLibp2p({
+    privateKey: opts.privateKey,
+    start: opts.start ?? false,
+    addresses: { listen: [...config.listen], announce: [...config.announce] },
+    transports: [tcp()],
+    connectionEncrypters: [noise()],
+    streamMuxers: [yamux()],
+    connectionManager: { maxConnections: config.maxConnections },
+    peerDiscovery: entrypoints.length > 0
+      ? [bootstrap({ list: entrypoints.map(e => e.multiaddr.toString()), timeout: 100, tagName: ENTRYPOINT_TAG })]
+      : [],
+    metrics: metricsFactory(),
+    services: { ...libp2pServices(config, chainId), ...opts.services } as any
+  }) as SomaLibp2p
+  metricNodes.add(node)
+  node.addEventListener('stop', () => { releaseLibp2pMetrics(node) }, { once: true })
+  return node
+}

@@ -1,0 +1,272 @@
+/**
+ * SomaNode: one node of a Soma chain. It owns the ChainStore (`<dataDir>/chain`), the CommitExecutor,
+ * the libp2p host (identity from `<dataDir>/peer.key`) and the status server, and starts and stops
+ * them in order.
+ *
+ * Sync code plugs in two ways:
+ * - libp2p services (protocol handlers) through `createNode(config, { services })`, reachable later as
+ *   `node.libp2p.services.<name>`;
+ * - `NodeComponent`s (`{ name, start, stop, status }`, through `opts.components` or `node.use()`):
+ *   started after libp2p and the status server, stopped before them in reverse order; what their
+ *   `status()` returns is merged into `/status`. Sync code sets `node.phase` as it goes.
+ */
+import { existsSync, mkdirSync } from 'node:fs'
+import path from 'node:path'
+import type { Connection, PeerId } from '@libp2p/interface'
+import type { SomaConfig } from '../config.ts'
+import { ChainStore, type ChainStoreOptions } from '../store/chain-store.ts'
+import { CommitExecutor } from '../executor/commit-executor.ts'
+import type { GenesisBundle } from '../chain/genesis.ts'
+import { ConfigError } from '../errors.ts'
+import { toHex } from '../crypto/hash.ts'
+import { createLogger, type Logger } from '../utils/logger.ts'
+import { createLibp2pNode, parseEntrypoints, releaseLibp2pMetrics, type Entrypoint, type ServiceFactory, type SomaLibp2p } from './libp2p.ts'
+import { loadOrCreatePeerKey, type PeerKey } from './peer-key.ts'
+import { StatusServer, type StatusReport } from './status-server.ts'
+import { findGenesisFile, readGenesisFile } from './genesis-file.ts'
+
+/** Known phases; sync code may use others. */
+export type NodePhase = 'idle' | 'syncing' | 'snapshot' | 'producing' | 'synced' | 'done' | 'stopped' | (string & {})
+
+/** A part of the node with a lifecycle (e.g. a sync service). */
+export interface NodeComponent {
+  readonly name: string
+  start?: () => void | Promise<void>
+  stop?: () => void | Promise<void>
+  /** fields merged into /status */
+  status?: () => Record<string, unknown> | Promise<Record<string, unknown>>
+  /** false makes /health answer 503 */
+  healthy?: () => boolean
+}
+
+export interface CreateNodeOptions {
+  /** genesis; otherwise `config.genesisFile`, `<dataDir>/genesis.pb`, or the one in an existing store */
+  genesis?: GenesisBundle
+  /** extra libp2p services (merged over identify, ping, dht, pubsub) */
+  services?: Record<string, ServiceFactory>
+  /** components started after libp2p, stopped before it */
+  components?: NodeComponent[]
+  /** @default a logger named 'node' at config.logLevel */
+  logger?: Logger
+  /**
+   * Where the status server listens, overriding `config.statusHost/statusPort`; here port 0 binds an
+   * ephemeral port (tests). `false`: no status server. @default config (statusPort 0 disables it)
+   */
+  statusServer?: { host?: string, port: number } | false
+  /** initial phase. @default 'idle' */
+  phase?: NodePhase
+  /** LevelDB tuning */
+  store?: Omit<ChainStoreOptions, 'genesis'>
+}
+
+/** How often unconnected entrypoints are redialed. */
+export const ENTRYPOINT_REDIAL_MS = 5000
+
+export class SomaNode {
+  readonly config: SomaConfig
+  readonly store: ChainStore
+  readonly executor: CommitExecutor
+  readonly libp2p: SomaLibp2p
+  readonly peerKey: PeerKey
+  readonly log: Logger
+  /** sync phase shown in /status: 'idle' | 'syncing' | 'producing' | 'synced' | ... */
+  phase: NodePhase
+  /** current epoch (of the next commit to execute); updated as commits execute */
+  epoch: number
+  private readonly components: NodeComponent[] = []
+  private readonly statusServer?: StatusServer
+  private readonly entrypoints: Entrypoint[]
+  private state: 'created' | 'starting' | 'started' | 'stopped' = 'created'
+  private stopping?: Promise<void>
+  private redialTimer?: NodeJS.Timeout
+  private readonly dialing = new Set<string>()
+
+  /** Use createNode(). */
+  constructor (init: { config: SomaConfig, store: ChainStore, executor: CommitExecutor, libp2p: SomaLibp2p, peerKey: PeerKey, log: Logger, statusServer?: StatusServer, epoch: number, phase: NodePhase, components: NodeComponent[] }) {
+    this.config = init.config
+    this.store = init.store
+    this.executor = init.executor
+    this.libp2p = init.libp2p
+    this.peerKey = init.peerKey
+    this.log = init.log
+    this.statusServer = init.statusServer
+    this.epoch = init.epoch
+    this.phase = init.phase
+    this.components.push(...init.components)
+    this.entrypoints = parseEntrypoints(init.config.entrypoints)
+    this.executor.on('executed', r => { this.epoch = r.nextEpoch ?? r.epoch })
+    this.libp2p.addEventListener('peer:connect', evt => { this.log.info('peer connected: %s (%d peers)', evt.detail.toString(), this.peerCount()) })
+    this.libp2p.addEventListener('peer:disconnect', evt => { this.log.info('peer disconnected: %s (%d peers)', evt.detail.toString(), this.peerCount()) })
+  }
+
+  get genesis (): GenesisBundle { return this.store.genesis }
+  get chainId (): Uint8Array { return this.store.chainId }
+  get peerId (): PeerId { return this.libp2p.peerId }
+  get started (): boolean { return this.state === 'started' }
+
+  /** Listen addresses with /p2p/<peer id> (after start()). */
+  multiaddrs (): string[] {
+    return this.libp2p.getMultiaddrs().map(m => m.toString())
+  }
+
+  peerCount (): number {
+    return this.libp2p.getPeers().length
+  }
+
+  /** The status server's URL, if it runs. */
+  get statusUrl (): string | undefined {
+    return this.statusServer?.listening === true ? this.statusServer.url : undefined
+  }
+
+  /** The status server's bound port, if it runs. */
+  get statusPort (): number | undefined {
+    return this.statusServer?.listening === true ? this.statusServer.port : undefined
+  }
+
+  /** Adds a component; it starts now if the node already runs. */
+  async use (component: NodeComponent): Promise<void> {
+    this.components.push(component)
+    if (this.state === 'started') await component.start?.()
+  }
+
+  /** Starts libp2p, the status server, then the components; dials the entrypoints. */
+  async start (): Promise<void> {
+    if (this.state !== 'created') throw new Error(`node cannot start: it is ${this.state}`)
+    this.state = 'starting'
+    try {
+      await this.libp2p.start()
+      await this.statusServer?.start()
+      for (const c of this.components) await c.start?.()
+    } catch (err) {
+      await this.stop()
+      throw err
+    }
+    this.state = 'started'
+    this.log.info('chain %s, peer id %s, listening on %s', toHex(this.chainId).slice(0, 16), this.peerId.toString(), this.multiaddrs().join(', ') || '(nothing)')
+    if (this.statusServer !== undefined) this.log.info('status on %s/status, metrics on %s/metrics', this.statusServer.url, this.statusServer.url)
+    if (this.entrypoints.length > 0) {
+      this.dialEntrypoints()
+      this.redialTimer = setInterval(() => { this.dialEntrypoints() }, ENTRYPOINT_REDIAL_MS)
+      this.redialTimer.unref()
+    }
+  }
+
+  /** Dials every entrypoint that is not connected (libp2p's bootstrap dials once only). */
+  private dialEntrypoints (): void {
+    for (const e of this.entrypoints) {
+      const id = e.peerId.toString()
+      if (e.peerId.equals(this.peerId) || this.dialing.has(id) || this.libp2p.getConnections(e.peerId).length > 0) continue
+      this.dialing.add(id)
+      this.libp2p.dial(e.multiaddr)
+        .then((c: Connection) => { this.log.debug('connected to entrypoint %s', c.remoteAddr.toString()) })
+        .catch((err: Error) => { if (this.started) this.log.warn('entrypoint %s unreachable: %s', e.multiaddr.toString(), err.message) })
+        .finally(() => this.dialing.delete(id))
+    }
+  }
+
+  /** Stops components (reverse order), the status server and libp2p, and closes the store. Idempotent. */
+  async stop (): Promise<void> {
+    this.stopping ??= this.stopNow()
+    await this.stopping
+  }
+
+  private async stopNow (): Promise<void> {
+    this.state = 'stopped'
+    this.phase = 'stopped'
+    if (this.redialTimer !== undefined) clearInterval(this.redialTimer)
+    let first: unknown
+    const attempt = async (what: string, fn: () => unknown): Promise<void> => {
+      try {
+        await fn()
+      } catch (err: any) {
+        this.log.warn('stopping %s failed: %s', what, err?.message ?? err)
+        first ??= err
+      }
+    }
+    for (const c of [...this.components].reverse()) await attempt(c.name, () => c.stop?.())
+    await attempt('status server', () => this.statusServer?.stop())
+    await attempt('libp2p', () => this.libp2p.stop())
+    releaseLibp2pMetrics(this.libp2p)
+    await attempt('store', () => this.store.close())
+    if (first !== undefined) throw first
+  }
+
+  /** The /status object: progress, state root, epoch, peers, phase, plus the components' fields. */
+  async status (): Promise<StatusReport> {
+    const p = this.store.getProgress()
+    const root = this.store.isClosed ? undefined : await this.store.getStateRoot(p.highestExecuted)
+    let healthy = this.state === 'started' && this.libp2p.status === 'started' && !this.store.isClosed
+    const report: StatusReport = {
+      chainId: toHex(this.chainId),
+      peerId: this.peerId.toString(),
+      listen: this.multiaddrs(),
+      highestSynced: p.highestSynced,
+      highestExecuted: p.highestExecuted,
+      lowestAvailable: p.lowestAvailable,
+      stateRoot: root === undefined ? '' : toHex(root),
+      epoch: this.epoch,
+      peers: this.peerCount(),
+      phase: this.phase,
+      executedTransactions: this.executor.stats.transactions,
+      healthy
+    }
+    for (const c of this.components) {
+      if (c.status !== undefined) Object.assign(report, await c.status())
+      if (c.healthy !== undefined && !c.healthy()) healthy = false
+    }
+    report.healthy = healthy
+    return report
+  }
+}
+
+/** The epoch of the next commit to execute, from the highest executed commit (0 if none). */
+async function currentEpoch (store: ChainStore): Promise<number> {
+  if (store.highestExecuted === 0) return 0
+  const c = await store.getCommit(store.highestExecuted)
+  if (c === undefined) return 0
+  return c.isEndOfEpoch ? c.epoch + 1 : c.epoch
+}
+
+/** Finds the genesis: opts, then config.genesisFile, then `<dataDir>/genesis.pb`. */
+function resolveGenesis (config: SomaConfig, opts: CreateNodeOptions): GenesisBundle | undefined {
+  if (opts.genesis !== undefined) return opts.genesis
+  if (config.genesisFile !== '') return readGenesisFile(config.genesisFile)
+  const file = findGenesisFile(config.dataDir)
+  return file === undefined ? undefined : readGenesisFile(file)
+}
+
+/**
+ * Opens the node's store (creating it from the genesis if empty), its peer key, executor, libp2p host
+ * and status server. Nothing listens until `start()`.
+ * Errors: ConfigError (no genesis, bad addresses, corrupt key), ForeignStoreError (data dir of another
+ * chain), StoreError (locked, corrupt).
+ */
+export async function createNode (config: SomaConfig, opts: CreateNodeOptions = {}): Promise<SomaNode> {
+  const log = opts.logger ?? createLogger('node', { level: config.logLevel })
+  const genesis = resolveGenesis(config, opts)
+  if (genesis === undefined && !existsSync(path.join(config.dataDir, 'chain', 'CURRENT'))) {
+    throw new ConfigError(`no genesis for ${path.resolve(config.dataDir)}: pass --genesis-file <file> (a devnet writes <its data dir>/genesis.pb) or copy it to ${path.join(config.dataDir, 'genesis.pb')}`)
+  }
+  parseEntrypoints(config.entrypoints) // fail on bad entrypoints before touching the data dir
+  mkdirSync(config.dataDir, { recursive: true })
+  const store = await ChainStore.openDataDir(config.dataDir, { ...opts.store, genesis })
+  let libp2p: SomaLibp2p | undefined
+  try {
+    const peerKey = await loadOrCreatePeerKey(config.dataDir)
+    const executor = new CommitExecutor(store)
+    libp2p = await createLibp2pNode({ config, chainId: store.chainId, privateKey: peerKey.privateKey, services: opts.services })
+    let node: SomaNode | undefined
+    const where = opts.statusServer === undefined
+      ? (config.statusPort === 0 ? undefined : { host: config.statusHost, port: config.statusPort })
+      : (opts.statusServer === false ? undefined : { host: opts.statusServer.host ?? config.statusHost, port: opts.statusServer.port })
+    const statusServer = where === undefined
+      ? undefined
+      : new StatusServer({ host: where.host, port: where.port, logger: log, getStatus: async () => await node!.status() })
+    node = new SomaNode({ config, store, executor, libp2p, peerKey, log, statusServer, epoch: await currentEpoch(store), phase: opts.phase ?? 'idle', components: opts.components ?? [] })
+    return node
+  } catch (err) {
+    if (libp2p !== undefined) releaseLibp2pMetrics(libp2p)
+    await store.close()
+    throw err
+  }
+}
