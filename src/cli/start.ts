@@ -15,6 +15,26 @@ export interface StartOptions extends Pick<CreateNodeOptions, 'genesis' | 'servi
   logger?: Logger
   /** how often peers and progress are reported (0: never). @default 10000 */
   reportIntervalMs?: number
+  /** a live progress line on stderr. @default stderr is a terminal */
+  progress?: boolean
+}
+
+/** "commit 1234/5000 (24.7%), 120.3 commits/s, 3 peers, ETA 31s, syncing" */
+export function progressLine (node: SomaNode): string {
+  const p = node.store.getProgress()
+  const sync = (node.libp2p.services as any).stateSync?.progress?.()
+  const target = Math.max(sync?.target ?? 0, p.highestSynced)
+  const rate: number = sync?.commitsPerSecond ?? 0
+  const pct = target > 0 ? ` (${(100 * p.highestExecuted / target).toFixed(1)}%)` : ''
+  const left = target - p.highestExecuted
+  const eta = rate > 0 && left > 0 ? `, ETA ${formatDuration(left / rate)}` : ''
+  return `commit ${p.highestExecuted}/${target}${pct}, ${rate.toFixed(1)} commits/s, ${node.peerCount()} peers${eta}, ${node.phase}`
+}
+
+function formatDuration (seconds: number): string {
+  if (seconds < 90) return `${Math.ceil(seconds)}s`
+  if (seconds < 5400) return `${Math.round(seconds / 60)}m`
+  return `${(seconds / 3600).toFixed(1)}h`
 }
 
 export interface StartHandle {
@@ -38,18 +58,23 @@ export async function runStart (config: SomaConfig, opts: StartOptions = {}): Pr
   else log.info('joining through %d entrypoint(s): %s', config.entrypoints.length, config.entrypoints.join(', '))
 
   const report = (): void => {
-    const peers = node.libp2p.getPeers().map(p => p.toString())
-    const p = node.store.getProgress()
-    log.info('%d peers%s; synced %d, executed %d, phase %s', peers.length, peers.length > 0 ? ` (${peers.join(', ')})` : '', p.highestSynced, p.highestExecuted, node.phase)
+    void node.status().then(() => { // refreshes node.phase from the sync loop
+      log.info(progressLine(node))
+    }).catch(() => {})
   }
   const every = opts.reportIntervalMs ?? 10_000
   const timer = every > 0 ? setInterval(report, every) : undefined
   timer?.unref()
+  // on a terminal, a live progress line: commit index, commits/s, peers, ETA
+  const tty = opts.progress ?? process.stderr.isTTY === true
+  const ttyTimer = tty ? setInterval(() => { void node.status().then(() => { process.stderr.write(`\r\x1b[2K${progressLine(node)}`) }).catch(() => {}) }, 1000) : undefined
+  ttyTimer?.unref()
 
   let stopping: Promise<void> | undefined
   const stop = async (): Promise<void> => {
     stopping ??= (async () => {
       if (timer !== undefined) clearInterval(timer)
+      if (ttyTimer !== undefined) { clearInterval(ttyTimer); process.stderr.write('\n') }
       await node.stop()
     })()
     await stopping

@@ -12,6 +12,7 @@ import type { SomaConfig } from '../config.ts'
 import { createGenesis } from '../chain/genesis.ts'
 import { ConfigError } from '../errors.ts'
 import { short, toHex } from '../crypto/hash.ts'
+import type { PushCommit } from '../sync/protocols/push-commit.ts'
 import { createNode, type CreateNodeOptions, type SomaNode } from '../node/node.ts'
 import { writeGenesisFile } from '../node/genesis-file.ts'
 import { createLogger, type Logger } from '../utils/logger.ts'
@@ -50,7 +51,8 @@ export async function startDevnet (config: SomaConfig, opts: DevnetOptions = {})
     components: opts.components,
     statusServer: opts.statusServer,
     logger: log.child('node'),
-    phase: 'producing'
+    phase: 'producing',
+    commitSync: 'serve'
   })
   let producer: DevnetProducer
   let genesisFile: string
@@ -105,6 +107,19 @@ export async function startDevnet (config: SomaConfig, opts: DevnetOptions = {})
     progress(r.index, last.epoch, r.stateRoot, false)
   })
   producer.on('epoch', e => { log.info('epoch %d begins', e) })
+  // notification (seed 000): tell connected peers of new commits with PushCommit, at most every 500 ms
+  let lastPush = 0
+  producer.on('certified', () => {
+    const now = Date.now()
+    if (now - lastPush < 500) return
+    lastPush = now
+    const push = (node.libp2p.services as any).pushCommit as PushCommit | undefined
+    if (push === undefined) return
+    const info = { highestSynced: node.store.highestSynced, lowestAvailable: node.store.lowestAvailable, genesisDigest: node.chainId }
+    for (const peer of node.libp2p.getPeers()) {
+      void push.push(peer, info, { signal: AbortSignal.timeout(5000) }).catch(() => {})
+    }
+  })
   const finished = { value: false }
   const done = new Promise<void>((resolve, reject) => {
     producer.once('done', () => {
@@ -127,39 +142,10 @@ export async function startDevnet (config: SomaConfig, opts: DevnetOptions = {})
   let stopping: Promise<void> | undefined
   const stop = async (): Promise<void> => {
     stopping ??= (async () => {
-      await stopProducer(producer, finished, config.roundIntervalMs, log)
+      await producer.stop()
       await node.stop()
     })()
     await stopping
   }
   return { node, producer, genesisFile, done, stop }
-}
-
-/**
- * Stops the producer between two rounds. DevnetProducer.stop() clears the timer of the pause between
- * rounds without resolving it, so a stop() that lands in the pause never returns; stopping it from a
- * 'certified' listener (which runs inside a round, before the pause) always returns. If no round
- * completes in time, stop() is given a bounded wait: production has ended either way.
- */
-async function stopProducer (producer: DevnetProducer, finished: { value: boolean }, roundIntervalMs: number, log: Logger): Promise<void> {
-  if (finished.value) { await producer.stop(); return }
-  // wrapped, so that awaiting this does not wait for stop() itself
-  const { stopped } = await new Promise<{ stopped: Promise<void> }>(resolve => {
-    const onRound = (): void => {
-      clearTimeout(timer)
-      resolve({ stopped: producer.stop() })
-    }
-    const timer = setTimeout(() => {
-      producer.off('certified', onRound)
-      resolve({ stopped: producer.stop() })
-    }, 2 * roundIntervalMs + 1000)
-    producer.once('certified', onRound)
-  })
-  let timer: NodeJS.Timeout | undefined
-  const gaveUp = await Promise.race([
-    stopped.then(() => false),
-    new Promise<boolean>(resolve => { timer = setTimeout(() => resolve(true), roundIntervalMs + 2000) })
-  ])
-  clearTimeout(timer)
-  if (gaveUp) log.debug('the producer did not confirm its stop; it produces nothing more')
 }

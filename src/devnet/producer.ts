@@ -86,6 +86,7 @@ export class DevnetProducer extends EventEmitter<DevnetProducerEvents> {
   private prng!: Prng
   private txCounter = 0
   private timer?: NodeJS.Timeout
+  private wakeSleep?: () => void
   private running = false
   private producing?: Promise<void>
 
@@ -377,7 +378,10 @@ export class DevnetProducer extends EventEmitter<DevnetProducerEvents> {
           return
         }
         const wait = this.init.roundIntervalMs - (Date.now() - t0)
-        if (wait > 0 && this.running) await new Promise<void>(resolve => { this.timer = setTimeout(resolve, wait) })
+        if (wait > 0 && this.running) {
+          await new Promise<void>(resolve => { this.wakeSleep = resolve; this.timer = setTimeout(resolve, wait) })
+          this.wakeSleep = undefined
+        }
         else await new Promise<void>(resolve => setImmediate(resolve))
       }
     }
@@ -392,6 +396,7 @@ export class DevnetProducer extends EventEmitter<DevnetProducerEvents> {
   async stop (): Promise<void> {
     this.running = false
     if (this.timer !== undefined) clearTimeout(this.timer)
+    this.wakeSleep?.() // a stop during the pause between rounds ends the pause
     await this.producing
   }
 }

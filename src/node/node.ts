@@ -24,6 +24,7 @@ import { createLibp2pNode, parseEntrypoints, releaseLibp2pMetrics, type Entrypoi
 import { loadOrCreatePeerKey, type PeerKey } from './peer-key.ts'
 import { StatusServer, type StatusReport } from './status-server.ts'
 import { findGenesisFile, readGenesisFile } from './genesis-file.ts'
+import { commitSyncServices, stateSyncConfig, type StateSync } from '../sync/state-sync.ts'
 
 /** Known phases; sync code may use others. */
 export type NodePhase = 'idle' | 'syncing' | 'snapshot' | 'producing' | 'synced' | 'done' | 'stopped' | (string & {})
@@ -57,6 +58,11 @@ export interface CreateNodeOptions {
   phase?: NodePhase
   /** LevelDB tuning */
   store?: Omit<ChainStoreOptions, 'genesis'>
+  /**
+   * Commit sync: `'sync'` serves the sync protocols and syncs from peers (a full node); `'serve'` only
+   * serves them (the devnet producer); `false` adds neither. @default 'sync'
+   */
+  commitSync?: 'sync' | 'serve' | false
 }
 
 /** How often unconnected entrypoints are redialed. */
@@ -219,6 +225,22 @@ export class SomaNode {
   }
 }
 
+/** Reports commit-sync progress in /status and keeps `node.phase` in step with the sync loop. */
+function stateSyncComponent (libp2p: SomaLibp2p, node: () => SomaNode | undefined): NodeComponent {
+  const sync = (): StateSync | undefined => (libp2p.services as any).stateSync as StateSync | undefined
+  return {
+    name: 'state-sync',
+    status: () => {
+      const p = sync()?.progress()
+      if (p === undefined) return {}
+      const n = node()
+      if (n !== undefined && n.phase !== 'stopped') n.phase = p.phase
+      return { sync: { target: p.target, knownPeers: p.peers, commitsPerSecond: Math.round(p.commitsPerSecond * 10) / 10, syncedCommits: p.syncedCommits } }
+    },
+    healthy: () => sync()?.eventLoop?.fatalError === undefined
+  }
+}
+
 /** The epoch of the next commit to execute, from the highest executed commit (0 if none). */
 async function currentEpoch (store: ChainStore): Promise<number> {
   if (store.highestExecuted === 0) return 0
@@ -254,7 +276,23 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
   try {
     const peerKey = await loadOrCreatePeerKey(config.dataDir)
     const executor = new CommitExecutor(store)
-    libp2p = await createLibp2pNode({ config, chainId: store.chainId, privateKey: peerKey.privateKey, services: opts.services })
+    const mode = opts.commitSync ?? 'sync'
+    const syncServices = mode === false
+      ? {}
+      : commitSyncServices({
+        ...stateSyncConfig(config),
+        store,
+        executor,
+        sync: mode === 'sync',
+        verifyWorkers: config.verifyWorkers,
+        handlerTimeoutMs: config.handlerTimeoutMs,
+        inboundRequestsPerSecond: config.inboundRequestsPerSecond,
+        maxInboundStreams: config.maxInboundStreams,
+        maxOutboundStreams: config.maxOutboundStreams
+      })
+    libp2p = await createLibp2pNode({ config, chainId: store.chainId, privateKey: peerKey.privateKey, services: { ...syncServices, ...opts.services } })
+    const components = [...(opts.components ?? [])]
+    if (mode === 'sync') components.unshift(stateSyncComponent(libp2p, () => node))
     let node: SomaNode | undefined
     const where = opts.statusServer === undefined
       ? (config.statusPort === 0 ? undefined : { host: config.statusHost, port: config.statusPort })
@@ -262,7 +300,7 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
     const statusServer = where === undefined
       ? undefined
       : new StatusServer({ host: where.host, port: where.port, logger: log, getStatus: async () => await node!.status() })
-    node = new SomaNode({ config, store, executor, libp2p, peerKey, log, statusServer, epoch: await currentEpoch(store), phase: opts.phase ?? 'idle', components: opts.components ?? [] })
+    node = new SomaNode({ config, store, executor, libp2p, peerKey, log, statusServer, epoch: await currentEpoch(store), phase: opts.phase ?? 'idle', components })
     return node
   } catch (err) {
     if (libp2p !== undefined) releaseLibp2pMetrics(libp2p)
