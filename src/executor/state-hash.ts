@@ -11,8 +11,22 @@ import type { AccountState, Embedding } from '../chain/types.ts'
 const ACCOUNT_TAG = Uint8Array.of(Bucket.ACCOUNT)
 const EMBEDDING_TAG = Uint8Array.of(Bucket.EMBEDDING)
 
+/**
+ * Elements of recently written account states, by address: the executor removes an account's old
+ * element and adds its new one, so the old one is almost always the element it computed last time.
+ * Bounded (ELEMENT_CACHE_SIZE entries of 2 KiB); a hit is checked against the exact encoded state.
+ */
+const ELEMENT_CACHE_SIZE = 8192
+const elementCache = new Map<string, { enc: Buffer, lanes: Uint16Array }>()
+
 export function accountElement (address: Uint8Array, encodedState: Uint8Array): Uint16Array {
-  return LtHash.element(ACCOUNT_TAG, address, encodedState)
+  const key = Buffer.from(address.buffer, address.byteOffset, address.byteLength).toString('latin1')
+  const hit = elementCache.get(key)
+  if (hit !== undefined && hit.enc.equals(encodedState)) return hit.lanes
+  const lanes = LtHash.element(ACCOUNT_TAG, address, encodedState)
+  if (hit === undefined && elementCache.size >= ELEMENT_CACHE_SIZE) elementCache.delete(elementCache.keys().next().value as string)
+  elementCache.set(key, { enc: Buffer.from(encodedState), lanes })
+  return lanes
 }
 
 export function embeddingElement (id: Uint8Array, encodedEmbedding: Uint8Array): Uint16Array {

@@ -325,9 +325,45 @@ export class StateSyncEventLoop {
       })
   }
 
-  /** One sync step: a verified commit range from one peer, its blocks, stored and executed. */
+  /**
+   * Sync from `start` towards `target`, range after range (each at most commitSyncBatchSize commits,
+   * from one peer chosen by the PeerBalancer). Pipelined: while the commits of range k are handed to
+   * the executor's channel (which blocks while the executor is behind), range k+1 is fetched,
+   * verified and downloaded; range k+1 is stored only once range k is entirely in the channel, so sync
+   * never holds more than one range beyond what the channel allows.
+   */
   private async syncOnce (start: number, target: number, signal: AbortSignal): Promise<void> {
-    const end = Math.min(target, start + this.config.commitSyncBatchSize - 1)
+    let feeding: Promise<void> = Promise.resolve()
+    try {
+      let next = start
+      while (next <= target && !signal.aborted) {
+        const last = await this.syncRange(next, Math.min(target, next + this.config.commitSyncBatchSize - 1), signal, async (ready, certifiers) => {
+          await feeding
+          await this.persist(ready, certifiers)
+          feeding = this.feed(ready, signal)
+          feeding.catch(() => {}) // awaited below; an abort is handled by the caller
+        })
+        if (last === undefined) break
+        next = last + 1
+        this.notifyLowerPeers()
+        // newer heights may have arrived (pushes) while this range synced
+        target = Math.max(target, this.heights.highest())
+      }
+    } finally {
+      await feeding
+    }
+  }
+
+  private async feed (ready: ReadyCommit[], signal: AbortSignal): Promise<void> {
+    for (const r of ready) await this.channel.send({ commit: r.commit, blocks: r.blocks }, signal)
+  }
+
+  /**
+   * One range: verified commits from one peer, then their blocks (from that peer first, falling back
+   * to others); `store` is called with complete commit prefixes in order. Returns the last commit
+   * index stored, or undefined when no peer could serve the range.
+   */
+  private async syncRange (start: number, end: number, signal: AbortSignal, store: (ready: ReadyCommit[], certifiers: readonly ParsedBlock[]) => Promise<void>): Promise<number | undefined> {
     let range: VerifiedCommitRange | undefined
     let source: PeerId | undefined
     for (const peer of new PeerBalancer(this.eligiblePeers(), start)) {
@@ -348,17 +384,16 @@ export class StateSyncEventLoop {
     if (range === undefined || source === undefined) {
       this.setPhase('waiting-for-peers')
       this.noPeerUntil = Date.now() + this.config.waitIntervalWhenNoPeerToSyncContentMs
-      return
+      return undefined
     }
     const last = range.commits[range.commits.length - 1]
     // blocks: the peer that served the commits first, then others that have them
     const others = [...new PeerBalancer(this.eligiblePeers(), last.index)].filter(p => !p.equals(source))
     const certifiers = range.certifiers
     await this.downloader.download(range.commits, [source, ...others], async (ready) => {
-      await this.persist(ready, ready[ready.length - 1].commit.index === last.index ? certifiers : [])
-      for (const r of ready) await this.channel.send({ commit: r.commit, blocks: r.blocks }, signal)
+      await store(ready, ready[ready.length - 1].commit.index === last.index ? certifiers : [])
     }, signal)
-    this.notifyLowerPeers()
+    return last.index
   }
 
   /** Blocks, votes, commits (and certifiers of the range's last commit) and highest synced: one batch. */
