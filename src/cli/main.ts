@@ -33,9 +33,9 @@ interface CommandDef {
 
 const COMMANDS: Record<string, CommandDef> = {
   start: {
-    summary: 'run a full node that joins a chain through entrypoints',
+    summary: 'run a full node: join a chain through entrypoints and commit-sync to its tip',
     usage: 'soma-sync start --genesis-file <file> --entrypoints <multiaddr> [options]',
-    description: 'Runs a full node: opens the store in <data-dir>/chain (genesis from --genesis-file or <data-dir>/genesis.pb),\njoins the network through --entrypoints, and serves /status, /metrics and /health. Stop with Ctrl-C.',
+    description: 'Runs a full node: opens the store in <data-dir>/chain (genesis from --genesis-file or <data-dir>/genesis.pb),\njoins the network through --entrypoints, commit-syncs from its peers (verifying every commit, block and\ntransaction) and executes what it syncs; serves the sync protocols to others, and /status, /metrics and\n/health. On a terminal it shows progress (commit, commits/s, peers, ETA). Resumes where it stopped.\nStop with Ctrl-C.',
     options: 'start',
     run: async (config) => {
       const { runStart } = await import('./start.ts')
@@ -96,6 +96,9 @@ const COMMANDS: Record<string, CommandDef> = {
     }
   }
 }
+
+/** The commands, in help order. */
+export const COMMAND_NAMES: readonly string[] = Object.keys(COMMANDS)
 
 /** Help of the command list. */
 export function mainHelp (): string {

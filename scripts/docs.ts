@@ -1,0 +1,91 @@
+/**
+ * Regenerates the generated sections of README.md from their sources, so they stay true:
+ * - the CLI reference, from the CLI's own help texts (src/cli/main.ts);
+ * - the config table, from the one config object (src/config.ts OPTIONS/DEFAULTS);
+ * - the benchmark summary, from the figures recorded in BENCHMARKS.md.
+ *
+ *   node scripts/docs.ts          rewrite README.md
+ *   node scripts/docs.ts --check  exit 1 if README.md is stale (the test suite runs this)
+ */
+import { readFileSync, writeFileSync } from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { markdownTable } from '../src/config.ts'
+import { mainHelp, commandHelp, COMMAND_NAMES } from '../src/cli/main.ts'
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
+
+/** Headline rows of the README benchmark table: [bench, metric, what, target]. */
+const HEADLINES: Array<[string, string, string, string]> = [
+  ['commit-sync', 'ratio verified tx/s to one core (main thread)', 'commit sync, verified tx/s ÷ one-core ed25519 verify/s, verification on the main thread', '≥ 0.8'],
+  ['commit-sync', 'ratio verified tx/s to one core (2 workers)', 'the same with the 2-thread verify pool', '≥ 1.5'],
+  ['commit-sync', 'commits/s (2 workers)', 'commit sync, commits/s (10 blocks of 10 tx per 4 commits)', '—'],
+  ['commit-sync', 'peak RSS MiB (2 workers)', 'commit sync, peak RSS of the syncing process (MiB)', '—'],
+  ['foundation', 'executor.txPerSec', 'CommitExecutor, transactions/s', '—'],
+  ['foundation', 'stateRoot.fullRecompute/incrementalUpdate', 'state root: full recompute ÷ incremental update of 1,000 of 100,000 entries', '≫ 1'],
+  ['foundation', 'verify.pool2/single', 'signature verification: 2-worker pool ÷ one thread', '~1.5–2'],
+  ['foundation', 'devnet.txPerSec', 'devnet producer, transactions/s', '—'],
+  ['cuckoo-filter', 'lookupVsTarget', 'Cuckoo filter member lookups/s ÷ 10M/s target (1M items)', '≥ 1'],
+  ['cuckoo-filter', 'lookupSpeedupVsBloom', 'Cuckoo filter lookups, ours ÷ bloom-filters CuckooFilter', '—'],
+  ['snapshot', 'incremental/full', 'snapshot: incremental update (1% hot accounts changed) ÷ full build', '≤ 0.05']
+]
+
+function benchFigure (benchmarks: string, bench: string, metric: string): string | undefined {
+  const start = benchmarks.indexOf(`<!-- bench:result ${bench} -->`)
+  const end = benchmarks.indexOf(`<!-- bench:result-end ${bench} -->`)
+  if (start < 0 || end < 0) return undefined
+  const block = benchmarks.slice(start, end)
+  for (const line of block.split('\n')) {
+    const m = /^\| `(.+)` \| (.+) \|$/.exec(line.trim())
+    if (m !== null && m[1] === metric) return m[2].trim()
+  }
+  return undefined
+}
+
+export function benchSummary (benchmarks: string): string {
+  const lines = ['| what | figure | target |', '|---|---:|---|']
+  for (const [bench, metric, what, target] of HEADLINES) {
+    const v = benchFigure(benchmarks, bench, metric)
+    if (v !== undefined) lines.push(`| ${what} | ${v} | ${target} |`)
+  }
+  return lines.join('\n')
+}
+
+export function cliReference (): string {
+  const parts = ['```text', mainHelp(), '```']
+  for (const name of COMMAND_NAMES) {
+    parts.push('', `<details><summary><code>soma-sync ${name} --help</code></summary>`, '', '```text', commandHelp(name), '```', '', '</details>')
+  }
+  return parts.join('\n')
+}
+
+function replaceSection (text: string, name: string, body: string): string {
+  const open = `<!-- ${name}:start -->`
+  const close = `<!-- ${name}:end -->`
+  const a = text.indexOf(open)
+  const b = text.indexOf(close)
+  if (a < 0 || b < a) throw new Error(`README.md has no ${open} … ${close} section`)
+  return text.slice(0, a + open.length) + '\n' + body + '\n' + text.slice(b)
+}
+
+export function renderReadme (readme: string, benchmarks: string): string {
+  let out = replaceSection(readme, 'cli', cliReference())
+  out = replaceSection(out, 'config', markdownTable())
+  out = replaceSection(out, 'bench', benchSummary(benchmarks))
+  return out
+}
+
+const isMain = process.argv[1] !== undefined && path.resolve(process.argv[1]) === fileURLToPath(import.meta.url)
+if (isMain) {
+  const readmePath = path.join(root, 'README.md')
+  const readme = readFileSync(readmePath, 'utf8')
+  const next = renderReadme(readme, readFileSync(path.join(root, 'BENCHMARKS.md'), 'utf8'))
+  if (process.argv.includes('--check')) {
+    if (next !== readme) {
+      process.stderr.write('README.md is stale: run `npm run docs`\n')
+      process.exit(1)
+    }
+  } else {
+    writeFileSync(readmePath, next)
+  }
+}
