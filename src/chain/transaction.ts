@@ -32,10 +32,24 @@ export function systemTransaction (tx: Transaction): SignedTransaction {
 }
 
 /**
+ * Parse results by SignedTransaction object: sync's TxVerifier parses every transaction of a block
+ * and the executor parses the same objects again; the second parse is a lookup. Weak: it holds nothing.
+ */
+const parsed = new WeakMap<SignedTransaction, { p: ParsedTransaction, chainId: Uint8Array, dim: number }>()
+
+/**
  * Decodes a transaction and checks everything but its signature: chain id, kind, field sizes.
  * Throws InvalidTransactionError naming what is wrong.
  */
 export function parseTransaction (signed: SignedTransaction, chainId: Uint8Array, embeddingDim: number): ParsedTransaction {
+  const hit = parsed.get(signed)
+  if (hit !== undefined && hit.dim === embeddingDim && (hit.chainId === chainId || bytesEqual(hit.chainId, chainId))) return hit.p
+  const p = parseUncached(signed, chainId, embeddingDim)
+  parsed.set(signed, { p, chainId, dim: embeddingDim })
+  return p
+}
+
+function parseUncached (signed: SignedTransaction, chainId: Uint8Array, embeddingDim: number): ParsedTransaction {
   let tx: Transaction
   try {
     tx = Codecs.Transaction.decode(signed.tx)
