@@ -67,11 +67,18 @@ export interface SomaConfig {
   maxInboundStreams: number
   maxOutboundStreams: number
   peerBanMs: number
+  // ---- snapshots (seed 002)
+  snapshotTargetChunkBytes: number
+  snapshotHotEpochs: number
+  snapshotEmbeddingWindowCommits: number
+  snapshotKeep: number
+  snapshotEvery: number
 }
 
 const ALL: readonly Command[] = ['start', 'devnet', 'demo']
 const SYNC: readonly Command[] = ['start', 'devnet', 'demo']
 const DEVNET: readonly Command[] = ['devnet', 'demo']
+const SNAPSHOT: readonly Command[] = ['snapshot', 'devnet', 'demo']
 
 export const DEFAULTS: Readonly<SomaConfig> = Object.freeze({
   dataDir: './data',
@@ -113,7 +120,13 @@ export const DEFAULTS: Readonly<SomaConfig> = Object.freeze({
   inboundRequestsPerSecond: 50,
   maxInboundStreams: 32,
   maxOutboundStreams: 64,
-  peerBanMs: 10 * 60_000
+  peerBanMs: 10 * 60_000,
+
+  snapshotTargetChunkBytes: 1024 * 1024,
+  snapshotHotEpochs: 2,
+  snapshotEmbeddingWindowCommits: 1000,
+  snapshotKeep: 3,
+  snapshotEvery: 0
 })
 
 export const OPTIONS: readonly OptionSpec[] = [
@@ -129,7 +142,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'dhtEnabled', type: 'bool', group: 'node', commands: ALL, doc: 'run the chain-scoped kad-dht' },
   { key: 'maxConnections', type: 'int', group: 'node', commands: ALL, min: 1, max: 100000, doc: 'libp2p connection manager limit' },
 
-  { key: 'devnetSeed', type: 'string', group: 'devnet', commands: DEVNET, doc: 'seed every devnet key derives from' },
+  { key: 'devnetSeed', type: 'string', group: 'devnet', commands: [...DEVNET, 'snapshot'], doc: 'seed every devnet key derives from (`snapshot create` signs with the devnet committee when the store\'s genesis is of this seed)' },
   { key: 'validators', type: 'int', group: 'devnet', commands: DEVNET, min: 1, max: 256, doc: 'committee size' },
   { key: 'accounts', type: 'int', group: 'devnet', commands: DEVNET, min: 2, max: 10_000_000, doc: 'genesis accounts' },
   { key: 'initialBalance', type: 'int', group: 'devnet', commands: DEVNET, min: 0, doc: 'genesis balance of each account' },
@@ -156,7 +169,13 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'inboundRequestsPerSecond', type: 'int', group: 'sync', commands: SYNC, min: 1, doc: 'inbound requests one peer may make per second, per protocol' },
   { key: 'maxInboundStreams', type: 'int', group: 'sync', commands: SYNC, min: 1, doc: 'inbound streams per connection, per protocol' },
   { key: 'maxOutboundStreams', type: 'int', group: 'sync', commands: SYNC, min: 1, doc: 'outbound streams per connection, per protocol' },
-  { key: 'peerBanMs', type: 'duration', group: 'sync', commands: SYNC, min: 0, doc: 'how long a peer that lied is not asked again' }
+  { key: 'peerBanMs', type: 'duration', group: 'sync', commands: SYNC, min: 0, doc: 'how long a peer that lied is not asked again' },
+
+  { key: 'snapshotTargetChunkBytes', type: 'bytes', group: 'snapshot', commands: SNAPSHOT, min: 64, max: 1024 * 1024 * 1024, doc: 'average size state chunks are cut to (content-defined boundaries; a chunk is cut at 4x this at the latest)' },
+  { key: 'snapshotHotEpochs', type: 'int', group: 'snapshot', commands: SNAPSHOT, min: 1, max: 1_000_000, doc: 'K: accounts modified in the last K epochs go to the hot chunks, the rest to the cold ones' },
+  { key: 'snapshotEmbeddingWindowCommits', type: 'int', group: 'snapshot', commands: SNAPSHOT, min: 1, doc: 'embeddings are grouped into chunks by creation window of this many commits' },
+  { key: 'snapshotKeep', type: 'int', group: 'snapshot', commands: SNAPSHOT, min: 1, max: 1000, doc: 'snapshots kept (the newest); older ones and the chunks only they use are pruned' },
+  { key: 'snapshotEvery', type: 'int', group: 'snapshot', commands: DEVNET, min: 0, doc: 'the devnet producer snapshots at every epoch end and also every this many commits; 0: only at epoch ends' }
 ]
 
 export function flagName (key: string): string {

@@ -1,5 +1,5 @@
 import { Codecs } from './codecs.ts'
-import type { Authority, Committee, Genesis } from './types.ts'
+import { EmbeddingPruneMode, type Authority, type Committee, type EmbeddingPruning, type Genesis } from './types.ts'
 import { validateCommittee } from './committee.ts'
 import { sha256, toHex } from '../crypto/hash.ts'
 import { deriveKeyPair, type KeyPair } from '../crypto/keys.ts'
@@ -14,6 +14,8 @@ export interface GenesisInit {
   initialBalance: number
   embeddingDim: number
   timestampMs?: number
+  /** chain-wide embedding pruning; omitted (the default) means none, and leaves the genesis bytes as before */
+  embeddingPruning?: EmbeddingPruning
 }
 
 export interface GenesisBundle {
@@ -59,6 +61,7 @@ export function createGenesis (init: GenesisInit): GenesisBundle {
     accounts: Array.from({ length: init.accounts }, (_, i) => ({ address: accountKey(init.seed, i).publicKey, balance: init.initialBalance })),
     embeddingDim: init.embeddingDim
   }
+  if (init.embeddingPruning !== undefined && init.embeddingPruning.mode !== EmbeddingPruneMode.NONE) genesis.embeddingPruning = init.embeddingPruning
   const bytes = Codecs.Genesis.encode(genesis)
   return decodeGenesis(bytes)
 }
@@ -72,6 +75,7 @@ export function decodeGenesis (bytes: Uint8Array): GenesisBundle {
   if (!Number.isInteger(genesis.embeddingDim) || genesis.embeddingDim < 1 || genesis.embeddingDim > 65536) {
     throw new MalformedMessageError(`genesis embedding dimension ${genesis.embeddingDim} is out of range 1..65536`)
   }
+  validatePruning(genesis.embeddingPruning)
   const seen = new Set<string>()
   for (const a of genesis.accounts) {
     if (a.address.byteLength !== 32) throw new MalformedMessageError('genesis account address is not 32 bytes')
@@ -80,4 +84,18 @@ export function decodeGenesis (bytes: Uint8Array): GenesisBundle {
     seen.add(k)
   }
   return { genesis, bytes, chainId: sha256(bytes) }
+}
+
+function validatePruning (p: EmbeddingPruning | null | undefined): void {
+  if (p == null) return
+  const modes: number[] = Object.values(EmbeddingPruneMode)
+  if (!modes.includes(p.mode)) throw new MalformedMessageError(`genesis embedding pruning mode ${p.mode} is unknown`)
+  if (!Number.isSafeInteger(p.maxAgeEpochs) || p.maxAgeEpochs < 0) throw new MalformedMessageError(`genesis embedding pruning max age ${p.maxAgeEpochs} is not a non-negative integer`)
+  if (!Number.isFinite(p.maxDistance) || p.maxDistance < 0) throw new MalformedMessageError(`genesis embedding pruning max distance ${p.maxDistance} is not a finite non-negative number`)
+}
+
+/** The genesis' pruning rule, or null when it prunes nothing. */
+export function pruningRule (g: Genesis): EmbeddingPruning | null {
+  const p = g.embeddingPruning
+  return p == null || p.mode === EmbeddingPruneMode.NONE ? null : p
 }

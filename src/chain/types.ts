@@ -26,6 +26,25 @@ export interface Genesis {
   committee: Committee
   accounts: Account[]
   embeddingDim: number
+  /** absent (null/undefined): no pruning */
+  embeddingPruning?: EmbeddingPruning | null
+}
+
+export const EmbeddingPruneMode = {
+  NONE: 0,
+  AGE: 1,
+  DISTANCE: 2,
+  HYBRID: 3
+} as const
+export type EmbeddingPruneMode = typeof EmbeddingPruneMode[keyof typeof EmbeddingPruneMode]
+
+/** The chain-wide embedding pruning rule (see EmbeddingPruning in protocols/chain.proto). */
+export interface EmbeddingPruning {
+  mode: EmbeddingPruneMode
+  /** age and hybrid: pruned iff embedding.epoch + maxAgeEpochs < the end-of-epoch commit's epoch */
+  maxAgeEpochs: number
+  /** distance and hybrid: pruned iff the L2 distance from the live centroid > maxDistance */
+  maxDistance: number
 }
 
 export interface Transfer { to: Uint8Array, amount: number }

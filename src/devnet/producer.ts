@@ -12,6 +12,10 @@
  *
  * Transaction execution order is leader(r), then the non-leaders of r by author, then leader(r+1)...;
  * the producer generates transactions in that same order so its projected nonces are exact.
+ *
+ * With `snapshots` set, right after executing a commit that ends its epoch (or every `every` commits)
+ * the producer builds a state snapshot, incrementally from the previous one, signed by all members of
+ * that commit's epoch committee, and emits `snapshot` (src/snapshot/snapshotter.ts).
  */
 import { EventEmitter } from 'node:events'
 import type { ChainStore } from '../store/chain-store.ts'
@@ -26,6 +30,8 @@ import type { KeyPair } from '../crypto/keys.ts'
 import { Prng } from './prng.ts'
 import { toHex } from '../crypto/hash.ts'
 import { Keys, readU64 } from '../store/keys.ts'
+import { Snapshotter, type ScheduledSnapshotOptions } from '../snapshot/snapshotter.ts'
+import type { SnapshotBuildResult } from '../snapshot/builder.ts'
 
 export interface DevnetProducerInit {
   /** Seed of the genesis the store was created from (keys derive from it). */
@@ -42,6 +48,11 @@ export interface DevnetProducerInit {
   maxCommits?: number
   /** accounts the workload uses (the first n genesis accounts). @default all genesis accounts */
   activeAccounts?: number
+  /**
+   * Take state snapshots signed by the epoch's committee: after every end-of-epoch commit and every
+   * `every` commits (see src/snapshot/snapshotter.ts). @default none
+   */
+  snapshots?: ScheduledSnapshotOptions
 }
 
 export interface ProducedCommit {
@@ -52,6 +63,8 @@ export interface ProducedCommit {
 export interface DevnetProducerEvents {
   /** a commit became certified (and was executed) */
   certified: [ProducedCommit, ExecutionResult]
+  /** a snapshot was built and attested right after a certified commit was executed */
+  snapshot: [SnapshotBuildResult]
   epoch: [number]
   error: [Error]
   done: []
@@ -70,7 +83,8 @@ interface Projected { balance: number, nonce: number }
 export class DevnetProducer extends EventEmitter<DevnetProducerEvents> {
   readonly store: ChainStore
   readonly executor: CommitExecutor
-  readonly init: Required<DevnetProducerInit>
+  readonly init: Required<Omit<DevnetProducerInit, 'snapshots'>>
+  readonly snapshotter?: Snapshotter
   private epoch!: EpochState
   private round = 0
   private lastCommit?: ParsedCommit
@@ -103,6 +117,7 @@ export class DevnetProducer extends EventEmitter<DevnetProducerEvents> {
       maxCommits: init.maxCommits ?? 0,
       activeAccounts: init.activeAccounts ?? store.genesis.genesis.accounts.length
     }
+    if (init.snapshots !== undefined) this.snapshotter = new Snapshotter(store, init.seed, init.snapshots)
   }
 
   get highestCommit (): number { return this.lastCommit?.index ?? 0 }
@@ -352,6 +367,8 @@ export class DevnetProducer extends EventEmitter<DevnetProducerEvents> {
     for (const c of certified) {
       const result = await this.executor.execute({ commit: c.commit, blocks: c.blocks })
       this.emit('certified', c, result)
+      const snapshot = await this.snapshotter?.afterCommit(result)
+      if (snapshot !== undefined) this.emit('snapshot', snapshot)
       if (result.nextEpoch !== undefined) this.emit('epoch', result.nextEpoch)
       last = c
     }

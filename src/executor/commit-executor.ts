@@ -6,8 +6,10 @@
  * earlier in the same commit) are skipped; transfers move balances and advance nonces; embedding
  * submissions are stored with owner and commit; a failure (bad nonce, overdraft) is a failed effect
  * that changes nothing, never a crash. The state root (LtHash over all accounts and embeddings) is
- * updated in O(changed entries). Everything the commit changes, its effects, its state root and
- * `highest executed` land in one atomic batch.
+ * updated in O(changed entries). At an end-of-epoch commit, the genesis' embedding pruning rule (if
+ * any, see src/executor/pruning.ts) deletes the embeddings it selects. Everything the commit changes, a
+ * state change log row per changed entry (for incremental snapshots, see src/store/keys.ts), its
+ * effects, its state root and `highest executed` land in one atomic batch.
  */
 import { EventEmitter } from 'node:events'
 import type { ChainStore } from '../store/chain-store.ts'
@@ -19,6 +21,9 @@ import { LtHash } from '../crypto/lthash.ts'
 import { accountElement, embeddingElement, encodeAccount, encodeEmbedding } from './state-hash.ts'
 import { bytesEqual, sha256, toHex } from '../crypto/hash.ts'
 import { refsEqual } from '../chain/block.ts'
+import { pruningRule } from '../chain/genesis.ts'
+import { Bucket, u64 } from '../store/keys.ts'
+import { selectPrunedEmbeddings, type LiveEmbedding } from './pruning.ts'
 import { SomaError, StoreError } from '../errors.ts'
 
 export class ExecutionOrderError extends SomaError { static override readonly code: string = 'ERR_EXECUTION_ORDER' }
@@ -30,6 +35,8 @@ export interface ExecutionResult {
   executed: number
   skipped: number
   failed: number
+  /** embeddings deleted by the genesis' pruning rule (end-of-epoch commits only; 0 otherwise) */
+  prunedEmbeddings?: number
   /** set when this commit ended its epoch */
   nextEpoch?: number
 }
@@ -135,6 +142,7 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
     // 4. execute
     const batch = this.store.batch()
     const effects: TransactionEffects[] = []
+    const added: LiveEmbedding[] = []
     let failed = 0
     let nextEpoch: number | undefined
     for (const t of todo) {
@@ -176,7 +184,9 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
         const se = tx.submitEmbedding!
         const enc = encodeEmbedding({ owner: tx.sender, commitIndex: commit.index, vector: se.vector, model: se.model ?? '', epoch })
         batch.putEmbedding(t.digest, enc)
+        batch.putChange(commit.index, Bucket.EMBEDDING, t.digest, undefined)
         lthash.addLanes(embeddingElement(t.digest, enc))
+        added.push({ id: t.digest, encoded: enc, addedNow: true })
       }
       effects.push({ txDigest: t.digest, commitIndex: commit.index, status: ExecutionStatus.SUCCESS })
     }
@@ -184,6 +194,18 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
       // the committee is installed for the next epoch even if the leader omitted the ChangeEpoch tx
       batch.putCommittee(commit.commit.endOfEpoch.nextCommittee)
       nextEpoch = epoch + 1
+    }
+    let prunedEmbeddings = 0
+    const rule = pruningRule(g.genesis)
+    if (commit.commit.endOfEpoch != null && rule !== null) {
+      for (const p of await selectPrunedEmbeddings(this.store, added, epoch, rule)) {
+        batch.delEmbedding(p.id)
+        lthash.removeLanes(embeddingElement(p.id, p.encoded))
+        // one change row per entry and commit, with its state before the commit: an embedding added by
+        // this same commit already has its row ("did not exist")
+        if (!p.addedNow) batch.putChange(commit.index, Bucket.EMBEDDING, p.id, u64(p.commitIndex))
+        prunedEmbeddings++
+      }
     }
 
     // 5. state changes, effects, root, progress: one batch
@@ -193,13 +215,14 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
       if (s.before !== undefined) lthash.removeLanes(accountElement(s.address, s.before))
       lthash.addLanes(accountElement(s.address, enc))
       batch.putAccount(s.address, enc)
+      batch.putChange(commit.index, Bucket.ACCOUNT, s.address, s.before)
     }
     for (const e of effects) batch.putEffects(e)
     const stateRoot = lthash.checksum()
     batch.putStateRoot(commit.index, stateRoot, lthash)
     batch.setHighestExecuted(commit.index)
     await batch.write()
-    const result: ExecutionResult = { index: commit.index, epoch, stateRoot, executed: todo.length, skipped, failed, nextEpoch }
+    const result: ExecutionResult = { index: commit.index, epoch, stateRoot, executed: todo.length, skipped, failed, prunedEmbeddings, nextEpoch }
     this.stats.commits++
     this.stats.transactions += todo.length
     this.stats.failed += failed

@@ -9,7 +9,7 @@
 import { ClassicLevel } from 'classic-level'
 import { existsSync, mkdirSync, readdirSync } from 'node:fs'
 import path from 'node:path'
-import { Keys, Bucket, META_SCHEMA, META_CHAIN_ID, META_GENESIS, META_INIT_PENDING, META_LTHASH, SCHEMA_VERSION, PROGRESS_SYNCED, PROGRESS_EXECUTED, PROGRESS_LOWEST, u64, readU64, parseVoteKey } from './keys.ts'
+import { Keys, Bucket, encodeChangeValue, META_SCHEMA, META_CHAIN_ID, META_GENESIS, META_INIT_PENDING, META_LTHASH, SCHEMA_VERSION, PROGRESS_SYNCED, PROGRESS_EXECUTED, PROGRESS_LOWEST, u64, readU64, parseVoteKey } from './keys.ts'
 import { Codecs } from '../chain/codecs.ts'
 import { decodeGenesis, type GenesisBundle } from '../chain/genesis.ts'
 import { CommitteeInfo } from '../chain/committee.ts'
@@ -99,6 +99,18 @@ export class StoreBatch {
 
   putEmbedding (id: Uint8Array, encoded: Uint8Array): this {
     return this.put(Keys.embedding(id), encoded)
+  }
+
+  delEmbedding (id: Uint8Array): this {
+    return this.del(Keys.embedding(id))
+  }
+
+  /**
+   * A state change log row (see keys.ts): commit `commitIndex` changed the entry `key` of bucket `kind`
+   * (Bucket.ACCOUNT or Bucket.EMBEDDING); `before` summarizes it before the commit (undefined: absent).
+   */
+  putChange (commitIndex: number, kind: number, key: Uint8Array, before: Uint8Array | undefined): this {
+    return this.put(Keys.change(commitIndex, kind, key), encodeChangeValue(before))
   }
 
   putEffects (effects: TransactionEffects): this {

@@ -15,7 +15,17 @@
  * | 0x08   | embeddings          | id 32 (tx digest)                         | Embedding bytes               |
  * | 0x09   | state roots         | commit index u64                          | root 32                       |
  * | 0x0a   | commit votes        | commit index u64, round u64, author u32, block digest 32 | vote digest 32 |
- * | 0x10-0x1f | snapshots        | owned by src/snapshot/store-keys.ts       |                               |
+ * | 0x10   | state change log    | commit index u64, kind u8 (0x07/0x08), key 32 | prior value summary, see below |
+ * | 0x11-0x1f | snapshots        | owned by src/snapshot/store-keys.ts       |                               |
+ *
+ * The state change log (0x10) is written by the CommitExecutor in the commit's own atomic batch: one
+ * row per state entry the commit changed, kind = the entry's bucket byte (0x07 account, 0x08
+ * embedding), key = address or embedding id. The value summarizes the entry as it was *before* the
+ * commit: `0x00` if it did not exist, else `0x01 ‖ AccountState bytes` for an account and
+ * `0x01 ‖ creation commit index u64` for an embedding (embeddings are immutable: added, then maybe
+ * pruned). Snapshots read it to update a previous snapshot in O(changes) and trim it below the
+ * oldest snapshot they keep (src/snapshot/); a node that never takes a snapshot keeps all of it (about
+ * 45 bytes per changed entry per commit).
  */
 
 export const Bucket = {
@@ -29,7 +39,8 @@ export const Bucket = {
   ACCOUNT: 0x07,
   EMBEDDING: 0x08,
   STATE_ROOT: 0x09,
-  VOTE: 0x0a
+  VOTE: 0x0a,
+  CHANGE_LOG: 0x10
 } as const
 
 export const META_SCHEMA = 'schema'     // u32 schema version
@@ -115,6 +126,14 @@ export const Keys = {
     const hi = new Uint8Array(9); hi[0] = Bucket.VOTE; writeU64(hi, 1, commitIndex + 1)
     return [lo, hi]
   },
+  /** a state change log row (see the table above) */
+  change: (commitIndex: number, kind: number, key: Uint8Array) => {
+    const k = new Uint8Array(1 + 8 + 1 + key.byteLength)
+    k[0] = Bucket.CHANGE_LOG; writeU64(k, 1, commitIndex); k[9] = kind; k.set(key, 10)
+    return k
+  },
+  /** [gte, lt) range over the change log rows of commits from..to inclusive */
+  changeRange: (from: number, to: number): [Uint8Array, Uint8Array] => [indexed(Bucket.CHANGE_LOG, from), indexed(Bucket.CHANGE_LOG, to + 1)],
   /** [gte, lt) range over a whole bucket */
   bucketRange: (bucket: number): [Uint8Array, Uint8Array] => [Uint8Array.of(bucket), Uint8Array.of(bucket + 1)]
 }
@@ -127,4 +146,22 @@ export function parseVoteKey (k: Uint8Array): { commitIndex: number, round: numb
 /** The account address of an account key, the id of an embedding key. */
 export function keySuffix (k: Uint8Array): Uint8Array {
   return k.subarray(1)
+}
+
+/** Decodes a change log key back into its parts. */
+export function parseChangeKey (k: Uint8Array): { commitIndex: number, kind: number, key: Uint8Array } {
+  return { commitIndex: readU64(k, 1), kind: k[9], key: k.subarray(10) }
+}
+
+/** Change log value: 0x00 when the entry did not exist before the commit, else 0x01 ‖ summary. */
+export function encodeChangeValue (before: Uint8Array | undefined): Uint8Array {
+  if (before === undefined) return Uint8Array.of(0)
+  const v = new Uint8Array(1 + before.byteLength)
+  v[0] = 1; v.set(before, 1)
+  return v
+}
+
+/** The summary of a change log value, undefined when the entry did not exist before. */
+export function decodeChangeValue (v: Uint8Array): Uint8Array | undefined {
+  return v[0] === 1 ? v.subarray(1) : undefined
 }

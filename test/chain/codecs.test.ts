@@ -42,7 +42,11 @@ const samples: Record<string, any[]> = {
   Authority: [authority(1), { publicKey: key(1), stake: Number.MAX_SAFE_INTEGER, address: '', name: '' }],
   Committee: [committee],
   Account: [{ address: key(8), balance: 123_456_789_012 }],
-  Genesis: [{ chainName: 'soma-test', timestampMs: 1_700_000_000_000, committee: { ...committee, epoch: 0 }, accounts: [{ address: key(8), balance: 5 }, { address: key(9), balance: 6 }], embeddingDim: 768 }],
+  Genesis: [
+    { chainName: 'soma-test', timestampMs: 1_700_000_000_000, committee: { ...committee, epoch: 0 }, accounts: [{ address: key(8), balance: 5 }, { address: key(9), balance: 6 }], embeddingDim: 768 },
+    { chainName: 'soma-test', timestampMs: 1, committee: { ...committee, epoch: 0 }, accounts: [], embeddingDim: 8, embeddingPruning: { mode: 3, maxAgeEpochs: 10, maxDistance: 2.5 } }
+  ],
+  EmbeddingPruning: [{ mode: 2, maxAgeEpochs: 0, maxDistance: 0.125 }, { mode: 1, maxAgeEpochs: 4, maxDistance: 0 }],
   Transfer: [transfer],
   SubmitEmbedding: [submitEmbedding],
   ChangeEpoch: [changeEpoch],
