@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url'
 import { envName, flagName, helpText, loadConfig, OPTIONS, type Command, type SomaConfig } from '../config.ts'
 import { ConfigError } from '../errors.ts'
 import { createLogger, type Logger } from '../utils/logger.ts'
+import { SNAPSHOT_USAGE, SNAPSHOT_DESCRIPTION, snapshotHelp } from './snapshot.ts'
 
 /** A long-running command: stop() ends it; `done` (optional) resolves when it finishes by itself. */
 interface Running {
@@ -27,8 +28,12 @@ interface CommandDef {
   options: Command | 'all'
   /** extra arguments it accepts besides the options */
   extraFlags?: string[]
+  /** takes positional arguments (a subcommand and its arguments) */
+  positionals?: boolean
+  /** help text, when not derived from usage/description/options alone */
+  help?: () => string
   /** returns an exit code, or a running service to wait for */
-  run: (config: SomaConfig, log: Logger, env: NodeJS.ProcessEnv) => Promise<number | Running>
+  run: (config: SomaConfig, log: Logger, env: NodeJS.ProcessEnv, positionals: string[]) => Promise<number | Running>
 }
 
 const COMMANDS: Record<string, CommandDef> = {
@@ -84,6 +89,18 @@ const COMMANDS: Record<string, CommandDef> = {
       return 0
     }
   },
+  snapshot: {
+    summary: 'create, list, inspect or verify state snapshots in a data dir',
+    usage: SNAPSHOT_USAGE,
+    description: SNAPSHOT_DESCRIPTION,
+    options: 'snapshot',
+    positionals: true,
+    help: snapshotHelp,
+    run: async (config, _log, _env, positionals) => {
+      const { runSnapshotCommand } = await import('./snapshot.ts')
+      return await runSnapshotCommand(positionals, config)
+    }
+  },
   config: {
     summary: 'print the effective configuration as JSON (config --print)',
     usage: 'soma-sync config --print [options]',
@@ -120,6 +137,7 @@ export function mainHelp (): string {
 /** --help of one command, derived from OPTIONS. */
 export function commandHelp (name: string): string {
   const c = COMMANDS[name]
+  if (c.help !== undefined) return c.help()
   if (c.options !== 'all') return helpText(c.options, c.usage, c.description)
   const lines = [`Usage: ${c.usage}`, '', c.description, '', 'Options (see `soma-sync <command> --help` for their documentation and defaults):',
     '  --config <file>  (env SOMA_CONFIG)']
@@ -129,7 +147,7 @@ export function commandHelp (name: string): string {
 
 /** Rejects positionals and flags that are not options of the command (loadConfig takes any option). */
 function checkArgs (name: string, def: CommandDef, argv: string[], positionals: string[]): void {
-  if (positionals.length > 0) throw new ConfigError(`unexpected argument ${JSON.stringify(positionals[0])} for \`${name}\` (see soma-sync ${name} --help)`)
+  if (positionals.length > 0 && def.positionals !== true) throw new ConfigError(`unexpected argument ${JSON.stringify(positionals[0])} for \`${name}\` (see soma-sync ${name} --help)`)
   if (def.options === 'all') return
   const command = def.options
   for (const a of argv) {
@@ -203,7 +221,7 @@ export async function main (argv: string[], env: NodeJS.ProcessEnv = process.env
     }
     checkArgs(first, def, args, positionals)
     log = createLogger(first, { level: config.logLevel })
-    const result = await def.run(config, log, env)
+    const result = await def.run(config, log, env, positionals)
     return typeof result === 'number' ? result : await runUntilSignal(result, log)
   } catch (err: any) {
     if (err instanceof ConfigError) {

@@ -13,6 +13,7 @@ import { createGenesis } from '../chain/genesis.ts'
 import { ConfigError } from '../errors.ts'
 import { short, toHex } from '../crypto/hash.ts'
 import type { PushCommit } from '../sync/protocols/push-commit.ts'
+import { scheduledSnapshotOptions } from '../snapshot/snapshotter.ts'
 import { createNode, type CreateNodeOptions, type SomaNode } from '../node/node.ts'
 import { writeGenesisFile } from '../node/genesis-file.ts'
 import { createLogger, type Logger } from '../utils/logger.ts'
@@ -71,7 +72,9 @@ export async function startDevnet (config: SomaConfig, opts: DevnetOptions = {})
       txsPerBlock: config.txsPerBlock,
       embeddingEvery: config.embeddingEvery,
       epochLength: config.epochLength,
-      maxCommits: config.maxCommits
+      maxCommits: config.maxCommits,
+      // attested snapshots at every epoch end (and every --snapshot-every commits), for snapshot sync
+      snapshots: scheduledSnapshotOptions(config)
     })
     try {
       await producer.load()
@@ -107,6 +110,7 @@ export async function startDevnet (config: SomaConfig, opts: DevnetOptions = {})
     progress(r.index, last.epoch, r.stateRoot, false)
   })
   producer.on('epoch', e => { log.info('epoch %d begins', e) })
+  producer.on('snapshot', s => { log.info('snapshot at commit %d (%s): %d chunks, %d new, attested', s.manifest.commitIndex, s.stats.mode, s.manifest.chunkCount, s.stats.chunksAdded) })
   // notification (seed 000): tell connected peers of new commits with PushCommit, at most every 500 ms
   let lastPush = 0
   producer.on('certified', () => {
