@@ -29,7 +29,9 @@ export class LtHash {
     const h = createHash('shake256', { outputLength: LTHASH_BYTES })
     for (const p of parts) h.update(p)
     const out = h.digest()
-    // Buffer from a fresh digest may share a pool; copy into an aligned array.
+    // a digest Buffer may sit in Node's shared pool at any offset: view it in place when the offset is
+    // even (it is: pool offsets are 8-byte aligned), else copy into an aligned array
+    if (out.byteOffset % 2 === 0) return new Uint16Array(out.buffer, out.byteOffset, LTHASH_LANES)
     const lanes = new Uint16Array(LTHASH_LANES)
     new Uint8Array(lanes.buffer).set(out)
     return lanes

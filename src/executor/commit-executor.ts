@@ -53,7 +53,11 @@ interface AccountSlot {
   dirty: boolean
 }
 
+/** Accounts kept by the executor's write-through cache (about 100 bytes each). */
+const ACCOUNT_CACHE_SIZE = 100_000
+
 export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
+  private readonly accountCache = new Map<string, Uint8Array>()
   private readonly store: ChainStore
   private lthash?: LtHash
   private queue: Promise<unknown> = Promise.resolve()
@@ -74,6 +78,7 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
         return await this.executeNow(subdag)
       } catch (err) {
         this.lthash = undefined // the in-memory accumulator may be ahead of the store: reload it
+        this.accountCache.clear()
         throw err
       }
     })
@@ -132,7 +137,7 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
       if (tx == null) continue
       if (tx.kind === 'transfer') { want(tx.sender); want(tx.transfer!.to) } else if (tx.kind === 'submitEmbedding') want(tx.sender)
     }
-    const raw = await this.store.getAccountsRaw(addrs)
+    const raw = await this.readAccounts(addrs)
     addrs.forEach((a, i) => {
       const before = raw[i]
       const state = before === undefined ? { balance: 0, nonce: 0, lastModifiedEpoch: epoch } : Codecs.AccountState.decode(before)
@@ -209,6 +214,7 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
     }
 
     // 5. state changes, effects, root, progress: one batch
+    const written: Array<[Uint8Array, Uint8Array]> = []
     for (const s of slots.values()) {
       if (!s.dirty) continue
       const enc = encodeAccount(s.state)
@@ -216,12 +222,14 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
       lthash.addLanes(accountElement(s.address, enc))
       batch.putAccount(s.address, enc)
       batch.putChange(commit.index, Bucket.ACCOUNT, s.address, s.before)
+      written.push([s.address, enc])
     }
     for (const e of effects) batch.putEffects(e)
     const stateRoot = lthash.checksum()
     batch.putStateRoot(commit.index, stateRoot, lthash)
     batch.setHighestExecuted(commit.index)
     await batch.write()
+    for (const [a, enc] of written) this.cacheAccount(a, enc)
     const result: ExecutionResult = { index: commit.index, epoch, stateRoot, executed: todo.length, skipped, failed, prunedEmbeddings, nextEpoch }
     this.stats.commits++
     this.stats.transactions += todo.length
@@ -229,6 +237,39 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
     this.stats.skipped += skipped
     this.emit('executed', result)
     return result
+  }
+
+  /**
+   * Account states as stored, from a write-through cache of the accounts this executor wrote (the
+   * executor is the only writer of accounts while it runs); misses are read from the store in one
+   * getMany. Whoever writes accounts outside the executor (a snapshot load) calls resetCaches().
+   */
+  private async readAccounts (addrs: Uint8Array[]): Promise<Array<Uint8Array | undefined>> {
+    const out: Array<Uint8Array | undefined> = new Array(addrs.length)
+    const missing: number[] = []
+    addrs.forEach((a, i) => {
+      const hit = this.accountCache.get(Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('latin1'))
+      if (hit !== undefined) out[i] = hit
+      else missing.push(i)
+    })
+    if (missing.length > 0) {
+      const raw = await this.store.getAccountsRaw(missing.map(i => addrs[i]))
+      missing.forEach((i, j) => { out[i] = raw[j] })
+    }
+    return out
+  }
+
+  private cacheAccount (address: Uint8Array, enc: Uint8Array): void {
+    const key = Buffer.from(address.buffer, address.byteOffset, address.byteLength).toString('latin1')
+    this.accountCache.delete(key) // re-insert: the Map's order is the eviction order
+    if (this.accountCache.size >= ACCOUNT_CACHE_SIZE) this.accountCache.delete(this.accountCache.keys().next().value as string)
+    this.accountCache.set(key, enc)
+  }
+
+  /** Forgets cached state; call after writing accounts or the accumulator outside the executor. */
+  resetCaches (): void {
+    this.accountCache.clear()
+    this.lthash = undefined
   }
 
   /** Drains sub-dags from an async source (the bounded channel from sync) until it ends or aborts. */
