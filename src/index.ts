@@ -27,6 +27,8 @@ export { commitAvailability, CommitAvailability, type CommitAvailabilityInit, ty
 export { fetchCommits, FetchCommits, type FetchCommitsInit } from './sync/protocols/fetch-commits.ts'
 export { fetchBlocks, FetchBlocks, type FetchBlocksInit } from './sync/protocols/fetch-blocks.ts'
 export { pushCommit, PushCommit, type PushCommitInit } from './sync/protocols/push-commit.ts'
+export { epochProofs, EpochProofs, epochProofSize, type EpochProofsInit } from './sync/protocols/epoch-proofs.ts'
+export { syncCommittees, verifyEpochProof, type CommitteeSyncDeps, type CommitteeSyncOptions, type VerifiedEpochProof } from './sync/committee-sync.ts'
 export { stateSync, StateSync, commitSyncServices, stateSyncConfig, type StateSyncInit, type CommitSyncServicesInit } from './sync/state-sync.ts'
 export { StateSyncEventLoop, type SyncPhase, type SyncProgress, type StateSyncConfig } from './sync/event-loop.ts'
 export { PeerHeights } from './sync/peer-heights.ts'

@@ -19,6 +19,10 @@ import { bytesEqual, toHex } from '../crypto/hash.ts'
 import { LtHash } from '../crypto/lthash.ts'
 import { accountElement, encodeAccount } from '../executor/state-hash.ts'
 import { CorruptStoreError, ForeignStoreError, StoreError } from '../errors.ts'
+import { codec } from '../chain/proto.ts'
+import type { EpochProof } from '../sync/protocols/messages.ts'
+
+const EpochProofCodec = codec<EpochProof>('soma.EpochProof')
 
 export interface ChainStoreOptions {
   /** Genesis to initialize an empty store with, and to check an existing one against. */
@@ -111,6 +115,14 @@ export class StoreBatch {
    */
   putChange (commitIndex: number, kind: number, key: Uint8Array, before: Uint8Array | undefined): this {
     return this.put(Keys.change(commitIndex, kind, key), encodeChangeValue(before))
+  }
+
+  /**
+   * The proof of the committee of `epoch + 1`: the end-of-epoch commit of `epoch` and certifier blocks
+   * voting for it (verified by the caller), see keys.ts. Write it with that committee (putCommittee).
+   */
+  putEpochProof (epoch: number, proof: EpochProof): this {
+    return this.put(Keys.epochProof(epoch), EpochProofCodec.encode({ commit: proof.commit, certifierBlocks: proof.certifierBlocks }))
   }
 
   putEffects (effects: TransactionEffects): this {
@@ -339,6 +351,24 @@ export class ChainStore {
   async getLastCommitIndexOfEpoch (epoch: number): Promise<number | undefined> {
     const b = await this.db.get(Keys.epochLastCommit(epoch))
     return b === undefined ? undefined : readU64(b, 0)
+  }
+
+  /** The highest epoch whose committee is stored (0: genesis only). */
+  async highestCommitteeEpoch (): Promise<number> {
+    const [gte, lt] = Keys.bucketRange(Bucket.COMMITTEE)
+    for await (const k of this.db.keys({ gte, lt, reverse: true, limit: 1 })) return readU64(k, 1)
+    throw new CorruptStoreError(`${this.dir}: no committee stored, not even the genesis committee`)
+  }
+
+  /** The stored proof of the committee of `epoch + 1` (see keys.ts), if committee sync stored one. */
+  async getEpochProof (epoch: number): Promise<EpochProof | undefined> {
+    const b = await this.db.get(Keys.epochProof(epoch))
+    if (b === undefined) return undefined
+    try {
+      return EpochProofCodec.decode(b)
+    } catch (err: any) {
+      throw new CorruptStoreError(`${this.dir}: stored epoch proof of epoch ${epoch} does not decode: ${err.message}`)
+    }
   }
 
   /** Blocks stored that vote for commit `index` (any digest). */

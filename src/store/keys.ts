@@ -15,6 +15,7 @@
  * | 0x08   | embeddings          | id 32 (tx digest)                         | Embedding bytes               |
  * | 0x09   | state roots         | commit index u64                          | root 32                       |
  * | 0x0a   | commit votes        | commit index u64, round u64, author u32, block digest 32 | vote digest 32 |
+ * | 0x0b   | epoch proofs        | epoch u64                                 | EpochProof bytes (sync.proto) |
  * | 0x10   | state change log    | commit index u64, kind u8 (0x07/0x08), key 32 | prior value summary, see below |
  * | 0x11-0x1f | snapshots        | owned by src/snapshot/store-keys.ts       |                               |
  *
@@ -26,6 +27,11 @@
  * pruned). Snapshots read it to update a previous snapshot in O(changes) and trim it below the
  * oldest snapshot they keep (src/snapshot/); a node that never takes a snapshot keeps all of it (about
  * 45 bytes per changed entry per commit).
+ *
+ * An epoch proof (0x0b) is the end-of-epoch commit of `epoch` with certifier blocks of that epoch voting
+ * for it with 2f+1 stake, written by committee sync (src/sync/committee-sync.ts) in one batch with the
+ * committee of epoch + 1 it proves, once verified against the committee of `epoch`. It lets a node that
+ * learned the committees without the commits serve them on /soma/epoch-proofs/1.0.0.
  */
 
 export const Bucket = {
@@ -40,7 +46,8 @@ export const Bucket = {
   EMBEDDING: 0x08,
   STATE_ROOT: 0x09,
   VOTE: 0x0a,
-  CHANGE_LOG: 0x10
+  CHANGE_LOG: 0x10,
+  EPOCH_PROOF: 0x0b
 } as const
 
 export const META_SCHEMA = 'schema'     // u32 schema version
@@ -134,6 +141,7 @@ export const Keys = {
   },
   /** [gte, lt) range over the change log rows of commits from..to inclusive */
   changeRange: (from: number, to: number): [Uint8Array, Uint8Array] => [indexed(Bucket.CHANGE_LOG, from), indexed(Bucket.CHANGE_LOG, to + 1)],
+  epochProof: (epoch: number) => indexed(Bucket.EPOCH_PROOF, epoch),
   /** [gte, lt) range over a whole bucket */
   bucketRange: (bucket: number): [Uint8Array, Uint8Array] => [Uint8Array.of(bucket), Uint8Array.of(bucket + 1)]
 }

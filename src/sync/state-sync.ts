@@ -10,7 +10,8 @@
  *
  * `commitAvailability`, `fetchCommits`, `fetchBlocks` and `pushCommit` are the wire protocols (each
  * also usable alone); `stateSync` is the sync logic (StateSyncEventLoop) and finds the protocol
- * services among the node's components by those names.
+ * services among the node's components by those names. `epochProofs` serves (and fetches) the trust
+ * chain of committees (src/sync/committee-sync.ts); the event loop does not use it.
  */
 import { serviceCapabilities, serviceDependencies, type ComponentLogger, type Libp2pEvents, type PeerId, type Startable, type TypedEventTarget } from '@libp2p/interface'
 import type { ConnectionManager } from '@libp2p/interface-internal'
@@ -22,6 +23,7 @@ import { commitAvailability, type CommitAvailability } from './protocols/commit-
 import { fetchCommits, type FetchCommits } from './protocols/fetch-commits.ts'
 import { fetchBlocks, type FetchBlocks } from './protocols/fetch-blocks.ts'
 import { pushCommit, type PushCommit } from './protocols/push-commit.ts'
+import { epochProofs } from './protocols/epoch-proofs.ts'
 import { StateSyncEventLoop, type StateSyncConfig, type SyncProgress } from './event-loop.ts'
 import { SignedBlockVerifier } from './block-verifier.ts'
 import { TxVerifier } from './tx-verifier.ts'
@@ -150,14 +152,17 @@ export interface CommitSyncServicesInit extends StateSyncInit {
   maxInboundStreams?: number
   /** @default 64 */
   maxOutboundStreams?: number
+  /** Most epoch proofs per /soma/epoch-proofs response. @default 100 */
+  maxEpochsPerRequest?: number
 }
 
-/** The four protocol services and the state-sync service, under the names `stateSync` expects. */
+/** The protocol services and the state-sync service, under the names `stateSync` expects. */
 export function commitSyncServices (init: CommitSyncServicesInit): {
   commitAvailability: ReturnType<typeof commitAvailability>
   fetchCommits: ReturnType<typeof fetchCommits>
   fetchBlocks: ReturnType<typeof fetchBlocks>
   pushCommit: ReturnType<typeof pushCommit>
+  epochProofs: ReturnType<typeof epochProofs>
   stateSync: ReturnType<typeof stateSync>
 } {
   const cfg = { ...stateSyncConfig(), ...Object.fromEntries(Object.entries(init).filter(([, v]) => v !== undefined)) } as StateSyncConfig & CommitSyncServicesInit
@@ -174,6 +179,7 @@ export function commitSyncServices (init: CommitSyncServicesInit): {
     fetchCommits: fetchCommits({ ...rpc, store: init.store, commitSyncBatchSize: cfg.commitSyncBatchSize, maxFetchResponseBytes: cfg.maxFetchResponseBytes }),
     fetchBlocks: fetchBlocks({ ...rpc, store: init.store, maxBlocksPerFetch: cfg.maxBlocksPerFetch, maxFetchResponseBytes: cfg.maxFetchResponseBytes }),
     pushCommit: pushCommit(rpc),
+    epochProofs: epochProofs({ ...rpc, store: init.store, maxEpochsPerRequest: init.maxEpochsPerRequest, maxFetchResponseBytes: cfg.maxFetchResponseBytes }),
     stateSync: stateSync(init)
   }
 }

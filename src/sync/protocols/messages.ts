@@ -19,10 +19,21 @@ export const SyncCodecs = {
   FetchBlocksRequest: codec<FetchBlocksRequest>('soma.FetchBlocksRequest'),
   FetchBlocksResponse: codec<FetchBlocksResponse>('soma.FetchBlocksResponse'),
   PushCommitRequest: codec<PushCommitRequest>('soma.PushCommitRequest'),
-  PushCommitResponse: codec<PushCommitResponse>('soma.PushCommitResponse')
+  PushCommitResponse: codec<PushCommitResponse>('soma.PushCommitResponse'),
+  GetEpochProofsRequest: codec<GetEpochProofsRequest>('soma.GetEpochProofsRequest'),
+  EpochProof: codec<EpochProof>('soma.EpochProof'),
+  GetEpochProofsResponse: codec<GetEpochProofsResponse>('soma.GetEpochProofsResponse')
 }
 
 export const PROTOCOL_COMMIT_AVAILABILITY = '/soma/commit-availability/1.0.0'
 export const PROTOCOL_FETCH_COMMITS = '/soma/fetch-commits/1.0.0'
 export const PROTOCOL_FETCH_BLOCKS = '/soma/fetch-blocks/1.0.0'
 export const PROTOCOL_PUSH_COMMIT = '/soma/push-commit/1.0.0'
+
+// /soma/epoch-proofs/1.0.0 (committee sync: the trust chain of committees from genesis)
+export interface GetEpochProofsRequest { fromEpoch: number }
+/** The end-of-epoch commit of one epoch and blocks of that epoch voting for it with 2f+1 stake. */
+export interface EpochProof { commit: Uint8Array, certifierBlocks: Uint8Array[] }
+export interface GetEpochProofsResponse { proofs: EpochProof[], error?: string }
+
+export const PROTOCOL_EPOCH_PROOFS = '/soma/epoch-proofs/1.0.0'
