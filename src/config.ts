@@ -73,6 +73,21 @@ export interface SomaConfig {
   snapshotEmbeddingWindowCommits: number
   snapshotKeep: number
   snapshotEvery: number
+  // ---- snapshot discovery (src/snapshot/discovery.ts)
+  snapshotAnnounceIntervalMs: number
+  minSnapshotPeers: number
+  // ---- snapshot sync (seed 002, "Syncing Using Snapshots"; src/snapshot/sync/)
+  syncMode: string
+  snapshotMaxRequestsPerPeer: number
+  snapshotMaxChunksPerRequest: number
+  snapshotChunkResponseBytes: number
+  snapshotMaxInflightBytes: number
+  snapshotListingPageRows: number
+  snapshotMaxFilterBytes: number
+  snapshotWaitForPeers: number
+  snapshotPeerWaitMs: number
+  snapshotFindTimeoutMs: number
+  snapshotChunkRequestsPerSecond: number
 }
 
 const ALL: readonly Command[] = ['start', 'devnet', 'demo']
@@ -126,7 +141,21 @@ export const DEFAULTS: Readonly<SomaConfig> = Object.freeze({
   snapshotHotEpochs: 2,
   snapshotEmbeddingWindowCommits: 1000,
   snapshotKeep: 3,
-  snapshotEvery: 0
+  snapshotEvery: 0,
+  snapshotAnnounceIntervalMs: 30_000,
+  minSnapshotPeers: 1,
+
+  syncMode: 'auto',
+  snapshotMaxRequestsPerPeer: 8,
+  snapshotMaxChunksPerRequest: 1024,
+  snapshotChunkResponseBytes: 4 * 1024 * 1024,
+  snapshotMaxInflightBytes: 64 * 1024 * 1024,
+  snapshotListingPageRows: 8192,
+  snapshotMaxFilterBytes: 128 * 1024 * 1024,
+  snapshotWaitForPeers: 1,
+  snapshotPeerWaitMs: 3000,
+  snapshotFindTimeoutMs: 10_000,
+  snapshotChunkRequestsPerSecond: 200
 })
 
 export const OPTIONS: readonly OptionSpec[] = [
@@ -174,8 +203,21 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'snapshotTargetChunkBytes', type: 'bytes', group: 'snapshot', commands: SNAPSHOT, min: 64, max: 1024 * 1024 * 1024, doc: 'average size state chunks are cut to (content-defined boundaries; a chunk is cut at 4x this at the latest)' },
   { key: 'snapshotHotEpochs', type: 'int', group: 'snapshot', commands: SNAPSHOT, min: 1, max: 1_000_000, doc: 'K: accounts modified in the last K epochs go to the hot chunks, the rest to the cold ones' },
   { key: 'snapshotEmbeddingWindowCommits', type: 'int', group: 'snapshot', commands: SNAPSHOT, min: 1, doc: 'embeddings are grouped into chunks by creation window of this many commits' },
-  { key: 'snapshotKeep', type: 'int', group: 'snapshot', commands: SNAPSHOT, min: 1, max: 1000, doc: 'snapshots kept (the newest); older ones and the chunks only they use are pruned' },
-  { key: 'snapshotEvery', type: 'int', group: 'snapshot', commands: DEVNET, min: 0, doc: 'the devnet producer snapshots at every epoch end and also every this many commits; 0: only at epoch ends' }
+  { key: 'snapshotKeep', type: 'int', group: 'snapshot', commands: [...SNAPSHOT, 'start'], min: 1, max: 1000, doc: 'snapshots kept (the newest); older ones and the chunks only they use are pruned (a node that synced a snapshot keeps it and serves it)' },
+  { key: 'snapshotEvery', type: 'int', group: 'snapshot', commands: DEVNET, min: 0, doc: 'the devnet producer snapshots at every epoch end and also every this many commits; 0: only at epoch ends' },
+  { key: 'snapshotAnnounceIntervalMs', type: 'duration', group: 'snapshot', commands: SYNC, min: 0, doc: 'how often a node holding snapshots re-announces its latest attested manifest (gossip, DHT record, provider record); 0: only when a snapshot is stored' },
+  { key: 'minSnapshotPeers', type: 'int', group: 'snapshot', commands: SYNC, min: 1, max: 1000, doc: 'a snapshot served by fewer peers than this is not a sync candidate' },
+  { key: 'syncMode', type: 'choice', group: 'snapshot', commands: ['start', 'demo'], choices: ['auto', 'snapshot', 'commits'], doc: 'how a node reaches the tip: `snapshot` syncs the newest attested snapshot ahead of its store, then commit-syncs from it; `commits` replays every commit from the store\'s tip; `auto`: snapshot for an empty store (nothing synced yet), else commits. A snapshot sync in progress is always resumed' },
+  { key: 'snapshotMaxRequestsPerPeer', type: 'int', group: 'snapshot', commands: ['start', 'demo'], min: 1, max: 256, doc: 'most chunk requests in flight to one peer (the window starts at 2 and grows while the peer answers fast)' },
+  { key: 'snapshotMaxChunksPerRequest', type: 'int', group: 'snapshot', commands: SYNC, min: 1, max: 65536, doc: 'most chunks per /soma/snapshot-chunks request (asked, and served)' },
+  { key: 'snapshotChunkResponseBytes', type: 'bytes', group: 'snapshot', commands: SYNC, min: 1024, doc: 'most chunk bytes per /soma/snapshot-chunks response (asked, and served; a larger chunk is still sent, alone)' },
+  { key: 'snapshotMaxInflightBytes', type: 'bytes', group: 'snapshot', commands: ['start', 'demo'], min: 1024, doc: 'chunk bytes requested and not yet stored, over all peers (bounds snapshot sync\'s memory)' },
+  { key: 'snapshotListingPageRows', type: 'int', group: 'snapshot', commands: SYNC, min: 1, max: 1_000_000, doc: 'listing rows per /soma/snapshot-listing page (asked, and served)' },
+  { key: 'snapshotMaxFilterBytes', type: 'bytes', group: 'snapshot', commands: SYNC, min: 1024, doc: 'largest snapshot Cuckoo filter served or accepted' },
+  { key: 'snapshotWaitForPeers', type: 'int', group: 'snapshot', commands: ['start', 'demo'], min: 1, max: 1000, doc: 'peers serving the chosen snapshot to wait for (up to --snapshot-peer-wait) before downloading its chunks' },
+  { key: 'snapshotPeerWaitMs', type: 'duration', group: 'snapshot', commands: ['start', 'demo'], min: 0, doc: 'how long to wait for --snapshot-wait-for-peers serving peers' },
+  { key: 'snapshotFindTimeoutMs', type: 'duration', group: 'snapshot', commands: ['start', 'demo'], min: 0, doc: 'how long snapshot sync looks for a snapshot ahead of the store before the node commit-syncs instead (0: forever)' },
+  { key: 'snapshotChunkRequestsPerSecond', type: 'int', group: 'snapshot', commands: SYNC, min: 1, doc: 'inbound /soma/snapshot-chunks requests one peer may make per second (responses are byte-bounded)' }
 ]
 
 export function flagName (key: string): string {

@@ -40,7 +40,7 @@ const COMMANDS: Record<string, CommandDef> = {
   start: {
     summary: 'run a full node: join a chain through entrypoints and commit-sync to its tip',
     usage: 'soma-sync start --genesis-file <file> --entrypoints <multiaddr> [options]',
-    description: 'Runs a full node: opens the store in <data-dir>/chain (genesis from --genesis-file or <data-dir>/genesis.pb),\njoins the network through --entrypoints, commit-syncs from its peers (verifying every commit, block and\ntransaction) and executes what it syncs; serves the sync protocols to others, and /status, /metrics and\n/health. On a terminal it shows progress (commit, commits/s, peers, ETA). Resumes where it stopped.\nStop with Ctrl-C.',
+    description: 'Runs a full node: opens the store in <data-dir>/chain (genesis from --genesis-file or <data-dir>/genesis.pb),\njoins the network through --entrypoints and reaches the tip. With --sync-mode snapshot (the default for an\nempty data dir) it first syncs the newest snapshot attested by 2f+1 of its epoch\'s committee (committees\nlearned from genesis, filter, listing and every chunk verified, chunks fetched in parallel from every peer\nserving it, state root checked), then commit-syncs from the snapshot\'s commit (verifying every commit, block\nand transaction) and executes what it syncs; serves the sync and snapshot protocols to others, and /status,\n/metrics and /health. On a terminal it shows progress (snapshot: chunks, bytes, MB/s, peers, ETA; then\ncommit, commits/s, peers, ETA). Resumes where it stopped, a snapshot download included. Stop with Ctrl-C.',
     options: 'start',
     run: async (config) => {
       const { runStart } = await import('./start.ts')

@@ -9,6 +9,7 @@
 import type { SomaConfig } from '../config.ts'
 import { createNode, type CreateNodeOptions, type SomaNode } from '../node/node.ts'
 import { createLogger, type Logger } from '../utils/logger.ts'
+import type { SnapshotSyncProgress } from '../snapshot/sync/snapshot-sync.ts'
 
 export interface StartOptions extends Pick<CreateNodeOptions, 'genesis' | 'services' | 'components' | 'statusServer'> {
   /** @default a logger named 'start' at config.logLevel */
@@ -19,8 +20,16 @@ export interface StartOptions extends Pick<CreateNodeOptions, 'genesis' | 'servi
   progress?: boolean
 }
 
-/** "commit 1234/5000 (24.7%), 120.3 commits/s, 3 peers, ETA 31s, syncing" */
+/**
+ * "commit 1234/5000 (24.7%), 120.3 commits/s, 3 peers, ETA 31s, syncing"; while a snapshot syncs:
+ * "snapshot 4000 (epoch 79): chunks 340/1000 (34.0%), 120.5/350.2 MiB, 95.3 MB/s, 2 peers, ETA 3s, chunks"
+ */
 export function progressLine (node: SomaNode): string {
+  const snap = (node.libp2p.services as any).snapshotSync
+  if (snap?.running === true) {
+    const s = snap.progress()
+    if (s !== undefined) return snapshotProgressLine(s, node.peerCount())
+  }
   const p = node.store.getProgress()
   const sync = (node.libp2p.services as any).stateSync?.progress?.()
   const target = Math.max(sync?.target ?? 0, p.highestSynced)
@@ -29,6 +38,18 @@ export function progressLine (node: SomaNode): string {
   const left = target - p.highestExecuted
   const eta = rate > 0 && left > 0 ? `, ETA ${formatDuration(left / rate)}` : ''
   return `commit ${p.highestExecuted}/${target}${pct}, ${rate.toFixed(1)} commits/s, ${node.peerCount()} peers${eta}, ${node.phase}`
+}
+
+const MiB = 1024 * 1024
+
+/** The progress line of a snapshot sync (see progressLine). */
+export function snapshotProgressLine (s: SnapshotSyncProgress, connected: number): string {
+  if (s.commit === undefined) return `snapshot: ${s.phase}, ${connected} peers`
+  const pct = s.chunks.total > 0 ? ` (${(100 * s.chunks.done / s.chunks.total).toFixed(1)}%)` : ''
+  const eta = s.etaSeconds !== undefined && s.etaSeconds > 0 ? `, ETA ${formatDuration(s.etaSeconds)}` : ''
+  const load = s.phase === 'load' ? `, loaded ${s.load.done}/${s.load.total}` : ''
+  return `snapshot ${s.commit} (epoch ${s.epoch ?? '?'}): chunks ${s.chunks.done}/${s.chunks.total}${pct}, ${(s.bytes.done / MiB).toFixed(1)}/${(s.bytes.total / MiB).toFixed(1)} MiB, ` +
+    `${(s.bytesPerSecond / 1e6).toFixed(1)} MB/s, ${s.peers} peers${eta}${load}, ${s.phase}`
 }
 
 function formatDuration (seconds: number): string {
@@ -65,7 +86,8 @@ export async function runStart (config: SomaConfig, opts: StartOptions = {}): Pr
   const every = opts.reportIntervalMs ?? 10_000
   const timer = every > 0 ? setInterval(report, every) : undefined
   timer?.unref()
-  // on a terminal, a live progress line: commit index, commits/s, peers, ETA
+  // on a terminal, a live progress line: commit index, commits/s, peers, ETA (while a snapshot syncs:
+  // chunks, bytes, MB/s, peers, ETA)
   const tty = opts.progress ?? process.stderr.isTTY === true
   const ttyTimer = tty ? setInterval(() => { void node.status().then(() => { process.stderr.write(`\r\x1b[2K${progressLine(node)}`) }).catch(() => {}) }, 1000) : undefined
   ttyTimer?.unref()

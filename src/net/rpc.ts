@@ -37,6 +37,11 @@ export interface RpcInit {
   serve?: boolean
 }
 
+export interface RequestOptions extends AbortOptions {
+  /** response limit of this request. @default the protocol's maxResponseBytes */
+  maxResponseBytes?: number
+}
+
 export interface RequestContext {
   peer: PeerId
   connection: Connection
@@ -115,8 +120,11 @@ export class RpcProtocol<Req, Res extends WithError> implements Startable {
     this.stats.inbound++
     const peer = connection.remotePeer
     const signal = AbortSignal.timeout(this.handlerTimeoutMs)
-    const pb = pbStream(stream, { maxDataLength: this.maxRequestBytes }).pb(this.reqCodec)
+    const pb = pbStream(stream, { maxDataLength: this.maxRequestBytes, maxBufferSize: bufferFor(this.maxRequestBytes) }).pb(this.reqCodec)
     try {
+      // the request is read (it is bounded by maxRequestBytes) even when the peer is over its rate: a
+      // refusal written before it would race the client's write and reach it as a reset stream
+      const req = await pb.read({ signal })
       try {
         this.limiter.consume(peer.toString())
       } catch {
@@ -125,7 +133,6 @@ export class RpcProtocol<Req, Res extends WithError> implements Startable {
         await stream.close({ signal })
         return
       }
-      const req = await pb.read({ signal })
       const res = await this.handler!(req, { peer, connection, signal })
       const bytes = this.resCodec.encode(res)
       if (bytes.byteLength > this.maxResponseBytes) throw new OversizedResponseError(`${this.protocol}: response of ${bytes.byteLength} bytes exceeds ${this.maxResponseBytes}`)
@@ -141,15 +148,18 @@ export class RpcProtocol<Req, Res extends WithError> implements Startable {
   /**
    * Sends one request and reads the response. Throws PeerTimeoutError, PeerRequestFailedError (the
    * peer refused or the stream failed), MalformedMessageError or OversizedResponseError.
+   * `maxResponseBytes` overrides the protocol's response limit for this request (e.g. a snapshot filter,
+   * whose size the attested manifest gives).
    */
-  async request (peer: PeerId, req: Req, options: AbortOptions = {}): Promise<Res> {
+  async request (peer: PeerId, req: Req, options: RequestOptions = {}): Promise<Res> {
     this.stats.outbound++
     const timeout = options.signal === undefined ? AbortSignal.timeout(this.timeoutMs) : undefined
     const signal = options.signal ?? timeout!
     let stream: Stream | undefined
     try {
       stream = await this.components.connectionManager.openStream(peer, this.protocol, { signal })
-      const pb = pbStream(stream, { maxDataLength: this.maxResponseBytes })
+      const max = options.maxResponseBytes ?? this.maxResponseBytes
+      const pb = pbStream(stream, { maxDataLength: max, maxBufferSize: bufferFor(max) })
       await pb.write(req, this.reqCodec, { signal })
       const res = await pb.read(this.resCodec, { signal })
       await stream.close({ signal })
@@ -164,6 +174,14 @@ export class RpcProtocol<Req, Res extends WithError> implements Startable {
       throw classifyError(err, signal, peer, this.protocol, timeout !== undefined ? this.timeoutMs : undefined)
     }
   }
+}
+
+/**
+ * The read buffer a stream needs to receive one message of up to `maxDataLength` bytes (@libp2p/utils
+ * buffers a whole message and refuses more than 4 MiB by default: a larger filter or chunk would fail).
+ */
+export function bufferFor (maxDataLength: number): number {
+  return Math.max(4 * 1024 * 1024, maxDataLength + 64 * 1024)
 }
 
 /** Turns stream and codec errors into our named errors. */

@@ -16,7 +16,7 @@ import { noise } from '@chainsafe/libp2p-noise'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify, type Identify } from '@libp2p/identify'
 import { ping, type Ping } from '@libp2p/ping'
-import { kadDHT, passthroughMapper, type KadDHT } from '@libp2p/kad-dht'
+import { kadDHT, passthroughMapper, type KadDHT, type SelectFn, type ValidateFn } from '@libp2p/kad-dht'
 import { gossipsub, type GossipSub } from '@libp2p/gossipsub'
 import { bootstrap } from '@libp2p/bootstrap'
 import { prometheusMetrics } from '@libp2p/prometheus-metrics'
@@ -26,6 +26,7 @@ import { CODE_P2P, multiaddr, type Multiaddr } from '@multiformats/multiaddr'
 import type { SomaConfig } from '../config.ts'
 import { ConfigError } from '../errors.ts'
 import { toHex } from '../crypto/hash.ts'
+import { snapshotDhtRecords } from '../snapshot/discovery/records.ts'
 
 /** The services every Soma node runs (`dht` only when `config.dhtEnabled`), plus any added ones. */
 export interface SomaServices {
@@ -54,23 +55,38 @@ export function topicPrefix (chainId: Uint8Array): string {
   return `/soma/${toHex(chainId).slice(0, 8)}/`
 }
 
+/** DHT record validators and selectors, by key namespace (the `<ns>` of `/<ns>/...`). */
+export interface DhtRecordOptions {
+  /** merged over the defaults: `soma-snapshot` (src/snapshot/discovery/records.ts, chain check only) */
+  dhtValidators?: Record<string, ValidateFn>
+  dhtSelectors?: Record<string, SelectFn>
+}
+
 /**
  * The base service map (identify, ping, dht, pubsub) for `createLibp2p({ services })`. A host
  * application merges it into its own; `createLibp2pNode` uses it.
+ *
+ * The DHT accepts `/soma-snapshot/<chain id>` records (the latest attested snapshot manifest, see
+ * src/snapshot/discovery.ts) of this chain; pass `dhtValidators`/`dhtSelectors` built from the node's
+ * store (`SnapshotRecordChecker`) to also verify their attestations, or let SnapshotDiscovery install
+ * them when it starts.
  */
-export function libp2pServices (config: SomaConfig, chainId: Uint8Array): Record<string, ServiceFactory> {
+export function libp2pServices (config: SomaConfig, chainId: Uint8Array, opts: DhtRecordOptions = {}): Record<string, ServiceFactory> {
   const services: Record<string, ServiceFactory> = {
     identify: identify(),
     ping: ping(),
     pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false })
   }
   if (config.dhtEnabled) {
+    const snapshotRecords = snapshotDhtRecords({ chainId })
     services.dht = kadDHT({
       protocol: dhtProtocol(chainId),
       // every node of a (test)net serves the DHT; libp2p would otherwise wait for a public address
       clientMode: false,
       // keep private and loopback addresses: the DHT is scoped to one chain, often a LAN or localhost
-      peerInfoMapper: passthroughMapper
+      peerInfoMapper: passthroughMapper,
+      validators: { ...snapshotRecords.validators, ...opts.dhtValidators },
+      selectors: { ...snapshotRecords.selectors, ...opts.dhtSelectors }
     })
   }
   return services
@@ -122,7 +138,7 @@ export function releaseLibp2pMetrics (node: object): void {
   metricNodes.delete(node)
 }
 
-export interface CreateLibp2pNodeOptions {
+export interface CreateLibp2pNodeOptions extends DhtRecordOptions {
   config: SomaConfig
   chainId: Uint8Array
   privateKey: PrivateKey
@@ -153,7 +169,7 @@ export async function createLibp2pNode (opts: CreateLibp2pNodeOptions): Promise<
       ? [bootstrap({ list: entrypoints.map(e => e.multiaddr.toString()), timeout: 100, tagName: ENTRYPOINT_TAG })]
       : [],
     metrics: metricsFactory(),
-    services: { ...libp2pServices(config, chainId), ...opts.services } as any
+    services: { ...libp2pServices(config, chainId, opts), ...opts.services } as any
   }) as SomaLibp2p
   metricNodes.add(node)
   node.addEventListener('stop', () => { releaseLibp2pMetrics(node) }, { once: true })

@@ -25,6 +25,9 @@ import { loadOrCreatePeerKey, type PeerKey } from './peer-key.ts'
 import { StatusServer, type StatusReport } from './status-server.ts'
 import { findGenesisFile, readGenesisFile } from './genesis-file.ts'
 import { commitSyncServices, stateSyncConfig, type StateSync } from '../sync/state-sync.ts'
+import { snapshotSyncConfig, snapshotSyncServices, type SnapshotSyncService } from '../snapshot/sync/service.ts'
+import { SyncState } from '../snapshot/sync/sync-state.ts'
+import type { SnapshotCandidate, SnapshotCandidateSource } from '../snapshot/sync/candidates.ts'
 
 /** Known phases; sync code may use others. */
 export type NodePhase = 'idle' | 'syncing' | 'snapshot' | 'producing' | 'synced' | 'done' | 'stopped' | (string & {})
@@ -60,9 +63,29 @@ export interface CreateNodeOptions {
   store?: Omit<ChainStoreOptions, 'genesis'>
   /**
    * Commit sync: `'sync'` serves the sync protocols and syncs from peers (a full node); `'serve'` only
-   * serves them (the devnet producer); `false` adds neither. @default 'sync'
+   * serves them (the devnet producer); `false` adds neither. The snapshot protocols come with them: every
+   * node serves the snapshots it stores, and a syncing node snapshot-syncs first when `config.syncMode`
+   * says so (see `resolveSyncMode`). @default 'sync'
    */
   commitSync?: 'sync' | 'serve' | false
+}
+
+/**
+ * Whether a syncing node starts with snapshot sync: `config.syncMode` 'snapshot', or 'auto' on a store
+ * that has synced nothing yet (highest synced 0), and always when a snapshot sync is in progress in the
+ * data dir or the store's state was cleared for a snapshot that is not loaded yet (it must be finished
+ * before any commit executes). Commit sync then waits for it.
+ */
+export async function resolveSyncMode (config: Pick<SomaConfig, 'syncMode'>, store: ChainStore): Promise<{ snapshot: boolean, reason: string }> {
+  const state = new SyncState(store)
+  if (await state.stateReplaced()) return { snapshot: true, reason: 'the state is being replaced by a snapshot' }
+  if (await state.read() !== undefined) return { snapshot: true, reason: 'a snapshot sync is in progress' }
+  const mode = config.syncMode ?? 'auto'
+  if (mode === 'snapshot') return { snapshot: true, reason: '--sync-mode snapshot' }
+  if (mode === 'commits') return { snapshot: false, reason: '--sync-mode commits' }
+  return store.highestSynced === 0
+    ? { snapshot: true, reason: 'empty store (--sync-mode auto)' }
+    : { snapshot: false, reason: `store at commit ${store.highestSynced} (--sync-mode auto)` }
 }
 
 /** How often unconnected entrypoints are redialed. */
@@ -241,6 +264,56 @@ function stateSyncComponent (libp2p: SomaLibp2p, node: () => SomaNode | undefine
   }
 }
 
+/**
+ * Reports snapshot-sync progress in /status (`snapshot`: phase, commit, chunks, bytes, rate, peers,
+ * ETA), keeps `node.phase` at 'snapshot' while it runs, logs its milestones, and updates the node's epoch
+ * once the snapshot is loaded.
+ */
+function snapshotSyncComponent (libp2p: SomaLibp2p, node: () => SomaNode | undefined, log: Logger): NodeComponent {
+  const svc = (): SnapshotSyncService | undefined => (libp2p.services as any).snapshotSync as SnapshotSyncService | undefined
+  let lastPhase = ''
+  return {
+    name: 'snapshot-sync',
+    start: () => {
+      const sync = svc()?.snapshotSync
+      if (sync === undefined) return
+      sync.on('chosen', (m, resumed) => { log.info('%s the snapshot of commit %d (epoch %d): %d chunks, %d bytes', resumed ? 'resuming' : 'syncing', m.commitIndex, m.epoch, m.chunkCount, m.totalBytes) })
+      sync.on('phase', p => {
+        if (p === lastPhase) return
+        lastPhase = p
+        if (p === 'done') log.info('snapshot loaded: %d chunks fetched (%d bytes), %d reused; commit sync catches up from its commit + 1', sync.stats.fetchedChunks, sync.stats.fetchedBytes, sync.stats.reusedChunks)
+        else if (p === 'none') log.info('no snapshot ahead of this store: commit sync')
+        else log.debug('snapshot sync: %s', p)
+      })
+    },
+    status: () => {
+      const s = svc()
+      const p = s?.progress()
+      if (s === undefined || p === undefined) return {}
+      const n = node()
+      if (n !== undefined && n.phase !== 'stopped' && s.running) n.phase = 'snapshot'
+      return {
+        snapshot: {
+          phase: p.phase,
+          commit: p.commit,
+          epoch: p.epoch,
+          chunks: p.chunks,
+          bytes: p.bytes,
+          fetched: p.fetched,
+          reused: p.reused,
+          mbPerSecond: Math.round(p.bytesPerSecond / 1e5) / 10,
+          peers: p.peers,
+          etaSeconds: p.etaSeconds === undefined ? undefined : Math.ceil(p.etaSeconds),
+          listing: p.listing,
+          load: p.load,
+          error: s.error?.message
+        }
+      }
+    },
+    healthy: () => svc()?.error === undefined
+  }
+}
+
 /** The epoch of the next commit to execute, from the highest executed commit (0 if none). */
 async function currentEpoch (store: ChainStore): Promise<number> {
   if (store.highestExecuted === 0) return 0
@@ -277,22 +350,52 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
     const peerKey = await loadOrCreatePeerKey(config.dataDir)
     const executor = new CommitExecutor(store)
     const mode = opts.commitSync ?? 'sync'
+    const snapshot = mode === 'sync' ? await resolveSyncMode(config, store) : { snapshot: false, reason: '' }
+    if (snapshot.snapshot) log.info('snapshot sync first: %s', snapshot.reason)
+    else if (mode === 'sync' && config.syncMode === 'snapshot') log.info('%s', snapshot.reason)
+    // discovery (gossip / DHT), when the node runs it, adds snapshot candidates to asking connected peers
+    const discovered: SnapshotCandidateSource = async ({ signal }) => {
+      const d = (libp2p?.services as any)?.snapshotDiscovery as { candidateSource?: () => SnapshotCandidateSource, discover?: (o: { signal?: AbortSignal }) => Promise<SnapshotCandidate[]> } | undefined
+      if (d?.candidateSource !== undefined) return await d.candidateSource()({ signal })
+      if (d?.discover !== undefined) return await d.discover({ signal })
+      return []
+    }
+    const rpc = {
+      timeoutMs: config.timeoutMs,
+      handlerTimeoutMs: config.handlerTimeoutMs,
+      requestsPerSecond: config.inboundRequestsPerSecond,
+      maxInboundStreams: config.maxInboundStreams,
+      maxOutboundStreams: config.maxOutboundStreams
+    }
     const syncServices = mode === false
       ? {}
-      : commitSyncServices({
-        ...stateSyncConfig(config),
-        store,
-        executor,
-        sync: mode === 'sync',
-        verifyWorkers: config.verifyWorkers,
-        handlerTimeoutMs: config.handlerTimeoutMs,
-        inboundRequestsPerSecond: config.inboundRequestsPerSecond,
-        maxInboundStreams: config.maxInboundStreams,
-        maxOutboundStreams: config.maxOutboundStreams
-      })
+      : {
+          ...commitSyncServices({
+            ...stateSyncConfig(config),
+            store,
+            executor,
+            sync: mode === 'sync',
+            startPaused: snapshot.snapshot,
+            verifyWorkers: config.verifyWorkers,
+            handlerTimeoutMs: config.handlerTimeoutMs,
+            inboundRequestsPerSecond: config.inboundRequestsPerSecond,
+            maxInboundStreams: config.maxInboundStreams,
+            maxOutboundStreams: config.maxOutboundStreams
+          }),
+          ...snapshotSyncServices({
+            ...snapshotSyncConfig(config),
+            store,
+            sync: snapshot.snapshot,
+            rpc,
+            candidates: [discovered],
+            onDone: (r) => {
+              if (r?.outcome === 'synced') void currentEpoch(store).then(e => { if (node !== undefined) node.epoch = e }).catch(() => {})
+            }
+          })
+        }
     libp2p = await createLibp2pNode({ config, chainId: store.chainId, privateKey: peerKey.privateKey, services: { ...syncServices, ...opts.services } })
     const components = [...(opts.components ?? [])]
-    if (mode === 'sync') components.unshift(stateSyncComponent(libp2p, () => node))
+    if (mode === 'sync') components.unshift(stateSyncComponent(libp2p, () => node), snapshotSyncComponent(libp2p, () => node, log.child('snapshot')))
     let node: SomaNode | undefined
     const where = opts.statusServer === undefined
       ? (config.statusPort === 0 ? undefined : { host: config.statusHost, port: config.statusPort })

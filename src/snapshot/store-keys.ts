@@ -16,6 +16,24 @@
  *
  * A snapshot's rows (0x12–0x15) are written together, with its new chunks, in one atomic batch, and are
  * deleted together when it is pruned; chunks no kept snapshot lists are then deleted in the same batch.
+ *
+ * ## Snapshot sync in progress (0x16–0x19; src/snapshot/sync/sync-state.ts)
+ *
+ * A node syncing a snapshot keeps everything it has verified so far here, so that a restart (even after
+ * SIGKILL) resumes without fetching it again. At most one sync is in progress; its rows are cleared in
+ * the same atomic batch that registers the snapshot (0x12–0x15) and anchors the chain at its commit.
+ *
+ * | prefix | bucket                 | key after the prefix | value                                                  |
+ * |--------|------------------------|----------------------|--------------------------------------------------------|
+ * | 0x16   | sync meta              | utf8 name            | phase, attestation, filter, listing and load progress  |
+ * |        |                        |                      | (names in sync-state.ts)                               |
+ * | 0x17   | sync listing rows      | row index u64        | encode(ChunkInfo), canonical order; authenticated once |
+ * |        |                        |                      | the meta row `listing-verified` is set                 |
+ * | 0x18   | sync listed hashes     | chunk hash 32        | row index u64: sorted by hash, so iterating it gives   |
+ * |        |                        |                      | the final checksum's order in O(1) memory              |
+ * | 0x19   | sync have              | chunk hash 32        | size u32 ‖ the serving peer's id bytes (empty: reused   |
+ * |        |                        |                      | from a chunk already stored): the chunk is in 0x11 and |
+ * |        |                        |                      | verified; written in the chunk's own batch             |
  */
 import { writeU64 } from '../store/keys.ts'
 
@@ -24,12 +42,22 @@ export const SnapshotBucket = {
   ATTESTATION: 0x12,
   LISTING: 0x13,
   FILTER: 0x14,
-  MULTISET: 0x15
+  MULTISET: 0x15,
+  SYNC_META: 0x16,
+  SYNC_ROW: 0x17,
+  SYNC_LISTED: 0x18,
+  SYNC_HAVE: 0x19
 } as const
 
 function indexed (bucket: number, n: number): Uint8Array {
   const k = new Uint8Array(9)
   k[0] = bucket; writeU64(k, 1, n)
+  return k
+}
+
+function hashed (bucket: number, hash: Uint8Array): Uint8Array {
+  const k = new Uint8Array(1 + hash.byteLength)
+  k[0] = bucket; k.set(hash, 1)
   return k
 }
 
@@ -42,5 +70,16 @@ export const SnapshotKeys = {
   attestation: (commit: number) => indexed(SnapshotBucket.ATTESTATION, commit),
   listing: (commit: number) => indexed(SnapshotBucket.LISTING, commit),
   filter: (commit: number) => indexed(SnapshotBucket.FILTER, commit),
-  multiset: (commit: number) => indexed(SnapshotBucket.MULTISET, commit)
+  multiset: (commit: number) => indexed(SnapshotBucket.MULTISET, commit),
+  syncMeta: (name: string) => {
+    const n = new TextEncoder().encode(name)
+    const k = new Uint8Array(1 + n.length)
+    k[0] = SnapshotBucket.SYNC_META; k.set(n, 1)
+    return k
+  },
+  syncRow: (index: number) => indexed(SnapshotBucket.SYNC_ROW, index),
+  syncListed: (hash: Uint8Array) => hashed(SnapshotBucket.SYNC_LISTED, hash),
+  syncHave: (hash: Uint8Array) => hashed(SnapshotBucket.SYNC_HAVE, hash),
+  /** [gte, lt) over a whole bucket */
+  range: (bucket: number): [Uint8Array, Uint8Array] => [Uint8Array.of(bucket), Uint8Array.of(bucket + 1)]
 }

@@ -38,6 +38,11 @@ export interface StateSyncInit extends Partial<StateSyncConfig> {
   verifyWorkers?: number
   /** Sync (false: serve only, e.g. on the devnet producer). @default true */
   sync?: boolean
+  /**
+   * Do not start the sync loop with the node: it starts on `resume()` (snapshot sync holds commit sync
+   * until the snapshot is loaded). @default false
+   */
+  startPaused?: boolean
 }
 
 export interface StateSyncComponents {
@@ -73,6 +78,8 @@ export class StateSync implements Startable {
   private loop?: StateSyncEventLoop
   private pool?: VerifyPool
   private ownsPool = false
+  private paused: boolean
+  private started = false
   private readonly onConnect = (evt: CustomEvent<PeerId>): void => { this.loop?.post({ type: 'peer-connected', peer: evt.detail }) }
   private readonly onDisconnect = (evt: CustomEvent<PeerId>): void => { this.loop?.post({ type: 'peer-disconnected', peer: evt.detail }) }
   private readonly onIdentify = (evt: CustomEvent<{ peerId: PeerId }>): void => { this.loop?.post({ type: 'peer-connected', peer: evt.detail.peerId }) }
@@ -81,6 +88,7 @@ export class StateSync implements Startable {
   constructor (components: StateSyncComponents, init: StateSyncInit) {
     this.components = components
     this.init = init
+    this.paused = init.startPaused === true
     this.config = { ...stateSyncConfig(), ...Object.fromEntries(Object.entries(init).filter(([k, v]) => SYNC_KEYS.includes(k as any) && v !== undefined)) }
   }
 
@@ -115,9 +123,20 @@ export class StateSync implements Startable {
     c.pushCommit.addEventListener('push', this.onPush)
   }
 
-  /** The loop starts after libp2p is up so that connected peers are seen. */
+  /** The loop starts after libp2p is up so that connected peers are seen (unless startPaused). */
   afterStart (): void {
-    this.loop?.start()
+    this.started = true
+    if (!this.paused) this.loop?.start()
+  }
+
+  /** Whether the loop is held (startPaused and not resumed yet). */
+  get isPaused (): boolean { return this.paused }
+
+  /** Starts a loop held by `startPaused` (idempotent; before the node started, it starts with it). */
+  resume (): void {
+    if (!this.paused) return
+    this.paused = false
+    if (this.started) this.loop?.start()
   }
 
   async stop (): Promise<void> {
@@ -130,11 +149,13 @@ export class StateSync implements Startable {
     c.pushCommit.removeEventListener('push', this.onPush)
     await loop.stop()
     this.loop = undefined
+    this.started = false
     if (this.ownsPool) await this.pool?.close()
     this.pool = undefined
   }
 
-  progress (): SyncProgress | undefined { return this.loop?.progress() }
+  /** undefined while the loop does not run (stopped, or held by startPaused) */
+  progress (): SyncProgress | undefined { return this.paused ? undefined : this.loop?.progress() }
 }
 
 export function stateSync (init: StateSyncInit): (components: StateSyncComponents) => StateSync {

@@ -1,0 +1,284 @@
+/**
+ * Child process of bench/snapshot-sync.ts (never run by the bench runner: it exports no `run`). Modes:
+ *
+ *   serve [<storeDir> <genesisFile>]
+ *       A Soma libp2p node (createLibp2pNode: tcp + noise + yamux, identify, ping, kad-dht, gossipsub)
+ *       serving the raw bench protocol and, with a store, the commit sync and snapshot sync protocols
+ *       (serve only). Prints `LISTEN <multiaddr>`; runs until stdin closes.
+ *   fetch <multiaddr> <rawBytes> <streams,...> <reps> [<storeDir> <genesisFile>]
+ *       The same node kind: dials the server, downloads <rawBytes> over 1, 4, ... parallel streams of
+ *       the raw protocol (64 KiB writes, best of <reps>); then, with a store, a second node in this
+ *       same process (fresh store, snapshot sync on, commit sync held) dials the server and syncs the
+ *       snapshot it offers. Prints one JSON line of figures.
+ *   helia-serve <blocks> <blockBytes> <cidsFile>
+ *       Helia 7 (createHeliaLight + withLibp2pLight + withBitswap; tcp + noise + yamux + identify),
+ *       memory blockstore holding <blocks> raw blocks of <blockBytes> (deterministic bytes); writes their
+ *       CIDs to <cidsFile>, prints `LISTEN <multiaddr>`, runs until stdin closes.
+ *   helia-fetch <multiaddr> <cidsFile> <wants>
+ *       The same Helia composition: dials the server and fetches every CID with <wants> blocks wanted
+ *       at once (bitswap), into a memory blockstore. Prints one JSON line of figures.
+ *
+ * Every fetch mode samples its RSS every 50 ms while it transfers.
+ */
+import { readFileSync, writeFileSync } from 'node:fs'
+import { generateKeyPair } from '@libp2p/crypto/keys'
+import { multiaddr } from '@multiformats/multiaddr'
+import type { Stream } from '@libp2p/interface'
+import { DEFAULTS, type SomaConfig } from '../src/config.ts'
+import { createLibp2pNode, type SomaLibp2p, type ServiceFactory } from '../src/node/libp2p.ts'
+import { ChainStore } from '../src/store/chain-store.ts'
+import { CommitExecutor } from '../src/executor/commit-executor.ts'
+import { decodeGenesis } from '../src/chain/genesis.ts'
+import { commitSyncServices } from '../src/sync/state-sync.ts'
+import { snapshotSyncServices, snapshotSyncConfig, type SnapshotSyncService } from '../src/snapshot/sync/service.ts'
+
+const RAW_PROTOCOL = '/soma-bench/raw/1.0.0'
+const WRITE_BYTES = 64 * 1024
+
+const [mode, ...args] = process.argv.slice(2)
+
+/** RssAnon of /proc/self/status in bytes (heap, buffers, LevelDB memtables and cache; not mapped files); 0 off Linux. */
+function rssAnon (): number {
+  try {
+    const m = /RssAnon:\s+(\d+)\s+kB/.exec(readFileSync('/proc/self/status', 'utf8'))
+    return m === null ? 0 : Number(m[1]) * 1024
+  } catch {
+    return 0
+  }
+}
+
+/**
+ * Peak RSS over a phase, sampled every 50 ms, and peak RssAnon: RSS also counts the pages of LevelDB's
+ * memory-mapped table files, which the kernel reclaims under pressure.
+ */
+class Rss {
+  peak = 0
+  peakAnon = 0
+  private readonly t = setInterval(() => { this.sample() }, 50)
+  constructor () { this.sample() }
+  private sample (): void {
+    this.peak = Math.max(this.peak, process.memoryUsage.rss())
+    this.peakAnon = Math.max(this.peakAnon, rssAnon())
+  }
+
+  stop (): number { clearInterval(this.t); this.sample(); return this.peak / (1024 * 1024) }
+  get peakAnonMiB (): number { return this.peakAnon / (1024 * 1024) }
+}
+
+function nodeConfig (): SomaConfig {
+  return { ...DEFAULTS, listen: ['/ip4/127.0.0.1/tcp/0'], entrypoints: [], statusPort: 0, logLevel: 'error', maxConnections: 100 }
+}
+
+async function somaNode (chainId: Uint8Array, services: Record<string, ServiceFactory> = {}): Promise<SomaLibp2p> {
+  return await createLibp2pNode({ config: nodeConfig(), chainId, privateKey: await generateKeyPair('Ed25519'), services, start: true })
+}
+
+/** Sends `size` bytes in 64 KiB writes, respecting back-pressure. */
+async function sendBytes (stream: Stream, size: number): Promise<void> {
+  const buf = new Uint8Array(WRITE_BYTES)
+  for (let i = 0; i < buf.length; i++) buf[i] = (i * 31 + 7) & 0xff
+  let sent = 0
+  while (sent < size) {
+    const n = Math.min(buf.length, size - sent)
+    const ok = stream.send(n === buf.length ? buf : buf.subarray(0, n))
+    sent += n
+    if (!ok) await stream.onDrain()
+  }
+  await stream.close()
+}
+
+/** Serves the raw protocol: the request is a u64 (big-endian) byte count, the response that many bytes. */
+async function handleRaw (node: SomaLibp2p): Promise<void> {
+  await node.handle(RAW_PROTOCOL, async (stream) => {
+    try {
+      let req = new Uint8Array(0)
+      for await (const chunk of stream) {
+        const c = chunk instanceof Uint8Array ? chunk : chunk.subarray()
+        const joined = new Uint8Array(req.length + c.length)
+        joined.set(req); joined.set(c, req.length)
+        req = joined
+        if (req.length >= 8) break
+      }
+      const size = Number(new DataView(req.buffer, req.byteOffset, 8).getBigUint64(0))
+      await sendBytes(stream, size)
+    } catch (err: any) {
+      stream.abort(err)
+    }
+  }, { maxInboundStreams: 64 })
+}
+
+/** Downloads `size` bytes over one stream of the raw protocol; returns the bytes received. */
+async function fetchRaw (node: SomaLibp2p, addr: string, size: number): Promise<number> {
+  const stream = await node.dialProtocol(multiaddr(addr), RAW_PROTOCOL)
+  const req = new Uint8Array(8)
+  new DataView(req.buffer).setBigUint64(0, BigInt(size))
+  stream.send(req)
+  let received = 0
+  for await (const chunk of stream) received += chunk.byteLength
+  if (received !== size) throw new Error(`raw stream: received ${received} of ${size} bytes`)
+  return received
+}
+
+/** The raw download over `streams` parallel streams: MiB/s. */
+async function rawThroughput (node: SomaLibp2p, addr: string, total: number, streams: number): Promise<number> {
+  const each = Math.floor(total / streams)
+  const t0 = performance.now()
+  const got = await Promise.all(Array.from({ length: streams }, async () => await fetchRaw(node, addr, each)))
+  const s = (performance.now() - t0) / 1000
+  return got.reduce((a, b) => a + b, 0) / (1024 * 1024) / s
+}
+
+function waitForStdinEnd (onEnd: () => Promise<void>): void {
+  process.stdin.resume()
+  process.stdin.on('end', () => { void onEnd().then(() => process.exit(0), (err) => { console.error(err); process.exit(1) }) })
+}
+
+// ---------------------------------------------------------------------------------------------------
+// the snapshot sync core (src/snapshot/sync/) and the commit sync services it needs
+
+/**
+ * The sync services of a node: commit sync (`fetchCommits` and `epochProofs` serve the certified commit
+ * of the snapshot and the committees; a syncing node holds its loop with `startPaused`) and snapshot
+ * sync (`snapshotManifest`/`Filter`/`Listing`/`Chunks` serve the store's snapshots; `snapshotSync`
+ * syncs when `sync`).
+ */
+function syncServices (store: ChainStore, sync: boolean): Record<string, ServiceFactory> {
+  return {
+    ...commitSyncServices({ store, executor: new CommitExecutor(store), sync, startPaused: sync, verifyWorkers: 0 }),
+    ...snapshotSyncServices({ ...snapshotSyncConfig(DEFAULTS), store, sync, minPeers: 1 })
+  }
+}
+
+/** Syncs the snapshot the server offers into `store`: from the dial to the sync's end. */
+async function syncSnapshot (node: SomaLibp2p, addr: string): Promise<Record<string, number>> {
+  const service = (node.services as any).snapshotSync as SnapshotSyncService
+  await node.dial(multiaddr(addr))
+  // the service started with the node; it ends when the snapshot is anchored (or none is found)
+  while (service.done === undefined) await new Promise(resolve => setTimeout(resolve, 5))
+  await service.done
+  if (service.error !== undefined) throw service.error
+  if (service.result?.outcome !== 'synced') throw new Error(`snapshot sync ended with ${JSON.stringify(service.result?.outcome)}`)
+  const sync = service.snapshotSync!
+  const p = sync.progress()
+  return { commit: service.result.commit ?? 0, fetchedBytes: sync.stats.fetchedBytes, fetchedChunks: sync.stats.fetchedChunks, requests: sync.stats.requests, duplicates: sync.stats.duplicates, peers: p.peers }
+}
+
+// ---------------------------------------------------------------------------------------------------
+
+if (mode === 'serve') {
+  const [storeDir, genesisFile] = args
+  let store: ChainStore | undefined
+  let services: Record<string, ServiceFactory> = {}
+  let chainId: Uint8Array = new Uint8Array(32)
+  if (storeDir !== undefined) {
+    store = await ChainStore.open(storeDir, { genesis: decodeGenesis(readFileSync(genesisFile)) })
+    chainId = store.chainId
+    services = syncServices(store, false)
+  }
+  const node = await somaNode(chainId, services)
+  await handleRaw(node)
+  process.stdout.write(`LISTEN ${node.getMultiaddrs()[0].toString()}\n`)
+  waitForStdinEnd(async () => { await node.stop(); await store?.close() })
+} else if (mode === 'fetch') {
+  const [addr, rawBytesStr, streamsStr, repsStr, storeDir, genesisFile] = args
+  const rawBytes = Number(rawBytesStr)
+  const reps = Number(repsStr)
+  const figures: Record<string, number | string> = {}
+  // 1. raw streams, from a node without a store
+  const node = await somaNode(new Uint8Array(32))
+  const rss = new Rss()
+  for (const streams of streamsStr.split(',').map(Number)) {
+    let best = 0
+    for (let r = 0; r < reps; r++) best = Math.max(best, await rawThroughput(node, addr, rawBytes, streams))
+    figures[`raw${streams}`] = best
+  }
+  figures.rawPeakRssMiB = rss.stop()
+  await node.stop()
+  // 2. the snapshot sync, in the same process, from a fresh node with a fresh store
+  if (storeDir !== undefined) {
+    const store = await ChainStore.open(storeDir, { genesis: decodeGenesis(readFileSync(genesisFile)) })
+    const r = new Rss()
+    const t0 = performance.now()
+    const synced = await somaNode(store.chainId, syncServices(store, true))
+    const extra = await syncSnapshot(synced, addr)
+    figures.snapshotMs = performance.now() - t0
+    figures.snapshotPeakRssMiB = r.stop()
+    figures.snapshotPeakRssAnonMiB = r.peakAnonMiB
+    for (const [k, v] of Object.entries(extra)) figures[`snapshot.${k}`] = v
+    await synced.stop()
+    figures.snapshotHighestExecuted = store.highestExecuted
+    await store.close()
+  }
+  process.stdout.write(JSON.stringify(figures) + '\n')
+  process.exit(0)
+} else if (mode === 'helia-serve' || mode === 'helia-fetch') {
+  const { createHeliaLight } = await import('helia')
+  const { withLibp2pLight } = await import('@helia/libp2p')
+  const { withBitswap } = await import('@helia/bitswap')
+  const { MemoryBlockstore } = await import('blockstore-core')
+  const { tcp } = await import('@libp2p/tcp')
+  const { noise } = await import('@chainsafe/libp2p-noise')
+  const { yamux } = await import('@chainsafe/libp2p-yamux')
+  const { identify } = await import('@libp2p/identify')
+  const { CID } = await import('multiformats/cid')
+  const { sha256 } = await import('multiformats/hashes/sha2')
+  const raw = await import('multiformats/codecs/raw')
+
+  const makeHelia = async (): Promise<any> => {
+    const helia = withBitswap(withLibp2pLight(createHeliaLight({ blockstore: new MemoryBlockstore() }), {
+      privateKey: await generateKeyPair('Ed25519'),
+      addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+      transports: [tcp()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      services: { identify: identify() }
+    }) as any)
+    await helia.start()
+    return helia
+  }
+
+  if (mode === 'helia-serve') {
+    const [blocksStr, blockBytesStr, cidsFile] = args
+    const blocks = Number(blocksStr)
+    const blockBytes = Number(blockBytesStr)
+    const helia = await makeHelia()
+    const cids: string[] = []
+    let x = 0x9e3779b9
+    for (let i = 0; i < blocks; i++) {
+      const bytes = new Uint8Array(blockBytes)
+      const words = new Uint32Array(bytes.buffer)
+      x = (x ^ (i + 1)) >>> 0 || 1
+      for (let j = 0; j < words.length; j++) { x ^= x << 13; x ^= x >>> 17; x ^= x << 5; words[j] = x >>> 0 }
+      const cid = CID.createV1(raw.code, await sha256.digest(bytes))
+      await helia.blockstore.put(cid, bytes)
+      cids.push(cid.toString())
+    }
+    writeFileSync(cidsFile, cids.join('\n'))
+    process.stdout.write(`LISTEN ${helia.libp2p.getMultiaddrs()[0].toString()}\n`)
+    waitForStdinEnd(async () => { await helia.stop() })
+  } else {
+    const [addr, cidsFile, wantsStr] = args
+    const wants = Number(wantsStr)
+    const cids = readFileSync(cidsFile, 'utf8').split('\n').filter(s => s !== '').map(s => CID.parse(s))
+    const helia = await makeHelia()
+    await helia.libp2p.dial(multiaddr(addr))
+    const rss = new Rss()
+    let bytes = 0
+    let next = 0
+    const t0 = performance.now()
+    await Promise.all(Array.from({ length: Math.min(wants, cids.length) }, async () => {
+      while (next < cids.length) {
+        const cid = cids[next++]
+        for await (const b of helia.blockstore.get(cid, { signal: AbortSignal.timeout(60_000) })) bytes += b.byteLength
+      }
+    }))
+    const s = (performance.now() - t0) / 1000
+    const figures = { MiBPerSec: bytes / (1024 * 1024) / s, MiB: bytes / (1024 * 1024), blocks: cids.length, peakRssMiB: rss.stop(), maxRssMiB: process.resourceUsage().maxRSS / 1024 }
+    await helia.stop()
+    process.stdout.write(JSON.stringify(figures) + '\n')
+    process.exit(0)
+  }
+} else if (mode !== undefined) {
+  console.error(`unknown mode ${mode}`)
+  process.exit(2)
+}

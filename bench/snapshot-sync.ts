@@ -1,0 +1,280 @@
+/**
+ * Snapshot sync benchmark (issue "Snapshot sync"): a ≥ 1 GB attested snapshot is synced between two
+ * processes over libp2p on 127.0.0.1, and compared with what the same processes reach on raw libp2p
+ * streams, and with Helia's bitswap moving the same number of bytes.
+ *
+ * Targets: snapshot sync MiB/s end to end into LevelDB ≥ 0.7 × the raw libp2p stream throughput
+ * between the same processes, measured in the same run (measured on this machine kind: 207–274 MiB/s);
+ * faster than Helia 7 + bitswap (measured here: ~95 MiB/s); peak RSS of the syncing process ≤ 300 MB
+ * and flat in the snapshot's size.
+ *
+ * 1. Setup (this process, not timed): a devnet store with 25 real commits (epoch 0), then state written
+ *    straight into its account and embedding buckets (FULL: 200,000 accounts and 256,000 embeddings of
+ *    dimension 1024, ~1.03 GiB of chunks), its state root computed over the buckets, and `buildSnapshot`
+ *    of commit 20 (default chunking: 1 MiB target chunks) attested by the genesis committee's devnet
+ *    keys. Commit 20 is certified in the store, so the syncing node can anchor the snapshot there.
+ * 2. Two child processes (bench/snapshot-sync-child.ts), each a Soma libp2p node (createLibp2pNode:
+ *    tcp + noise + yamux, identify, ping, kad-dht, gossipsub). The server serves the raw bench protocol
+ *    and the snapshot sync protocols (`snapshotSyncServices`, serve only) from that store. The client
+ *    - downloads 1 GiB over 1 stream, then over 4 parallel streams, with 64 KiB writes (best of 2):
+ *      `raw.1stream.MiBPerSec`, `raw.4streams.MiBPerSec` — the baseline;
+ *    - then, in the same process, a second node with a fresh LevelDB store and the sync services
+ *      (`commitSyncServices` held with startPaused, `snapshotSyncServices` with sync on) dials the same
+ *      server and syncs the snapshot it offers, timed from the node's creation to the sync's end
+ *      (manifest, attestation, filter, listing and chunks verified, final checksum, state loaded and
+ *      checked against the state root, snapshot anchored at its certified commit):
+ *      `snapshotSync.MiBPerSec` (snapshot bytes ÷ time), `snapshotSync.peakRssMiB` (sampled every 50 ms).
+ *      `snapshotSync/raw` = that ÷ the better of the two raw figures.
+ * 3. Helia: two more processes, Helia 7 composed with createHeliaLight + withLibp2pLight + withBitswap
+ *    (tcp + noise + yamux + identify, memory blockstores); the server holds as many bytes as the
+ *    snapshot in 1 MiB raw blocks, the client fetches them all with 64 blocks wanted at once:
+ *    `helia.MiBPerSec`; `snapshotSync/helia` and `raw.best/helia`. (--quick: 32 MiB.)
+ *
+ * `--quick` (and the smoke test): small sizes, figures not comparable. `run({ parts })` runs a subset
+ * ('raw', 'helia', 'snapshot'); without the snapshot part, the raw baseline runs between two processes
+ * with no store.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { once } from 'node:events'
+import { writeFileSync } from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { createInterface } from 'node:readline'
+import { randomFillSync } from 'node:crypto'
+import { createGenesis, type GenesisBundle } from '../src/chain/genesis.ts'
+import { ChainStore } from '../src/store/chain-store.ts'
+import { Bucket, keySuffix } from '../src/store/keys.ts'
+import { Codecs } from '../src/chain/codecs.ts'
+import { LtHash } from '../src/crypto/lthash.ts'
+import { accountElement, embeddingElement } from '../src/executor/state-hash.ts'
+import { CommitExecutor } from '../src/executor/commit-executor.ts'
+import { DevnetProducer } from '../src/devnet/producer.ts'
+import { buildSnapshot } from '../src/snapshot/builder.ts'
+import { devnetCommitteeKeys, signManifest } from '../src/snapshot/attestation.ts'
+import { SnapshotBucket } from '../src/snapshot/store-keys.ts'
+import { TempDirs, isMain, log, printFigures, measure, type BenchOptions, type Figures } from './util.ts'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const CHILD = path.join(here, 'snapshot-sync-child.ts')
+const MiB = 1024 * 1024
+
+export type Part = 'raw' | 'helia' | 'snapshot'
+
+export interface Sizes {
+  accounts: number
+  embeddings: number
+  dim: number
+  /** commit of the snapshot (real devnet commits, epoch 0); embeddings are spread over commits 1..commits */
+  commits: number
+  /** raw download per measurement (split over the streams) */
+  rawBytes: number
+  rawReps: number
+  /** Helia blocks when the snapshot part does not run (else: the snapshot's bytes) */
+  heliaBytes: number
+  blockBytes: number
+  wants: number
+  /**
+   * Largest chunk the builder cuts (undefined: the default, 4 × the 1 MiB target). TODO(snapshot sync
+   * core): the FULL bench lowers it to 4 MiB − 64 KiB because a response carrying one 4 MiB chunk
+   * overflows the libp2p stream read buffer (4 MiB by default: "Read buffer overflow - 4194555 >
+   * 4194304") and the sync stalls on such chunks; back to undefined once the chunks protocol takes them.
+   */
+  maxChunkBytes?: number
+}
+
+const FULL: Sizes = { accounts: 200_000, embeddings: 256_000, dim: 1024, commits: 20, rawBytes: 1024 * MiB, rawReps: 2, heliaBytes: 1024 * MiB, blockBytes: MiB, wants: 64, maxChunkBytes: 4 * MiB - 64 * 1024 }
+const QUICK: Sizes = { accounts: 5_000, embeddings: 2_000, dim: 256, commits: 20, rawBytes: 64 * MiB, rawReps: 1, heliaBytes: 32 * MiB, blockBytes: MiB, wants: 64 }
+
+const SEED = 'bench-snapshot-sync'
+
+export interface SnapshotSyncBenchOptions extends BenchOptions {
+  /** @default all */
+  parts?: Part[]
+  /** overrides of the sizes (e.g. to check that the sync's peak RSS stays flat as the snapshot grows) */
+  sizes?: Partial<Sizes>
+}
+
+/** Writes the synthetic state; returns the bytes of vectors written. */
+async function writeState (store: ChainStore, s: Sizes): Promise<void> {
+  const addresses = randomFillSync(new Uint8Array(32 * s.accounts))
+  for (let i = 0; i < s.accounts; i += 50_000) {
+    const batch = store.batch()
+    for (let j = i; j < Math.min(s.accounts, i + 50_000); j++) {
+      batch.putAccount(addresses.subarray(32 * j, 32 * j + 32), Codecs.AccountState.encode({ balance: 1 + (j * 7919) % 1e9, nonce: j % 500, lastModifiedEpoch: 0 }))
+    }
+    await batch.write()
+  }
+  const perBatch = Math.max(1, Math.floor(16 * MiB / (4 * s.dim)))
+  for (let i = 0; i < s.embeddings; i += perBatch) {
+    const batch = store.batch()
+    const n = Math.min(s.embeddings, i + perBatch) - i
+    const vectors = new Float32Array(n * s.dim)
+    // random floats in [-1, 1): random bytes would make NaNs, harmless but unrealistic
+    const words = randomFillSync(new Uint32Array(vectors.length))
+    for (let k = 0; k < vectors.length; k++) vectors[k] = words[k] / 2 ** 31 - 1
+    const ids = randomFillSync(new Uint8Array(32 * n))
+    for (let j = 0; j < n; j++) {
+      const commit = 1 + Math.floor((i + j) * s.commits / s.embeddings)
+      batch.putEmbedding(ids.subarray(32 * j, 32 * j + 32), Codecs.Embedding.encode({
+        owner: addresses.subarray(32 * ((i + j) % s.accounts), 32 * ((i + j) % s.accounts) + 32),
+        commitIndex: commit,
+        vector: new Uint8Array(vectors.buffer, 4 * j * s.dim, 4 * s.dim),
+        model: 'bench',
+        epoch: 0
+      }))
+    }
+    await batch.write()
+  }
+}
+
+/** The state root over the store's account and embedding buckets (as the executor defines it). */
+async function stateRootOf (store: ChainStore): Promise<Uint8Array> {
+  const lt = new LtHash()
+  for await (const [k, v] of store.db.iterator({ gte: Uint8Array.of(Bucket.ACCOUNT), lt: Uint8Array.of(Bucket.ACCOUNT + 1) })) lt.addLanes(accountElement(keySuffix(k), v))
+  for await (const [k, v] of store.db.iterator({ gte: Uint8Array.of(Bucket.EMBEDDING), lt: Uint8Array.of(Bucket.EMBEDDING + 1) })) lt.addLanes(embeddingElement(keySuffix(k), v))
+  return lt.checksum()
+}
+
+interface ServingSnapshot { storeDir: string, genesisFile: string, bytes: number, chunks: number, commit: number }
+
+/**
+ * The serving store with one attested snapshot of the synthetic state. The chain is real up to a few
+ * commits past the snapshot's (devnet, epoch 0), so that the syncing node can fetch the certified
+ * commit it anchors the snapshot at; the bulk of the state is then written straight into the buckets
+ * and the snapshot's state root computed over them (the devnet committee signs whatever it is given).
+ */
+async function makeServingSnapshot (tmp: TempDirs, s: Sizes, figures: Figures): Promise<ServingSnapshot> {
+  const genesis: GenesisBundle = createGenesis({ seed: SEED, validators: 4, accounts: 4, initialBalance: 1e9, embeddingDim: s.dim })
+  const dir = tmp.make('snapshot-sync-server')
+  const storeDir = path.join(dir, 'chain')
+  const genesisFile = path.join(dir, 'genesis.pb')
+  writeFileSync(genesisFile, genesis.bytes)
+  const store = await ChainStore.open(storeDir, { genesis })
+  try {
+    const producer = new DevnetProducer(store, new CommitExecutor(store), { seed: SEED, epochLength: 1000, txsPerBlock: 2, embeddingEvery: 0, roundIntervalMs: 0 })
+    await producer.load()
+    await producer.produceUntil(s.commits + 5)
+    log(`writing ${s.accounts.toLocaleString()} accounts and ${s.embeddings.toLocaleString()} embeddings of dimension ${s.dim}`)
+    const setup = await measure(async () => { await writeState(store, s) })
+    figures['setup.writeStateMs'] = setup.ms
+    const stateRoot = await stateRootOf(store)
+    const committee = (await store.getCommittee(0))!.committee
+    const keys = devnetCommitteeKeys(SEED, committee)!
+    log('building and attesting the snapshot')
+    const built = await measure(async () => await buildSnapshot(store, {
+      point: { commitIndex: s.commits, epoch: 0, stateRoot },
+      maxChunkBytes: s.maxChunkBytes,
+      sign: bytes => signManifest(bytes, committee, keys)
+    }))
+    figures['setup.buildMs'] = built.ms
+    // a serving node's store has long been compacted: do not make the server read through fresh level-0 files
+    await store.db.compactRange(Uint8Array.of(SnapshotBucket.CHUNK), Uint8Array.of(SnapshotBucket.CHUNK + 1))
+    figures['snapshot.largestChunkMiB'] = Math.max(...built.result.listing.map(i => i.size)) / MiB
+    return { storeDir, genesisFile, bytes: built.result.stats.totalBytes, chunks: built.result.stats.chunks, commit: s.commits }
+  } finally {
+    await store.close()
+  }
+}
+
+/** Spawns a serving child and waits for its `LISTEN <addr>` line. */
+async function serve (args: string[]): Promise<{ child: ChildProcess, addr: string }> {
+  const child = spawn(process.execPath, [CHILD, ...args], { stdio: ['pipe', 'pipe', 'inherit'] })
+  const rl = createInterface({ input: child.stdout! })
+  const addr: string = await new Promise((resolve, reject) => {
+    rl.on('line', (l) => { if (l.startsWith('LISTEN ')) resolve(l.slice(7)) })
+    child.once('exit', (c) => { reject(new Error(`${args[0]} child exited with ${c}`)) })
+  })
+  return { child, addr }
+}
+
+async function stop (child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return
+  child.stdin?.end()
+  const t = setTimeout(() => { child.kill('SIGKILL') }, 30_000)
+  await once(child, 'exit')
+  clearTimeout(t)
+}
+
+/** Runs a fetching child; returns its JSON line. */
+async function fetch (args: string[]): Promise<Record<string, number | string>> {
+  const child = spawn(process.execPath, [CHILD, ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
+  let out = ''
+  child.stdout.on('data', (d) => { out += String(d) })
+  const [code] = await once(child, 'exit')
+  if (code !== 0) throw new Error(`${args[0]} child exited with ${code}`)
+  return JSON.parse(out.trim().split('\n').pop()!)
+}
+
+export async function run (opts: SnapshotSyncBenchOptions = {}): Promise<Figures> {
+  const s = { ...(opts.quick === true ? QUICK : FULL), ...opts.sizes }
+  const parts = new Set<Part>(opts.parts ?? ['raw', 'helia', 'snapshot'])
+  const tmp = new TempDirs()
+  const figures: Figures = {}
+  try {
+    let snap: ServingSnapshot | undefined
+    if (parts.has('snapshot')) {
+      snap = await makeServingSnapshot(tmp, s, figures)
+      figures['snapshot.MiB'] = snap.bytes / MiB
+      figures['snapshot.chunks'] = snap.chunks
+      log(`snapshot of ${(snap.bytes / MiB).toFixed(0)} MiB in ${snap.chunks} chunks`)
+    }
+
+    if (parts.has('raw') || snap !== undefined) {
+      const server = await serve(snap === undefined ? ['serve'] : ['serve', snap.storeDir, snap.genesisFile])
+      try {
+        log(`raw libp2p download of ${(s.rawBytes / MiB).toFixed(0)} MiB over 1 and 4 streams${snap !== undefined ? ', then the snapshot sync' : ''}`)
+        const clientArgs = ['fetch', server.addr, String(s.rawBytes), '1,4', String(s.rawReps)]
+        if (snap !== undefined) clientArgs.push(path.join(tmp.make('snapshot-sync-client'), 'chain'), snap.genesisFile)
+        const r = await fetch(clientArgs)
+        figures['raw.1stream.MiBPerSec'] = r.raw1 as number
+        figures['raw.4streams.MiBPerSec'] = r.raw4 as number
+        figures['raw.peakRssMiB'] = r.rawPeakRssMiB as number
+        if (snap !== undefined) {
+          const rawBest = Math.max(r.raw1 as number, r.raw4 as number)
+          if (r['snapshot.commit'] !== snap.commit) throw new Error(`the client synced the snapshot of commit ${r['snapshot.commit']}, not ${snap.commit}`)
+          const mibs = snap.bytes / MiB / ((r.snapshotMs as number) / 1000)
+          figures['snapshotSync.ms'] = r.snapshotMs as number
+          figures['snapshotSync.MiBPerSec'] = mibs
+          figures['snapshotSync.MBPerSec'] = snap.bytes / 1e6 / ((r.snapshotMs as number) / 1000)
+          figures['snapshotSync.peakRssMiB'] = r.snapshotPeakRssMiB as number
+          figures['snapshotSync.peakRssAnonMiB'] = r.snapshotPeakRssAnonMiB as number
+          figures['snapshotSync/raw'] = mibs / rawBest
+          figures['snapshotSync.fetchedMiB'] = (r['snapshot.fetchedBytes'] as number) / MiB
+          figures['snapshotSync.requests'] = r['snapshot.requests'] as number
+        }
+      } finally {
+        await stop(server.child)
+      }
+    }
+
+    if (parts.has('helia')) {
+      // the snapshot's bytes (FULL); --quick snapshots are too small for a meaningful transfer
+      const bytes = opts.quick === true ? s.heliaBytes : snap?.bytes ?? s.heliaBytes
+      const blocks = Math.ceil(bytes / s.blockBytes)
+      const cidsFile = path.join(tmp.make('helia'), 'cids.txt')
+      log(`Helia bitswap: ${blocks} blocks of ${(s.blockBytes / MiB).toFixed(0)} MiB, ${s.wants} wants in flight`)
+      const server = await serve(['helia-serve', String(blocks), String(s.blockBytes), cidsFile])
+      try {
+        const h = await fetch(['helia-fetch', server.addr, cidsFile, String(s.wants)])
+        figures['helia.MiBPerSec'] = h.MiBPerSec as number
+        figures['helia.MiB'] = h.MiB as number
+        figures['helia.peakRssMiB'] = h.peakRssMiB as number
+        const rawBest = Math.max(figures['raw.1stream.MiBPerSec'] ?? 0, figures['raw.4streams.MiBPerSec'] ?? 0)
+        if (rawBest > 0) figures['raw.best/helia'] = rawBest / (h.MiBPerSec as number)
+        if (figures['snapshotSync.MiBPerSec'] !== undefined) figures['snapshotSync/helia'] = figures['snapshotSync.MiBPerSec'] / (h.MiBPerSec as number)
+      } finally {
+        await stop(server.child)
+      }
+    }
+    return figures
+  } finally {
+    tmp.cleanup()
+  }
+}
+
+if (isMain(import.meta.url)) {
+  const quick = process.argv.includes('--quick')
+  const only = process.argv.find(a => a.startsWith('--parts='))?.slice('--parts='.length).split(',') as Part[] | undefined
+  const embeddings = process.argv.find(a => a.startsWith('--embeddings='))?.slice('--embeddings='.length)
+  printFigures(`snapshot-sync${quick ? ' (quick)' : ''}`, await run({ quick, parts: only, sizes: embeddings === undefined ? undefined : { embeddings: Number(embeddings) } }))
+}

@@ -1,0 +1,280 @@
+/**
+ * The last phases of snapshot sync: `final-check`, `load` and `anchor`.
+ *
+ * final-check (seed 002, "False Positive Rate"): the final checksum over the hashes of every stored,
+ * verified chunk (HAVE rows, which LevelDB yields sorted) must be the manifest's, and every listed chunk
+ * must be there: 100 % certainty that the stored chunks are exactly the attested set.
+ *
+ * load: the node's accounts and embeddings are replaced by the snapshot's. A snapshot-synced store was
+ * initialized from genesis like any other (genesis meta, committee 0, genesis accounts at commit 0), so
+ * the ACCOUNT and EMBEDDING buckets are cleared first (the genesis accounts, or an older state, must not
+ * linger), after the persisted `state-replaced` flag is set. Then the chunks are read back in listing
+ * order, each re-hashed against its row, decoded strictly, checked against its row and the manifest's
+ * grouping (checkChunkContent) and its entries written and added to an LtHash, in batches; each batch
+ * also persists the load cursor and the LtHash, so a restart resumes mid-load. This is rebuildState's
+ * work (src/snapshot/rebuild.ts), done resumably and in O(batch) memory (rebuildState holds the listing
+ * and restarts from scratch). The rebuilt root must equal the manifest's state root.
+ *
+ * anchor: commit S itself (certified by 2f+1 of its epoch's committee — from the stored epoch proof when
+ * S ends its epoch, else fetched with /soma/fetch-commits/1.0.0 [S..S]; the chain link cannot be checked
+ * without S-1, so certification and index/epoch are) and, in ONE atomic batch: the state root of S and the
+ * LtHash, commit S (with the committee of the next epoch when S ends its epoch), highest synced = highest
+ * executed = S, lowest available = S+1, the snapshot registered in the SnapshotStore (this node serves it
+ * from then on; older snapshots beyond `keep` pruned with their unshared chunks) and the end of the sync.
+ * Commit sync then continues from S+1 with commit S as its chain anchor.
+ */
+import type { PeerId } from '@libp2p/interface'
+import { createHash } from 'node:crypto'
+import type { ChainStore } from '../../store/chain-store.ts'
+import { Bucket, Keys } from '../../store/keys.ts'
+import { sha256, bytesEqual, toHex } from '../../crypto/hash.ts'
+import { parseCommit, verifyCertification, type ParsedCommit } from '../../chain/commit.ts'
+import type { SignedBlockVerifier } from '../../sync/block-verifier.ts'
+import type { FetchCommits } from '../../sync/protocols/fetch-commits.ts'
+import { InvalidSnapshotError, ProtocolViolationError, MalformedMessageError } from '../../errors.ts'
+import { ChunkKind, decodeChunk, type ChunkInfo } from '../chunk-format.ts'
+import { checkChunkContent } from '../rebuild.ts'
+import { decodeListing, type SnapshotManifest } from '../manifest.ts'
+import { SnapshotStore } from '../snapshot-store.ts'
+import { SnapshotKeys } from '../store-keys.ts'
+import { frameListingRow } from '../protocols/messages.ts'
+import type { SyncState } from './sync-state.ts'
+import { LtHash } from '../../crypto/lthash.ts'
+
+/** The stored chunks are not all there or not all intact: the named ones must be fetched again. */
+export class MissingChunksError extends Error {
+  override readonly name = 'MissingChunksError'
+  readonly count: number
+  constructor (message: string, count: number) {
+    super(message)
+    this.count = count
+  }
+}
+
+/**
+ * The attested snapshot itself is wrong (a chunk whose hash is attested does not match its row or the
+ * grouping, or the state does not have the attested root): no peer is to blame, the snapshot is refused.
+ */
+export class BadSnapshotError extends InvalidSnapshotError {}
+
+/** final-check: the final checksum over the stored chunk hashes. MissingChunksError when some are missing. */
+export async function finalCheck (state: SyncState, manifest: SnapshotManifest): Promise<void> {
+  const h = createHash('sha256')
+  let n = 0
+  for await (const have of state.haves()) { h.update(have.hash); n++ }
+  if (n < manifest.chunkCount) throw new MissingChunksError(`${manifest.chunkCount - n} of ${manifest.chunkCount} chunks are not stored yet`, manifest.chunkCount - n)
+  const fc = h.digest()
+  if (n !== manifest.chunkCount || !bytesEqual(fc, manifest.finalChecksum)) {
+    // cannot happen unless the store was altered: find the culprits (HAVE rows not listed) and drop them
+    let dropped = 0
+    const batch = state.store.batch()
+    const list: Uint8Array[] = []
+    for await (const have of state.haves()) list.push(new Uint8Array(have.hash))
+    for (let i = 0; i < list.length; i += 1024) {
+      const part = list.slice(i, i + 1024)
+      const listed = await state.listed(part)
+      part.forEach((x, j) => { if (!listed[j]) { batch.del(SnapshotKeys.syncHave(x)); dropped++ } })
+    }
+    await batch.write()
+    throw new MissingChunksError(`the final checksum over ${n} stored chunks is ${toHex(fc)}, the manifest says ${toHex(manifest.finalChecksum)}: ${dropped} unlisted chunks dropped`, dropped)
+  }
+}
+
+export interface LoadStats {
+  chunks: number
+  accounts: number
+  embeddings: number
+}
+
+export interface LoadOptions {
+  /** entry bytes per write batch (a batch ends at a chunk boundary). @default 8 MiB */
+  batchBytes?: number
+  /** entries per write batch (a batch ends at a chunk boundary). @default 16384 */
+  batchEntries?: number
+  signal?: AbortSignal
+  onProgress?: (done: number, total: number) => void
+}
+
+const ACCOUNT_TAG = Uint8Array.of(Bucket.ACCOUNT)
+const EMBEDDING_TAG = Uint8Array.of(Bucket.EMBEDDING)
+
+/** chunk bytes read from the store at once */
+const LOAD_READ_BYTES = 4 * 1024 * 1024
+
+/**
+ * load: replaces the node's state by the snapshot's (see the module comment). Resumable at chunk
+ * granularity. Memory is bounded by one read window (4 MiB of chunks) and one write batch (bounded in
+ * entries as well as bytes: a MiB of small accounts is ~18,000 entries, each with its key and LevelDB
+ * operation).
+ */
+export async function loadState (store: ChainStore, state: SyncState, manifest: SnapshotManifest, opts: LoadOptions = {}): Promise<LoadStats> {
+  const maxBatchBytes = opts.batchBytes ?? 8 * 1024 * 1024
+  const maxBatchEntries = opts.batchEntries ?? 16384
+  let p = await state.load()
+  if (p.next === 0) {
+    // genesis accounts (or an older state) must not linger; idempotent, so a restart here clears again
+    for (const b of [Bucket.ACCOUNT, Bucket.EMBEDDING]) {
+      const [gte, lt] = Keys.bucketRange(b)
+      await store.db.clear({ gte, lt })
+    }
+  }
+  const snaps = new SnapshotStore(store)
+  const total = manifest.chunkCount
+  // the work in progress: entries since the last write, and the accumulator including them
+  const lthash = p.lthash
+  let accounts = p.accounts
+  let embeddings = p.embeddings
+  let batch = store.batch()
+  let batchEntries = 0
+  let next = p.next
+  const flush = async (): Promise<void> => {
+    p = { next, lthash, accounts, embeddings }
+    state.putLoad(batch, p)
+    await batch.write()
+    batch = store.batch()
+    batchEntries = 0
+    opts.onProgress?.(p.next, total)
+  }
+  let window: Array<[number, ChunkInfo]> = []
+  let windowBytes = 0
+  const loadWindow = async (): Promise<void> => {
+    const raw = await snaps.getChunks(window.map(([, r]) => r.hash))
+    for (let i = 0; i < window.length; i++) {
+      const row = window[i][1]
+      const bytes = raw[i]
+      if (bytes === undefined || !bytesEqual(sha256(bytes), row.hash)) {
+        // lost or damaged since it was verified: fetch it again (the load starts over after it)
+        await store.batch().del(SnapshotKeys.syncHave(row.hash)).del(SnapshotKeys.chunk(row.hash)).write()
+        throw new MissingChunksError(`verified chunk ${toHex(row.hash)} is missing or damaged in the store`, 1)
+      }
+    }
+    for (let i = 0; i < window.length; i++) {
+      const [index, row] = window[i]
+      const bytes = raw[i]!
+      raw[i] = undefined
+      let chunk
+      try {
+        chunk = decodeChunk(bytes, `chunk ${toHex(row.hash)}`)
+        checkChunkContent(manifest, row, chunk)
+      } catch (err: any) {
+        throw new BadSnapshotError(`snapshot of commit ${manifest.commitIndex}: attested chunk ${toHex(row.hash)} is invalid: ${err.message}`)
+      }
+      // elements as in src/executor/state-hash.ts, without its cache of recent account elements (a bulk
+      // load would only churn it)
+      for (const e of chunk.entries) {
+        if (chunk.kind === ChunkKind.ACCOUNTS) {
+          lthash.addLanes(LtHash.element(ACCOUNT_TAG, e.id, e.value))
+          batch.putAccount(e.id, e.value)
+          accounts++
+        } else {
+          lthash.addLanes(LtHash.element(EMBEDDING_TAG, e.id, e.value))
+          batch.putEmbedding(e.id, e.value)
+          embeddings++
+        }
+      }
+      batchEntries += chunk.entries.length
+      next = index + 1
+      if (batchEntries >= maxBatchEntries || batch.byteLength >= maxBatchBytes) await flush()
+    }
+    window = []
+    windowBytes = 0
+  }
+  for await (const r of state.rows(p.next)) {
+    opts.signal?.throwIfAborted()
+    window.push(r)
+    windowBytes += r[1].size
+    if (windowBytes >= LOAD_READ_BYTES || window.length >= 256) await loadWindow()
+  }
+  if (window.length > 0) await loadWindow()
+  if (batchEntries > 0 || next !== p.next) await flush()
+  if (p.next !== total) throw new MissingChunksError(`the load stopped at row ${p.next} of ${total}`, total - p.next)
+  const root = p.lthash.checksum()
+  if (!bytesEqual(root, manifest.stateRoot)) {
+    throw new BadSnapshotError(`snapshot of commit ${manifest.commitIndex}: the state rebuilt from its ${total} chunks has root ${toHex(root)}, the manifest says ${toHex(manifest.stateRoot)}`)
+  }
+  return { chunks: total, accounts: p.accounts, embeddings: p.embeddings }
+}
+
+export interface AnchorDeps {
+  store: ChainStore
+  fetchCommits: FetchCommits
+  blockVerifier: SignedBlockVerifier
+  /** peers to ask for commit S, best first */
+  peers: () => PeerId[]
+  penalize: (peer: PeerId, err: unknown) => void
+  timeoutMs: number
+}
+
+/**
+ * Commit S of the manifest, certified by 2f+1 of the committee of its epoch (which the store knows):
+ * from the stored epoch proof of that epoch when S ends it, else from a peer. undefined when no peer
+ * could give it now.
+ */
+export async function anchorCommit (deps: AnchorDeps, manifest: SnapshotManifest, signal: AbortSignal): Promise<ParsedCommit | undefined> {
+  const S = manifest.commitIndex
+  const e = manifest.epoch
+  const store = deps.store
+  const committee = await store.getCommittee(e)
+  if (committee === undefined) throw new InvalidSnapshotError(`the committee of epoch ${e} is not known`)
+  const check = (c: ParsedCommit): void => {
+    if (c.index !== S) throw new ProtocolViolationError(`commit ${c.index} answered for commit ${S}`)
+    if (c.epoch !== e) throw new BadSnapshotError(`the snapshot of commit ${S} says epoch ${e}, the certified commit is of epoch ${c.epoch}`)
+  }
+  // an epoch proof stored by committee sync was verified against the committee of its epoch
+  const proof = await store.getEpochProof(e)
+  if (proof !== undefined) {
+    const c = parseCommit(proof.commit)
+    if (c.index === S) { check(c); return c }
+  }
+  for (const peer of deps.peers()) {
+    signal.throwIfAborted()
+    try {
+      const res = await deps.fetchCommits.fetch(peer, S, S, { signal: AbortSignal.any([signal, AbortSignal.timeout(deps.timeoutMs)]) })
+      const c = parseCommit(res.commits[0])
+      check(c)
+      const parsed = res.certifierBlocks.map(b => deps.blockVerifier.parse(b)).filter(b => b.epoch === e)
+      if (parsed.length > committee.size) throw new MalformedMessageError(`${parsed.length} certifier blocks for a committee of ${committee.size}`)
+      const certifiers = await deps.blockVerifier.verify(parsed, committee)
+      verifyCertification(c, certifiers, committee)
+      return c
+    } catch (err) {
+      if (signal.aborted) throw err
+      if (err instanceof BadSnapshotError) throw err
+      deps.penalize(peer, err)
+    }
+  }
+  return undefined
+}
+
+/**
+ * anchor: the one atomic batch that makes the snapshot the node's state at commit S (module comment),
+ * then the sync rows are cleared.
+ */
+export async function anchorSnapshot (store: ChainStore, state: SyncState, manifest: SnapshotManifest, commit: ParsedCommit, opts: { attestation: Uint8Array, filter: Uint8Array, keep: number }): Promise<{ prunedSnapshots: number[], sweptChunks: number }> {
+  const S = manifest.commitIndex
+  const load = await state.load()
+  const root = load.lthash.checksum()
+  if (!bytesEqual(root, manifest.stateRoot)) throw new BadSnapshotError(`snapshot of commit ${S}: the loaded state has root ${toHex(root)}, the manifest says ${toHex(manifest.stateRoot)}`)
+  const listing = await state.listing()
+  // the listing's stored form (SnapshotListing bytes), as the server side serves it
+  const parts: Uint8Array[] = []
+  let size = 0
+  for await (const row of state.rowBytes()) { const f = frameListingRow(row); parts.push(f); size += f.byteLength }
+  const listingBytes = new Uint8Array(size)
+  let o = 0
+  for (const part of parts) { listingBytes.set(part, o); o += part.byteLength }
+  if (!bytesEqual(sha256(listingBytes), manifest.listingHash)) throw new InvalidSnapshotError(`snapshot of commit ${S}: the stored listing no longer matches the manifest`)
+
+  const snaps = new SnapshotStore(store)
+  const batch = store.batch()
+  batch.putStateRoot(S, root, load.lthash)
+  batch.putCommit(commit)
+  batch.setHighestSynced(S).setHighestExecuted(S).setLowestAvailable(S + 1)
+  snaps.putRows(batch, { commit: S, attestation: opts.attestation, listing: listingBytes, filter: opts.filter, multiset: listing.multiset.toBytes() })
+  const pruned = await snaps.prune(batch, opts.keep, { commit: S, listing: decodeListing(listingBytes) })
+  state.finish(batch)
+  await batch.write()
+  await state.clear()
+  return { prunedSnapshots: pruned.prunedSnapshots, sweptChunks: pruned.sweptChunks }
+}
+

@@ -1,0 +1,633 @@
+/**
+ * Snapshot sync (seed 002, "Syncing Using Snapshots"): a node that knows only genesis reaches the state
+ * of a recent commit without replaying history, trusting no single peer. An explicit state machine;
+ * every phase's result is persisted (sync-state.ts) so that a node killed at any point resumes where it
+ * was, without fetching again what it stored and verified:
+ *
+ *     idle → discover → committees → attestation ─┬→ filter → chunks (+ listing) → final-check → load → anchor → done
+ *                 ↑         (not persisted)        │   (persisted from here on: a restart resumes the phase)
+ *                 └──── snapshot unavailable, or attested but wrong (abandoned; verified chunks stay) ─┘
+ *     discover ──→ none (no usable snapshot within findTimeoutMs: the caller commit-syncs instead)
+ *
+ * - discover: candidates from the discovery sources and from every connected peer
+ *   (/soma/snapshot-manifest/1.0.0), newest first, only those past the store's highest synced commit.
+ * - committees: the committee of the candidate's epoch, learned from genesis through certified
+ *   end-of-epoch commits (src/sync/committee-sync.ts), each verified by the committee before it.
+ * - attestation: the candidate's signatures must carry 2f+1 of that committee's stake. A forged one is
+ *   refused and every peer that offered it penalized (InvalidSnapshotError).
+ * - filter: fetched from a serving peer and checked against the manifest's filter hash (a wrong one:
+ *   InvalidSnapshotError, penalized, another peer asked).
+ * - chunks: listing and chunks in parallel from every serving peer (downloader.ts, chunk-queue.ts).
+ * - final-check, load, anchor: loader.ts.
+ * After `done`, commit sync (the node's stateSync) catches up from S+1.
+ *
+ * Peers serving the chosen snapshot are those that offered it, plus any connected peer that answers
+ * the manifest request for its commit with the same manifest bytes (probed every `probeIntervalMs` and
+ * when a peer connects), so peers found later join the download.
+ */
+import type { ComponentLogger, Logger, PeerId } from '@libp2p/interface'
+import { readFileSync } from 'node:fs' // DBG
+import type { ChainStore } from '../../store/chain-store.ts'
+import { sha256, bytesEqual, toHex } from '../../crypto/hash.ts'
+import { WrongChainError, InvalidSnapshotError, StoreError } from '../../errors.ts'
+import { PeerScores } from '../../sync/peer-scores.ts'
+import { syncCommittees } from '../../sync/committee-sync.ts'
+import type { EpochProofs } from '../../sync/protocols/epoch-proofs.ts'
+import type { FetchCommits } from '../../sync/protocols/fetch-commits.ts'
+import type { SignedBlockVerifier } from '../../sync/block-verifier.ts'
+import type { ParsedCommit } from '../../chain/commit.ts'
+import { verifyAttestation } from '../attestation.ts'
+import { verifyFilter } from '../verify.ts'
+import { decodeAttestation, decodeManifest, type SnapshotManifest } from '../manifest.ts'
+import type { SnapshotManifestService } from '../protocols/snapshot-manifest.ts'
+import { filterBytesFor, type SnapshotFilterService } from '../protocols/snapshot-filter.ts'
+import type { SnapshotListingService } from '../protocols/snapshot-listing.ts'
+import type { SnapshotChunksService } from '../protocols/snapshot-chunks.ts'
+import { DEFAULT_CHUNK_RESPONSE_BYTES, DEFAULT_MAX_CHUNKS_PER_REQUEST } from '../protocols/snapshot-chunks.ts'
+import { DEFAULT_LISTING_PAGE_ROWS } from '../protocols/snapshot-listing.ts'
+import { collectCandidates, mergeCandidates, peerCandidates, type SnapshotCandidateSource, type SnapshotCandidate } from './candidates.ts'
+import { ChunkDownloader, SnapshotUnavailableError, type DownloadConfig, type DownloadStats } from './downloader.ts'
+import { BadSnapshotError, MissingChunksError, anchorCommit, anchorSnapshot, finalCheck, loadState } from './loader.ts'
+import { SyncState, type PersistedPhase } from './sync-state.ts'
+
+export type SnapshotSyncPhase =
+  | 'idle' | 'discover' | 'committees' | 'attestation' | 'filter' | 'chunks' | 'final-check' | 'load' | 'anchor'
+  | 'done' | 'none' | 'stopped' | 'failed'
+
+export interface SnapshotSyncConfig extends DownloadConfig {
+  /** serving peers to wait for before the chunks phase starts (up to `peerWaitMs`). @default 1 */
+  minPeers: number
+  /** @default 3 s */
+  peerWaitMs: number
+  /** how long `discover` looks for a usable snapshot before giving up (0: forever). @default 10 s */
+  findTimeoutMs: number
+  /** how often connected peers are asked whether they serve the snapshot being synced. @default 2 s */
+  probeIntervalMs: number
+  /** how long a peer that lied is not asked again. @default 10 min */
+  peerBanMs: number
+  /** snapshots this node keeps (the synced one counts): older ones are pruned when it is registered. @default 3 */
+  keep: number
+  /** entry bytes per write batch when loading the state (batches end at chunk boundaries). @default 8 MiB */
+  loadBatchBytes: number
+}
+
+export const SNAPSHOT_SYNC_DEFAULTS: Readonly<SnapshotSyncConfig> = Object.freeze({
+  maxRequestsPerPeer: 8,
+  initialRequestsPerPeer: 2,
+  maxChunksPerRequest: DEFAULT_MAX_CHUNKS_PER_REQUEST,
+  maxChunkResponseBytes: DEFAULT_CHUNK_RESPONSE_BYTES,
+  maxInflightBytes: 64 * 1024 * 1024,
+  listingPageRows: DEFAULT_LISTING_PAGE_ROWS,
+  timeoutMs: 30_000,
+  latencyTargetMs: 300,
+  stallTimeoutMs: 60_000,
+  minPeers: 1,
+  peerWaitMs: 3000,
+  findTimeoutMs: 10_000,
+  probeIntervalMs: 2000,
+  peerBanMs: 10 * 60_000,
+  keep: 3,
+  loadBatchBytes: 8 * 1024 * 1024
+})
+
+export interface SnapshotSyncDeps {
+  store: ChainStore
+  manifest: SnapshotManifestService
+  filter: SnapshotFilterService
+  listing: SnapshotListingService
+  chunks: SnapshotChunksService
+  epochProofs: EpochProofs
+  fetchCommits: FetchCommits
+  blockVerifier: SignedBlockVerifier
+  /** currently connected peers */
+  connectedPeers: () => PeerId[]
+  /** closes connections to a banned peer */
+  disconnect?: (peer: PeerId) => Promise<void>
+  /** discovery (gossip, DHT, …): more candidates besides asking connected peers */
+  candidates?: SnapshotCandidateSource[]
+  logger: ComponentLogger
+}
+
+export interface SnapshotSyncProgress {
+  phase: SnapshotSyncPhase
+  /** the snapshot being synced */
+  commit?: number
+  epoch?: number
+  /** chunks stored and verified (fetched or reused) of the snapshot's */
+  chunks: { done: number, total: number }
+  bytes: { done: number, total: number }
+  /** fetched from peers by this run */
+  fetched: { chunks: number, bytes: number }
+  /** already stored (resumed, or shared with an older snapshot) */
+  reused: { chunks: number, bytes: number }
+  /** fetch rate over the last seconds */
+  bytesPerSecond: number
+  /** peers serving the snapshot */
+  peers: number
+  /** seconds to the end of the chunks phase at the current rate */
+  etaSeconds?: number
+  listing: { rows: number, total: number, verified: boolean }
+  load: { done: number, total: number }
+}
+
+export interface SnapshotSyncResult {
+  /** 'synced': the snapshot of `commit` is loaded and anchored; 'none': no usable snapshot was found */
+  outcome: 'synced' | 'none'
+  commit?: number
+  manifest?: SnapshotManifest
+}
+
+export interface SnapshotSyncEvents {
+  phase: (phase: SnapshotSyncPhase) => void
+  /** a snapshot's attestation verified and its sync begins (or resumes) */
+  chosen: (manifest: SnapshotManifest, resumed: boolean) => void
+}
+
+const sleep = async (ms: number, signal?: AbortSignal): Promise<void> => {
+  await new Promise<void>(resolve => {
+    const t = setTimeout(done, ms)
+    function done (): void { clearTimeout(t); signal?.removeEventListener('abort', done); resolve() }
+    signal?.addEventListener('abort', done, { once: true })
+  })
+}
+
+interface Current {
+  manifest: SnapshotManifest
+  /** sha256 of the manifest bytes */
+  digest: Uint8Array
+  servers: Map<string, PeerId>
+  probed: Map<string, number>
+}
+
+export class SnapshotSync {
+  readonly config: SnapshotSyncConfig
+  readonly scores: PeerScores
+  readonly state: SyncState
+  /** totals over every chunks phase of this run */
+  readonly stats = { fetchedChunks: 0, fetchedBytes: 0, reusedChunks: 0, reusedBytes: 0, duplicates: 0, rejected: 0, requests: 0, abandoned: 0 }
+  /** per serving peer: chunks and bytes it delivered in this run */
+  readonly perPeer = new Map<string, { chunks: number, bytes: number, requests: number, failures: number }>()
+  private readonly deps: SnapshotSyncDeps
+  private readonly log: Logger
+  private _phase: SnapshotSyncPhase = 'idle'
+  private current?: Current
+  private downloader?: ChunkDownloader
+  private haveAtStart = { chunks: 0, bytes: 0 }
+  private loadDone = 0
+  private readonly rejected = new Set<string>()
+  private readonly rate: Array<[number, number]> = []
+  private readonly listeners: { [K in keyof SnapshotSyncEvents]: Array<SnapshotSyncEvents[K]> } = { phase: [], chosen: [] }
+
+  constructor (deps: SnapshotSyncDeps, config: Partial<SnapshotSyncConfig> = {}) {
+    this.deps = deps
+    this.config = { ...SNAPSHOT_SYNC_DEFAULTS, ...Object.fromEntries(Object.entries(config).filter(([, v]) => v !== undefined)) }
+    this.scores = new PeerScores(this.config.peerBanMs)
+    this.state = new SyncState(deps.store)
+    this.log = deps.logger.forComponent('soma:snapshot-sync')
+  }
+
+  on<K extends keyof SnapshotSyncEvents>(event: K, fn: SnapshotSyncEvents[K]): void { (this.listeners[event] as any[]).push(fn) }
+
+  get phase (): SnapshotSyncPhase { return this._phase }
+
+  private setPhase (p: SnapshotSyncPhase): void {
+    if (p === this._phase) return
+    this.log('phase %s -> %s', this._phase, p)
+    if (process.env.SNAPDBG) { const m = process.memoryUsage(); const anon = /RssAnon:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8')); console.error(`DBG ${p} rss ${m.rss >> 20} anon ${Number(anon?.[1]) >> 10} heap ${m.heapUsed >> 20} ab ${m.arrayBuffers >> 20} ext ${m.external >> 20}`) }
+    this._phase = p
+    for (const fn of this.listeners.phase) fn(p)
+  }
+
+  /** The snapshot being synced, if any. */
+  get manifest (): SnapshotManifest | undefined { return this.current?.manifest }
+
+  /** Peers serving the snapshot being synced (not banned). */
+  servers (): PeerId[] {
+    if (this.current === undefined) return []
+    return [...this.current.servers.values()].filter(p => !this.scores.isBanned(p))
+  }
+
+  /** Applies the penalty for `err`; a banned peer is dropped and disconnected. Returns whether banned. */
+  penalize (peer: PeerId, err: unknown): boolean {
+    this.log('peer %p: %s', peer, (err as any)?.message ?? err)
+    const banned = this.scores.penalize(peer, err)
+    if (banned) {
+      this.current?.servers.delete(peer.toString())
+      void this.deps.disconnect?.(peer).catch(() => {})
+    }
+    return banned
+  }
+
+  /** A peer connected: it may serve the snapshot being synced. */
+  peerConnected (peer: PeerId): void {
+    const c = this.current
+    if (c === undefined || c.servers.has(peer.toString()) || this.scores.isBanned(peer)) return
+    void this.probe(c, [peer], AbortSignal.timeout(10_000))
+  }
+
+  progress (): SnapshotSyncProgress {
+    const m = this.current?.manifest
+    const d = this.downloader
+    const fetchedChunks = this.stats.fetchedChunks + (d?.stats.chunks ?? 0)
+    const fetchedBytes = this.stats.fetchedBytes + (d?.stats.bytes ?? 0)
+    const reusedChunks = this.stats.reusedChunks + (d?.queue.reused.chunks ?? 0)
+    const reusedBytes = this.stats.reusedBytes + (d?.queue.reused.bytes ?? 0)
+    const now = Date.now()
+    this.rate.push([now, fetchedBytes])
+    while (this.rate.length > 2 && now - this.rate[0][0] > 5000) this.rate.shift()
+    const first = this.rate[0]
+    const bps = now - first[0] > 200 ? (fetchedBytes - first[1]) / ((now - first[0]) / 1000) : 0
+    const total = m?.totalBytes ?? 0
+    // stored before this chunks phase, plus what it fetched or found stored since
+    const doneBytes = Math.min(total, this.haveAtStart.bytes + (d?.stats.bytes ?? 0) + (d?.queue.reused.bytes ?? 0))
+    const doneChunks = Math.min(m?.chunkCount ?? 0, this.haveAtStart.chunks + (d?.stats.chunks ?? 0) + (d?.queue.reused.chunks ?? 0))
+    const afterChunks = this._phase === 'final-check' || this._phase === 'load' || this._phase === 'anchor' || this._phase === 'done'
+    const out: SnapshotSyncProgress = {
+      phase: this._phase,
+      commit: m?.commitIndex,
+      epoch: m?.epoch,
+      chunks: { done: afterChunks ? (m?.chunkCount ?? 0) : doneChunks, total: m?.chunkCount ?? 0 },
+      bytes: { done: afterChunks ? total : doneBytes, total },
+      fetched: { chunks: fetchedChunks, bytes: fetchedBytes },
+      reused: { chunks: reusedChunks, bytes: reusedBytes },
+      bytesPerSecond: bps,
+      peers: this.servers().length,
+      listing: afterChunks ? { rows: m?.chunkCount ?? 0, total: m?.chunkCount ?? 0, verified: true } : { rows: d?.listing.rows ?? 0, total: m?.chunkCount ?? 0, verified: d?.listing.verified ?? false },
+      load: { done: this._phase === 'anchor' || this._phase === 'done' ? (m?.chunkCount ?? 0) : this.loadDone, total: m?.chunkCount ?? 0 }
+    }
+    if (this._phase === 'chunks' && bps > 0 && total > doneBytes) out.etaSeconds = (total - doneBytes) / bps
+    return out
+  }
+
+  /**
+   * Runs the state machine until a snapshot is loaded and anchored ('synced'), or no usable snapshot is
+   * found within `findTimeoutMs` ('none': the caller falls back to commit sync). A sync in progress
+   * (persisted) is resumed first. Rejects with the abort reason when `signal` aborts.
+   */
+  async run (signal: AbortSignal): Promise<SnapshotSyncResult> {
+    try {
+      while (true) {
+        signal.throwIfAborted()
+        let persisted = await this.state.read()
+        let offered: PeerId[] = []
+        let resumed = persisted !== undefined
+        if (persisted !== undefined) {
+          const m = decodeManifest(decodeAttestation(persisted.attestation).manifest)
+          if (m.commitIndex <= this.deps.store.highestSynced && !await this.state.stateReplaced()) {
+            this.log('dropping the sync of the snapshot of commit %d: the store is at commit %d already', m.commitIndex, this.deps.store.highestSynced)
+            await this.state.clear()
+            persisted = undefined
+            resumed = false
+          }
+        }
+        if (persisted === undefined) {
+          const chosen = await this.choose(signal)
+          if (chosen === undefined) {
+            this.setPhase('none')
+            return { outcome: 'none' }
+          }
+          await this.state.clear({ keepStateReplaced: true })
+          await this.state.begin(chosen.attestationBytes)
+          persisted = await this.state.read()
+          offered = chosen.peers
+        }
+        try {
+          const manifest = await this.syncPersisted(persisted!, offered, resumed, signal)
+          this.setPhase('done')
+          return { outcome: 'synced', commit: manifest.commitIndex, manifest }
+        } catch (err: any) {
+          if (signal.aborted) throw err
+          if (err instanceof SnapshotUnavailableError || err instanceof BadSnapshotError) {
+            if (err instanceof BadSnapshotError && this.current !== undefined) this.rejected.add(toHex(this.current.digest))
+            this.log.error('abandoning the snapshot of commit %d: %s', this.current?.manifest.commitIndex, err.message)
+            this.stats.abandoned++
+            this.current = undefined
+            await this.state.clear({ keepStateReplaced: true })
+            continue
+          }
+          throw err
+        } finally {
+          this.downloader = undefined
+        }
+      }
+    } catch (err) {
+      this.setPhase(signal.aborted ? 'stopped' : 'failed')
+      throw err
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------------
+  // discover, committees, attestation
+
+  private eligible (peers: readonly PeerId[]): PeerId[] {
+    const seen = new Set<string>()
+    return peers.filter(p => {
+      const k = p.toString()
+      if (seen.has(k) || this.scores.isBanned(p)) return false
+      seen.add(k)
+      return true
+    })
+  }
+
+  private async collect (signal: AbortSignal): Promise<SnapshotCandidate[]> {
+    const lists = await Promise.all([
+      peerCandidates(this.deps.manifest, this.eligible(this.deps.connectedPeers()), {
+        signal,
+        timeoutMs: Math.min(this.config.timeoutMs, 5000),
+        onError: (p, e) => { this.penalize(p, e) }
+      }),
+      // a discovery source (DHT queries) gets at most timeoutMs per round
+      ...(this.deps.candidates ?? []).map(async src => {
+        const limit = AbortSignal.any([signal, AbortSignal.timeout(Math.min(this.config.timeoutMs, 10_000))])
+        return await Promise.race([
+          collectCandidates(src, limit),
+          new Promise<SnapshotCandidate[]>(resolve => { limit.addEventListener('abort', () => { resolve([]) }, { once: true }) })
+        ])
+      })
+    ])
+    return mergeCandidates(lists)
+  }
+
+  /** A verified candidate newer than the store, or undefined (nothing usable within findTimeoutMs). */
+  private async choose (signal: AbortSignal): Promise<SnapshotCandidate | undefined> {
+    this.setPhase('discover')
+    const store = this.deps.store
+    const t0 = Date.now()
+    while (true) {
+      signal.throwIfAborted()
+      const all = await this.collect(signal)
+      // offered snapshots of this chain not refused before, and those of them ahead of the store
+      const offered: SnapshotCandidate[] = []
+      for (const c of all) {
+        if (!bytesEqual(c.manifest.chainId, store.chainId)) {
+          for (const p of c.peers) this.penalize(p, new WrongChainError(`${p.toString()} offers a snapshot of chain ${toHex(c.manifest.chainId)}`))
+          continue
+        }
+        if (this.rejected.has(toHex(sha256(decodeAttestation(c.attestationBytes).manifest)))) continue
+        if (this.rejected.has(toHex(sha256(c.attestationBytes)))) continue
+        offered.push(c)
+      }
+      const usable = offered.filter(c => c.manifest.commitIndex > store.highestSynced)
+      usable.sort((a, b) => b.manifest.commitIndex - a.manifest.commitIndex || b.peers.length - a.peers.length)
+      for (const c of usable) {
+        if (await this.verifyCandidate(c, signal)) return c
+        this.setPhase('discover')
+      }
+      const replaced = await this.state.stateReplaced()
+      // snapshots exist but none is ahead of us: commit sync is the way
+      if (offered.length > 0 && usable.length === 0 && !replaced) return undefined
+      if (this.config.findTimeoutMs > 0 && Date.now() - t0 >= this.config.findTimeoutMs && !replaced) return undefined
+      await sleep(1000, signal)
+    }
+  }
+
+  /** Committees up to the candidate's epoch, then its attestation. */
+  private async verifyCandidate (c: SnapshotCandidate, signal: AbortSignal): Promise<boolean> {
+    const store = this.deps.store
+    const epoch = c.manifest.epoch
+    if (await store.highestCommitteeEpoch() < epoch) {
+      this.setPhase('committees')
+      const peers = this.eligible([...c.peers, ...this.deps.connectedPeers()])
+      const got = await syncCommittees({ store, epochProofs: this.deps.epochProofs, blockVerifier: this.deps.blockVerifier }, peers, {
+        signal,
+        upToEpoch: epoch,
+        timeoutMs: this.config.timeoutMs,
+        onPeerError: (p, e) => { this.penalize(p, e) }
+      })
+      if (got < epoch) {
+        this.log('the snapshot of commit %d is of epoch %d; the committees are known up to epoch %d only: cannot verify it yet', c.manifest.commitIndex, epoch, got)
+        return false
+      }
+    }
+    const committee = await store.getCommittee(epoch)
+    if (committee === undefined) return false
+    this.setPhase('attestation')
+    try {
+      verifyAttestation(c.attestationBytes, committee, { chainId: store.chainId })
+      return true
+    } catch (err) {
+      if (!(err instanceof InvalidSnapshotError)) throw err
+      this.rejected.add(toHex(sha256(c.attestationBytes)))
+      for (const p of c.peers) this.penalize(p, err)
+      return false
+    }
+  }
+
+  // ------------------------------------------------------------------------------------------------
+  // the persisted phases
+
+  private async probe (c: Current, peers: readonly PeerId[], signal: AbortSignal): Promise<void> {
+    const now = Date.now()
+    const todo = peers.filter(p => {
+      const k = p.toString()
+      if (c.servers.has(k) || this.scores.isBanned(p)) return false
+      if (now - (c.probed.get(k) ?? 0) < 5 * this.config.probeIntervalMs) return false
+      c.probed.set(k, now)
+      return true
+    })
+    await Promise.all(todo.map(async peer => {
+      try {
+        const a = await this.deps.manifest.get(peer, c.manifest.commitIndex, { signal: AbortSignal.any([signal, AbortSignal.timeout(5000)]) })
+        if (bytesEqual(sha256(decodeAttestation(a.attestationBytes).manifest), c.digest) && !this.scores.isBanned(peer)) {
+          if (!c.servers.has(peer.toString())) this.log('%p serves the snapshot of commit %d', peer, c.manifest.commitIndex)
+          c.servers.set(peer.toString(), peer)
+        }
+      } catch {}
+    }))
+  }
+
+  private async probeLoop (c: Current, signal: AbortSignal): Promise<void> {
+    while (!signal.aborted) {
+      await this.probe(c, this.deps.connectedPeers(), signal)
+      await sleep(this.config.probeIntervalMs, signal)
+    }
+  }
+
+  private async syncPersisted (p: { phase: PersistedPhase, attestation: Uint8Array, filter?: Uint8Array }, offered: readonly PeerId[], resumed: boolean, signal: AbortSignal): Promise<SnapshotManifest> {
+    const store = this.deps.store
+    const manifestBytes = decodeAttestation(p.attestation).manifest
+    const manifest = decodeManifest(manifestBytes)
+    const committee = await store.getCommittee(manifest.epoch)
+    if (committee === undefined) throw new StoreError(`the committee of epoch ${manifest.epoch} of the snapshot being synced is not stored`)
+    verifyAttestation(p.attestation, committee, { chainId: store.chainId })
+    const c: Current = { manifest, digest: sha256(manifestBytes), servers: new Map(offered.map(x => [x.toString(), x])), probed: new Map() }
+    this.current = c
+    for (const fn of this.listeners.chosen) fn(manifest, resumed)
+    this.log('%s the snapshot of commit %d (epoch %d, %d chunks, %d bytes) at phase %s', resumed ? 'resuming' : 'syncing', manifest.commitIndex, manifest.epoch, manifest.chunkCount, manifest.totalBytes, p.phase)
+    const probing = new AbortController()
+    const probeSignal = AbortSignal.any([signal, probing.signal])
+    const prober = this.probeLoop(c, probeSignal)
+    try {
+      let phase = p.phase
+      let filterBytes = p.filter
+      while (true) {
+        signal.throwIfAborted()
+        if (phase === 'filter') {
+          this.setPhase('filter')
+          let size: number
+          try {
+            size = filterBytesFor(manifest.filter)
+          } catch (err: any) {
+            throw new BadSnapshotError(`the snapshot of commit ${manifest.commitIndex}: ${err.message}`)
+          }
+          if (size > this.deps.filter.maxFilterBytes) throw new BadSnapshotError(`the snapshot of commit ${manifest.commitIndex} has a ${size}-byte filter, above this node's limit of ${this.deps.filter.maxFilterBytes} (--snapshot-max-filter-bytes)`)
+          filterBytes = await this.fetchFilter(c, signal)
+          signal.throwIfAborted()
+          await this.state.saveFilter(filterBytes)
+          phase = 'chunks'
+        } else if (phase === 'chunks') {
+          this.setPhase('chunks')
+          const filter = verifyFilter(manifest, filterBytes!)
+          await this.waitForPeers(c, signal)
+          this.haveAtStart = await this.state.haveTotals()
+          const d = new ChunkDownloader({
+            store,
+            state: this.state,
+            manifest,
+            filter,
+            chunks: this.deps.chunks,
+            listing: this.deps.listing,
+            servers: () => this.servers(),
+            penalize: (peer, err) => this.penalize(peer, err),
+            reward: (peer) => { this.scores.reward(peer) },
+            log: (msg, ...args) => { this.log(msg, ...args) }
+          }, this.config)
+          this.downloader = d
+          try {
+            await d.run(signal)
+            signal.throwIfAborted()
+          } finally {
+            this.absorb(d.stats)
+            this.haveAtStart = await this.state.haveTotals().catch(() => this.haveAtStart)
+            this.downloader = undefined
+          }
+          await this.state.enter('final-check')
+          phase = 'final-check'
+        } else if (phase === 'final-check') {
+          this.setPhase('final-check')
+          try {
+            await finalCheck(this.state, manifest)
+            signal.throwIfAborted()
+          } catch (err) {
+            if (!(err instanceof MissingChunksError)) throw err
+            this.log('final check: %s; back to the chunks', err.message)
+            await this.state.enter('chunks')
+            phase = 'chunks'
+            continue
+          }
+          await this.state.beginLoad()
+          phase = 'load'
+        } else if (phase === 'load') {
+          this.setPhase('load')
+          try {
+            const r = await loadState(store, this.state, manifest, { batchBytes: this.config.loadBatchBytes, signal, onProgress: (done) => { this.loadDone = done; if (process.env.SNAPDBG && done % 20 === 0) { const m = process.memoryUsage(); const anon = /RssAnon:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8')); console.error(`DBG load ${done} anon ${Number(anon?.[1]) >> 10} heap ${m.heapUsed >> 20}/${m.heapTotal >> 20} ab ${m.arrayBuffers >> 20} ext ${m.external >> 20}`) } } })
+            this.log('loaded %d accounts and %d embeddings from %d chunks', r.accounts, r.embeddings, r.chunks)
+            signal.throwIfAborted()
+          } catch (err) {
+            if (!(err instanceof MissingChunksError)) throw err
+            this.log('load: %s; back to the chunks', err.message)
+            await this.state.enter('chunks')
+            phase = 'chunks'
+            continue
+          }
+          await this.state.enter('anchor')
+          phase = 'anchor'
+        } else {
+          this.setPhase('anchor')
+          const commit = await this.waitForAnchor(c, signal)
+          signal.throwIfAborted()
+          const r = await anchorSnapshot(store, this.state, manifest, commit, { attestation: p.attestation, filter: filterBytes!, keep: this.config.keep })
+          this.log('anchored at commit %d (pruned snapshots %o, swept %d chunks)', manifest.commitIndex, r.prunedSnapshots, r.sweptChunks)
+          return manifest
+        }
+      }
+    } finally {
+      probing.abort()
+      await prober.catch(() => {})
+    }
+  }
+
+  private absorb (s: DownloadStats): void {
+    this.stats.fetchedChunks += s.chunks
+    this.stats.fetchedBytes += s.bytes
+    this.stats.reusedChunks += s.reusedChunks
+    this.stats.reusedBytes += s.reusedBytes
+    this.stats.duplicates += s.duplicates
+    this.stats.rejected += s.rejected
+    this.stats.requests += s.requests
+    for (const [k, v] of s.perPeer) {
+      const p = this.perPeer.get(k) ?? { chunks: 0, bytes: 0, requests: 0, failures: 0 }
+      p.chunks += v.chunks; p.bytes += v.bytes; p.requests += v.requests; p.failures += v.failures
+      this.perPeer.set(k, p)
+    }
+  }
+
+  /** Waits (up to peerWaitMs) for minPeers serving peers, and (up to stallTimeoutMs) for at least one. */
+  private async waitForPeers (c: Current, signal: AbortSignal): Promise<void> {
+    const t0 = Date.now()
+    while (true) {
+      const n = this.servers().length
+      if (n >= this.config.minPeers) return
+      if (n > 0 && Date.now() - t0 >= this.config.peerWaitMs) return
+      if (n === 0 && Date.now() - t0 >= this.config.stallTimeoutMs) throw new SnapshotUnavailableError(`no peer serves the snapshot of commit ${c.manifest.commitIndex}`)
+      await this.probe(c, this.deps.connectedPeers(), signal)
+      await sleep(100, signal)
+    }
+  }
+
+  private async fetchFilter (c: Current, signal: AbortSignal): Promise<Uint8Array> {
+    const S = c.manifest.commitIndex
+    const tried = new Set<string>()
+    let last = Date.now()
+    while (true) {
+      signal.throwIfAborted()
+      const peer = this.servers().find(p => !tried.has(p.toString()))
+      if (peer === undefined) {
+        if (Date.now() - last > this.config.stallTimeoutMs) throw new SnapshotUnavailableError(`no peer served a valid filter of the snapshot of commit ${S}`)
+        await sleep(200, signal)
+        if (tried.size > 0 && this.servers().every(p => tried.has(p.toString()))) { await sleep(1000, signal); tried.clear() }
+        continue
+      }
+      tried.add(peer.toString())
+      try {
+        const bytes = await this.deps.filter.fetch(peer, S, c.manifest.filter, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.config.timeoutMs)]) })
+        verifyFilter(c.manifest, bytes)
+        this.scores.reward(peer)
+        return bytes
+      } catch (err) {
+        if (signal.aborted) throw err
+        this.penalize(peer, err)
+        last = Math.max(last, Date.now() - this.config.stallTimeoutMs / 2)
+      }
+    }
+  }
+
+  private async waitForAnchor (c: Current, signal: AbortSignal): Promise<ParsedCommit> {
+    const store = this.deps.store
+    const deps = {
+      store,
+      fetchCommits: this.deps.fetchCommits,
+      blockVerifier: this.deps.blockVerifier,
+      peers: () => this.eligible([...this.servers(), ...this.deps.connectedPeers()]),
+      penalize: (p: PeerId, e: unknown) => { this.penalize(p, e) },
+      timeoutMs: this.config.timeoutMs
+    }
+    const t0 = Date.now()
+    let triedProofs = false
+    while (true) {
+      const commit = await anchorCommit(deps, c.manifest, signal)
+      if (commit !== undefined) return commit
+      if (!triedProofs) {
+        // S may end its epoch: then the proof of that epoch is commit S with its certificate
+        triedProofs = true
+        await syncCommittees({ store, epochProofs: this.deps.epochProofs, blockVerifier: this.deps.blockVerifier }, deps.peers(), {
+          signal, upToEpoch: c.manifest.epoch + 1, timeoutMs: this.config.timeoutMs, onPeerError: (p, e) => { this.penalize(p, e) }
+        }).catch(err => { if (signal.aborted) throw err })
+        continue
+      }
+      if (Date.now() - t0 > this.config.stallTimeoutMs) throw new SnapshotUnavailableError(`no peer could give certified commit ${c.manifest.commitIndex}`)
+      await sleep(1000, signal)
+      if (Date.now() - t0 > this.config.stallTimeoutMs / 2) triedProofs = false
+    }
+  }
+}

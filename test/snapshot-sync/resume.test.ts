@@ -1,0 +1,168 @@
+/**
+ * Snapshot sync resumes without fetching again what it stored and verified (real nodes on 127.0.0.1):
+ * - a syncing process SIGKILLed mid-download restarts and fetches exactly the chunks it did not store
+ *   (counted by the server and by the client);
+ * - a node stopped in every persisted phase (filter, chunks, final-check, load — mid-load —, anchor)
+ *   resumes there and completes, with every chunk fetched once over both runs; while its state is being
+ *   replaced, even `--sync-mode commits` must finish the snapshot first.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { testEnv, waitFor } from '../helpers/sync-net.ts'
+import { hex } from '../helpers/chain.ts'
+import { snapshotProducer, snapNode, snapshotGenesis, replaceHandler, type SnapNode } from '../helpers/snapshot-net.ts'
+import { ChainStore } from '../../src/store/chain-store.ts'
+import { writeGenesisFile } from '../../src/node/genesis-file.ts'
+import { resolveSyncMode } from '../../src/node/node.ts'
+import { SnapshotBucket, SnapshotKeys } from '../../src/snapshot/store-keys.ts'
+import { SyncState, type PersistedPhase } from '../../src/snapshot/sync/sync-state.ts'
+import { SnapshotSyncCodecs, PROTOCOL_SNAPSHOT_CHUNKS, PROTOCOL_SNAPSHOT_LISTING } from '../../src/snapshot/protocols/messages.ts'
+
+const here = path.dirname(fileURLToPath(import.meta.url))
+const CHILD = path.resolve(here, '../helpers/snapshot-child.ts')
+const TIP = 35
+
+async function countBucket (store: ChainStore, bucket: number): Promise<number> {
+  let n = 0
+  const [gte, lt] = SnapshotKeys.range(bucket)
+  for await (const _ of store.db.keys({ gte, lt })) n++
+  return n
+}
+
+/** A server over the producer's store whose chunk and listing answers are counted (and chunks slowed). */
+async function countingServer (node: SnapNode, delayMs: number): Promise<{ chunks: number, listingRequests: number }> {
+  const counts = { chunks: 0, listingRequests: 0 }
+  await replaceHandler(node, PROTOCOL_SNAPSHOT_CHUNKS, { req: SnapshotSyncCodecs.GetSnapshotChunksRequest, res: SnapshotSyncCodecs.GetSnapshotChunksResponse }, async (req) => {
+    const res = await node.services.snapshotChunks.serve(req)
+    counts.chunks += res.chunks.length
+    return res
+  }, { delayMs })
+  await replaceHandler(node, PROTOCOL_SNAPSHOT_LISTING, { req: SnapshotSyncCodecs.GetSnapshotListingRequest, res: SnapshotSyncCodecs.GetSnapshotListingResponse }, async (req) => {
+    counts.listingRequests++
+    return await (node.services as any).snapshotListing.serve(req)
+  })
+  return counts
+}
+
+test('SIGKILL mid-download, then a restart fetches only the chunks that were not stored', { timeout: 60_000 }, async t => {
+  const env = testEnv(t)
+  const g = snapshotGenesis()
+  const P = await snapshotProducer(env.dir, TIP, { genesis: g })
+  env.track(P.store)
+  const S = (await P.snapshots.latest())!
+  const total = (await P.snapshots.get(S))!.manifest.chunkCount
+  const server = env.node(await snapNode(P.store, { commitSync: false }))
+  const counts = await countingServer(server, 3)
+  const genesisFile = writeGenesisFile(env.dir, g)
+  const dir = path.join(env.dir, 'child')
+
+  // a child process syncs two chunks per request, one request at a time; killed at ~30 %
+  const child = spawn(process.execPath, [CHILD, dir, genesisFile, server.getMultiaddrs()[0].toString()], { stdio: ['pipe', 'pipe', 'inherit'] })
+  t.after(() => { child.kill('SIGKILL') })
+  let killedAt = -1
+  await new Promise<void>((resolve, reject) => {
+    let buf = ''
+    child.stdout.on('data', (d: Buffer) => {
+      buf += d.toString()
+      let i: number
+      while ((i = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, i); buf = buf.slice(i + 1)
+        const m = /^phase (\S+) chunks (\d+) (\d+)$/.exec(line)
+        if (m !== null && m[1] === 'chunks' && killedAt < 0 && Number(m[2]) >= total * 0.3) {
+          killedAt = Number(m[2])
+          child.kill('SIGKILL')
+        }
+      }
+    })
+    child.on('exit', () => { killedAt >= 0 ? resolve() : reject(new Error('the child exited before it was killed')) })
+    setTimeout(() => { reject(new Error('the child never reached 30 % of the chunks')) }, 40_000).unref()
+  })
+  const firstRun = counts.chunks
+
+  // what survived the kill: a consistent prefix of the work, every stored chunk with its HAVE row
+  const store = env.track(await ChainStore.open(dir, { genesis: g }))
+  const state = new SyncState(store)
+  assert.equal((await state.read())?.phase, 'chunks', 'killed in the chunks phase')
+  const had = (await state.haveTotals()).chunks
+  assert.ok(had >= killedAt && had < total, `stored ${had} of ${total} chunks before the kill (${killedAt} reported)`)
+  assert.equal(await countBucket(store, SnapshotBucket.CHUNK), had, 'a chunk is stored iff its HAVE row is (one batch)')
+  const listingAtKill = (await state.listing()).next
+  assert.ok(firstRun >= had, 'the server sent at least what was stored')
+
+  // restart in-process against the same server: only the missing chunks are fetched
+  counts.chunks = 0
+  counts.listingRequests = 0
+  const node = env.node(await snapNode(store, { snapshot: true }))
+  await node.dial(server.getMultiaddrs()[0])
+  await waitFor(() => store.highestExecuted >= TIP, 30_000, 'the restarted node to complete and catch up')
+  const sync = node.services.snapshotSync.snapshotSync!
+  assert.equal(sync.stats.fetchedChunks, total - had, 'the client fetched only the missing chunks')
+  assert.equal(counts.chunks, total - had, 'the server sent only the missing chunks')
+  assert.equal(sync.stats.reusedChunks, 0)
+  if (listingAtKill === total) assert.equal(counts.listingRequests, 0, 'the complete listing was not fetched again')
+  assert.equal(hex((await store.getStateRoot(TIP))!), hex((await P.store.getStateRoot(TIP))!))
+})
+
+test('stopped in any persisted phase (mid-load included), a node resumes there and fetches nothing twice', { timeout: 60_000 }, async t => {
+  const env = testEnv(t)
+  const g = snapshotGenesis()
+  const P = await snapshotProducer(env.dir, TIP, { genesis: g })
+  env.track(P.store)
+  const S = (await P.snapshots.latest())!
+  const total = (await P.snapshots.get(S))!.manifest.chunkCount
+  const server = env.node(await snapNode(P.store, { commitSync: false }))
+  const counts = await countingServer(server, 0)
+  const rootAtTip = hex((await P.store.getStateRoot(TIP))!)
+
+  const phases: Array<PersistedPhase | 'mid-load'> = ['filter', 'chunks', 'final-check', 'load', 'mid-load', 'anchor']
+  for (const phase of phases) {
+    const store = await env.store(`stop-${phase}`, g)
+    const state = new SyncState(store)
+    const opts = { snapshot: true, snap: { maxChunksPerRequest: 8, loadBatchBytes: 1024 } }
+    counts.chunks = 0
+    // first run: stopped as it enters the phase (chunks: a third of the way; load: after some batches)
+    const first = env.node(await snapNode(store, opts))
+    const sync = first.services.snapshotSync.snapshotSync!
+    let stopping: Promise<void> | undefined
+    // cancel at once (the run stops before it persists anything further), then stop the node
+    const stop = (): void => { if (stopping === undefined) { first.services.snapshotSync.cancel(); stopping = Promise.resolve(first.stop()) } }
+    if (phase === 'chunks') {
+      const timer = setInterval(() => { if ((sync.progress().chunks.done) >= total / 3) { clearInterval(timer); stop() } }, 1)
+    } else if (phase === 'mid-load') {
+      const timer = setInterval(() => { const p = sync.progress(); if (p.phase === 'load' && p.load.done > 0) { clearInterval(timer); stop() } }, 1)
+    } else {
+      sync.on('phase', p => { if (p === phase) stop() })
+    }
+    await first.dial(server.getMultiaddrs()[0])
+    await waitFor(() => stopping !== undefined, 20_000, `the first run to reach ${phase}`)
+    await stopping
+    const persisted = await state.read()
+    const fetchedFirst = counts.chunks
+    const hadFirst = (await state.haveTotals()).chunks
+    if (phase === 'mid-load') {
+      assert.equal(persisted?.phase, 'load')
+      const l = await state.load()
+      assert.ok(l.next > 0 && l.next < total, `stopped mid-load (row ${l.next} of ${total})`)
+      assert.ok(await state.stateReplaced(), 'the state is marked as being replaced')
+      assert.equal((await resolveSyncMode({ syncMode: 'commits' }, store)).snapshot, true, 'a half-loaded state forces snapshot sync')
+    } else {
+      assert.equal(persisted?.phase, phase, `persisted phase after stopping in ${phase}`)
+    }
+    if (phase === 'chunks') assert.ok(hadFirst > 0 && hadFirst < total, `stopped mid-download (${hadFirst} of ${total})`)
+
+    // second run resumes
+    counts.chunks = 0
+    const second = env.node(await snapNode(store, opts))
+    await second.dial(server.getMultiaddrs()[0])
+    await waitFor(() => store.highestExecuted >= TIP, 30_000, `the node stopped in ${phase} to complete`)
+    assert.equal(hex((await store.getStateRoot(TIP))!), rootAtTip, `state root after resuming from ${phase}`)
+    assert.equal(counts.chunks, total - hadFirst, `resumed from ${phase}: only the missing chunks fetched`)
+    assert.ok(fetchedFirst >= hadFirst)
+    assert.equal(await state.read(), undefined)
+    assert.equal(await state.stateReplaced(), false)
+    await second.stop()
+  }
+})

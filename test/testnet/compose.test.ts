@@ -1,0 +1,168 @@
+/**
+ * docker-compose.yml: generated from the topology (no drift), valid against the Compose Specification
+ * JSON schema (testnet/compose-spec.json, vendored from compose-spec/compose-spec, Apache-2.0, checked
+ * offline with ajv), and sound where the schema does not look: networks, volumes and depends_on name
+ * declared things, entrypoints name services of the file and their real peer ids, host ports are
+ * unique. When docker-compose (v1) or `docker compose` (v2) is installed, it must accept the file too.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { execFileSync, spawnSync } from 'node:child_process'
+import { readFileSync } from 'node:fs'
+import path from 'node:path'
+import { fileURLToPath } from 'node:url'
+import { parse } from 'yaml'
+import { Ajv2019 } from 'ajv/dist/2019.js'
+import { composeFile, renderCompose, hostPortVariable, type ComposeFile } from '../../testnet/compose.ts'
+import { COMMIT_SYNC_ARGS, HAS_SYNC_MODE, SNAPSHOT_SYNC, SNAPSHOT_SYNC_ARGS, fullNodeArgs, lateJoinerArgs, peerIds, peerKeySeed, snapshotSyncOn, testnetNodes } from '../../testnet/topology.ts'
+import { testnetPeerId } from '../../testnet/keys.ts'
+import { OPTIONS } from '../../src/config.ts'
+
+const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..')
+const COMPOSE = path.join(root, 'docker-compose.yml')
+
+/** Removes draft-04 style `id` keywords (ajv 8 refuses them; they only name subschemas here). */
+function dropLegacyIds (node: any, namesHere = false): void {
+  if (node === null || typeof node !== 'object') return
+  if (Array.isArray(node)) { for (const x of node) dropLegacyIds(x); return }
+  if (!namesHere && typeof node.id === 'string') delete node.id
+  for (const [k, v] of Object.entries(node)) {
+    dropLegacyIds(v, !namesHere && (k === 'properties' || k === 'patternProperties' || k === 'definitions'))
+  }
+}
+
+function validator (): (doc: unknown) => string[] {
+  const schema = JSON.parse(readFileSync(path.join(root, 'testnet/compose-spec.json'), 'utf8'))
+  // the schema is draft 2019-09 (Ajv2019; its `$schema` spells the draft's URI as http://...#, which ajv
+  // does not know by that name), with legacy `id` keywords and custom formats ("duration"): not strict
+  assert.match(schema.$schema, /draft\/2019-09/)
+  delete schema.$schema
+  dropLegacyIds(schema)
+  const ajv = new Ajv2019({ strict: false, allErrors: true, validateFormats: false })
+  const validate = ajv.compile(schema)
+  return doc => validate(doc) ? [] : (validate.errors ?? []).map(e => `${e.instancePath} ${e.message ?? ''} ${JSON.stringify(e.params)}`)
+}
+
+/** What the compose-spec schema does not check: references between parts of the file. */
+function referenceProblems (doc: ComposeFile): string[] {
+  const problems: string[] = []
+  const services: Record<string, any> = doc.services ?? {}
+  const networks = new Set(Object.keys(doc.networks ?? {}))
+  const volumes = new Set(Object.keys(doc.volumes ?? {}))
+  const hostPorts = new Map<string, string>()
+  for (const [name, s] of Object.entries(services)) {
+    const nets: string[] = Array.isArray(s.networks) ? s.networks : Object.keys(s.networks ?? {})
+    for (const n of nets) if (!networks.has(n)) problems.push(`${name}: network ${n} is not declared`)
+    const deps: string[] = Array.isArray(s.depends_on) ? s.depends_on : Object.keys(s.depends_on ?? {})
+    for (const d of deps) if (services[d] === undefined) problems.push(`${name}: depends_on ${d}, not a service`)
+    for (const v of s.volumes ?? []) {
+      const source = String(v).split(':')[0]
+      if (!source.startsWith('/') && !source.startsWith('.') && !volumes.has(source)) problems.push(`${name}: volume ${source} is not declared`)
+    }
+    for (const p of s.ports ?? []) {
+      // "127.0.0.1:${VAR:-7781}:7780" -> host port with the default the file gives it
+      const expanded = String(p).replace(/\$\{[A-Z0-9_]+:-([^}]*)\}/g, '$1')
+      const parts = expanded.split(':')
+      const host = parts.length === 3 ? `${parts[0]}:${parts[1]}` : parts.length === 2 ? parts[0] : undefined
+      if (host === undefined) continue
+      if (hostPorts.has(host)) problems.push(`${name}: host port ${host} is also published by ${hostPorts.get(host)}`)
+      hostPorts.set(host, name)
+    }
+    for (const e of String(s.environment?.SOMA_ENTRYPOINTS ?? '').split(',').filter(x => x !== '')) {
+      const m = /^\/dns4\/([^/]+)\/tcp\/\d+\/p2p\/(\w+)$/.exec(e)
+      if (m === null) { problems.push(`${name}: entrypoint ${e} is not /dns4/<service>/tcp/<port>/p2p/<id>`); continue }
+      if (services[m[1]] === undefined) problems.push(`${name}: entrypoint ${e} names ${m[1]}, not a service`)
+      else if (services[m[1]].environment?.SOMA_TESTNET_PEER_KEY_SEED === undefined) problems.push(`${name}: entrypoint ${m[1]} has no derived peer key`)
+    }
+  }
+  return problems
+}
+
+test('docker-compose.yml is the one rendered from testnet/topology.ts (node scripts/gen-compose.ts)', async () => {
+  assert.equal(readFileSync(COMPOSE, 'utf8'), await renderCompose(), 'docker-compose.yml is stale: run `node scripts/gen-compose.ts`')
+})
+
+test('docker-compose.yml parses to the compose object (the YAML writer is faithful)', async () => {
+  assert.deepEqual(parse(readFileSync(COMPOSE, 'utf8')), await composeFile())
+})
+
+test('docker-compose.yml is valid against the Compose Specification schema, offline', () => {
+  const validate = validator()
+  assert.deepEqual(validate(parse(readFileSync(COMPOSE, 'utf8'))), [])
+  // the validator is not vacuous: a misspelt key and a wrong type are caught
+  const bad = parse(readFileSync(COMPOSE, 'utf8'))
+  bad.services.devnet.helthcheck = bad.services.devnet.healthcheck
+  bad.services.full1.init = 'yes'
+  const errors = validate(bad)
+  assert.ok(errors.some(e => e.includes('helthcheck')), errors.join('\n'))
+  assert.ok(errors.some(e => e.includes('/services/full1/init')), errors.join('\n'))
+})
+
+test('docker-compose.yml: networks, volumes, depends_on and entrypoints name declared things; host ports are unique', async () => {
+  const doc = parse(readFileSync(COMPOSE, 'utf8'))
+  assert.deepEqual(referenceProblems(doc), [])
+  // and the check finds what the schema lets through
+  const bad = structuredClone(doc)
+  bad.services.full2.networks = ['soma', 'elsewhere']
+  bad.services.full3.depends_on = { nobody: { condition: 'service_healthy' } }
+  bad.services.late.volumes = ['late-dat:/data']
+  bad.services.full1.ports = [bad.services.devnet.ports[0]]
+  bad.services.full2.environment.SOMA_ENTRYPOINTS = '/dns4/ghost/tcp/7700/p2p/12D3KooWCJidaVq1GroAWDY6m4nxLMbyjkeHdWRFfCjRb4DewKrk'
+  assert.deepEqual(validator()(bad), [], 'the schema accepts all of these')
+  const problems = referenceProblems(bad)
+  for (const want of ['network elsewhere', 'depends_on nobody', 'volume late-dat', 'host port 127.0.0.1:7780', 'names ghost']) {
+    assert.ok(problems.some(p => p.includes(want)), `${want} not reported: ${problems.join('; ')}`)
+  }
+})
+
+test('docker-compose.yml: the topology in it (roles, peer ids, init, healthchecks, volumes, late joiner)', async () => {
+  const doc = parse(readFileSync(COMPOSE, 'utf8'))
+  const nodes = testnetNodes()
+  const ids = await peerIds(nodes)
+  assert.deepEqual(Object.keys(doc.services), nodes.map(n => n.name))
+  for (const n of nodes) {
+    const s = doc.services[n.name]
+    assert.equal(s.init, true, `${n.name}: init: true (node as PID 1 would ignore SIGTERM)`)
+    assert.equal(s.command[0], n.role === 'devnet' ? 'devnet' : 'start')
+    assert.deepEqual(s.networks, ['soma'])
+    assert.deepEqual(s.volumes, [`${n.name}-data:/data`])
+    assert.match(s.healthcheck.test.join(' '), /\/health/)
+    assert.ok(s.healthcheck.start_period !== undefined)
+    assert.equal(s.ports[0], `127.0.0.1:\${${hostPortVariable(n.name)}:-${n.hostStatusPort}}:7780`)
+    assert.equal(await testnetPeerId(s.environment.SOMA_TESTNET_PEER_KEY_SEED), ids[n.name])
+    assert.equal(s.environment.SOMA_TESTNET_PEER_KEY_SEED, peerKeySeed(n.name))
+    const eps = String(s.environment.SOMA_ENTRYPOINTS ?? '').split(',').filter(x => x !== '')
+    assert.deepEqual(eps, n.entrypoints.map(e => `/dns4/${e}/tcp/7700/p2p/${ids[e]}`))
+  }
+  assert.equal(doc.networks.soma.driver, 'bridge')
+  const late = doc.services.late
+  assert.deepEqual(late.command.slice(1), [...lateJoinerArgs()])
+  assert.equal(late.environment.SOMA_TESTNET_JOIN_STATUS_URL, 'http://devnet:7780/status')
+})
+
+test('sync modes: full nodes commit-sync, the late joiner snapshot-syncs (when soma-sync has --sync-mode)', t => {
+  assert.equal(HAS_SYNC_MODE, OPTIONS.some(o => (o.key as string) === 'syncMode'))
+  if (!HAS_SYNC_MODE) {
+    t.diagnostic('PENDING snapshot sync: soma-sync has no --sync-mode yet, so every node commit-syncs and no --sync-mode is passed')
+    assert.deepEqual(fullNodeArgs(), [])
+    assert.deepEqual(lateJoinerArgs({ snapshotSync: false }), [])
+    return
+  }
+  assert.deepEqual(fullNodeArgs(), COMMIT_SYNC_ARGS)
+  assert.deepEqual(lateJoinerArgs({ snapshotSync: true }), SNAPSHOT_SYNC_ARGS)
+  assert.deepEqual(lateJoinerArgs({ snapshotSync: false }), COMMIT_SYNC_ARGS)
+  assert.equal(snapshotSyncOn(), SNAPSHOT_SYNC === 'auto' ? true : SNAPSHOT_SYNC)
+  const spec = OPTIONS.find(o => (o.key as string) === 'syncMode')!
+  for (const mode of ['snapshot', 'commits']) assert.ok(spec.choices?.includes(mode), `--sync-mode ${mode} is not a choice of soma-sync`)
+})
+
+for (const [label, cmd, args] of [
+  ['Compose v1 (docker-compose)', 'docker-compose', ['-f', COMPOSE, 'config', '-q']],
+  ['Compose v2 (docker compose)', 'docker', ['compose', '-f', COMPOSE, 'config', '-q']]
+] as const) {
+  const probe = spawnSync(cmd, cmd === 'docker' ? ['compose', 'version'] : ['version'], { encoding: 'utf8', timeout: 20_000 })
+  const available = probe.status === 0
+  test(`${label} accepts docker-compose.yml`, { skip: available ? false : `${cmd}${cmd === 'docker' ? ' compose' : ''} is not installed here` }, () => {
+    execFileSync(cmd, [...args], { cwd: root, timeout: 30_000, stdio: ['ignore', 'pipe', 'pipe'] })
+  })
+}
