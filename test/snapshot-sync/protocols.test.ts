@@ -6,7 +6,7 @@
  */
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
-import { randomBytes } from 'node:crypto'
+import { randomBytes, createHash } from 'node:crypto'
 import { testEnv, type TestEnv } from '../helpers/sync-net.ts'
 import { hex } from '../helpers/chain.ts'
 import { snapshotProducer, snapNode, snapshotGenesis, replaceHandler, type SnapshotProducer } from '../helpers/snapshot-net.ts'
@@ -93,6 +93,18 @@ describe('snapshot protocols', () => {
     assert.ok(results.some(r => r.status === 'rejected' && r.reason instanceof RateLimitedError), 'the 4th request in a second is refused')
     await new Promise(resolve => setTimeout(resolve, 1100))
     await assert.rejects(chunks.fetch(server.peerId, [new Uint8Array(32)]), ChunkNotServedError)
+
+    // a chunk larger than the response limit and than libp2p's default 4 MiB read buffer travels alone
+    const big = new Uint8Array(randomBytes(5 * 1024 * 1024 + 17))
+    const bigHash = new Uint8Array(createHash('sha256').update(big).digest())
+    await P.store.batch().put(SnapshotKeys.chunk(bigHash), big).write()
+    try {
+      const got = await chunks.fetch(server.peerId, [bigHash, hashes[0]], { largest: big.byteLength })
+      assert.equal(got.length, 1, 'alone in its response')
+      assert.equal(hex(got[0]), hex(big))
+    } finally {
+      await P.store.batch().del(SnapshotKeys.chunk(bigHash)).write()
+    }
 
     // a filter one byte longer than the manifest's parameters allow is refused by the client
     const manifest = (await P.snapshots.get(S))!.manifest

@@ -26,7 +26,6 @@
  * when a peer connects), so peers found later join the download.
  */
 import type { ComponentLogger, Logger, PeerId } from '@libp2p/interface'
-import { readFileSync } from 'node:fs' // DBG
 import type { ChainStore } from '../../store/chain-store.ts'
 import { sha256, bytesEqual, toHex } from '../../crypto/hash.ts'
 import { WrongChainError, InvalidSnapshotError, StoreError } from '../../errors.ts'
@@ -193,7 +192,6 @@ export class SnapshotSync {
   private setPhase (p: SnapshotSyncPhase): void {
     if (p === this._phase) return
     this.log('phase %s -> %s', this._phase, p)
-    if (process.env.SNAPDBG) { const m = process.memoryUsage(); const anon = /RssAnon:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8')); console.error(`DBG ${p} rss ${m.rss >> 20} anon ${Number(anon?.[1]) >> 10} heap ${m.heapUsed >> 20} ab ${m.arrayBuffers >> 20} ext ${m.external >> 20}`) }
     this._phase = p
     for (const fn of this.listeners.phase) fn(p)
   }
@@ -520,7 +518,7 @@ export class SnapshotSync {
         } else if (phase === 'load') {
           this.setPhase('load')
           try {
-            const r = await loadState(store, this.state, manifest, { batchBytes: this.config.loadBatchBytes, signal, onProgress: (done) => { this.loadDone = done; if (process.env.SNAPDBG && done % 20 === 0) { const m = process.memoryUsage(); const anon = /RssAnon:\s+(\d+)/.exec(readFileSync('/proc/self/status', 'utf8')); console.error(`DBG load ${done} anon ${Number(anon?.[1]) >> 10} heap ${m.heapUsed >> 20}/${m.heapTotal >> 20} ab ${m.arrayBuffers >> 20} ext ${m.external >> 20}`) } } })
+            const r = await loadState(store, this.state, manifest, { batchBytes: this.config.loadBatchBytes, signal, onProgress: (done) => { this.loadDone = done } })
             this.log('loaded %d accounts and %d embeddings from %d chunks', r.accounts, r.embeddings, r.chunks)
             signal.throwIfAborted()
           } catch (err) {
