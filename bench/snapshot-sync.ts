@@ -74,15 +74,13 @@ export interface Sizes {
   blockBytes: number
   wants: number
   /**
-   * Largest chunk the builder cuts (undefined: the default, 4 × the 1 MiB target). TODO(snapshot sync
-   * core): the FULL bench lowers it to 4 MiB − 64 KiB because a response carrying one 4 MiB chunk
-   * overflows the libp2p stream read buffer (4 MiB by default: "Read buffer overflow - 4194555 >
-   * 4194304") and the sync stalls on such chunks; back to undefined once the chunks protocol takes them.
+   * Largest chunk the builder cuts (undefined: the default, 4 × the 1 MiB target). The chunks protocol
+   * sizes its read buffer to the message, so chunks of 4 MiB and more go through.
    */
   maxChunkBytes?: number
 }
 
-const FULL: Sizes = { accounts: 200_000, embeddings: 256_000, dim: 1024, commits: 20, rawBytes: 1024 * MiB, rawReps: 2, heliaBytes: 1024 * MiB, blockBytes: MiB, wants: 64, maxChunkBytes: 4 * MiB - 64 * 1024 }
+const FULL: Sizes = { accounts: 200_000, embeddings: 256_000, dim: 1024, commits: 20, rawBytes: 1024 * MiB, rawReps: 2, heliaBytes: 1024 * MiB, blockBytes: MiB, wants: 64 }
 const QUICK: Sizes = { accounts: 5_000, embeddings: 2_000, dim: 256, commits: 20, rawBytes: 64 * MiB, rawReps: 1, heliaBytes: 32 * MiB, blockBytes: MiB, wants: 64 }
 
 const SEED = 'bench-snapshot-sync'
