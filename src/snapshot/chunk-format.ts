@@ -135,13 +135,15 @@ export function isBoundary (id: Uint8Array, modulus: number): boolean {
 // ---------------------------------------------------------------------------------------------------
 // encoding
 
-function varintLength (n: number): number {
+/** Bytes of the unsigned varint encoding of n. */
+export function varintLength (n: number): number {
   let len = 1
   while (n >= 128) { n = Math.floor(n / 128); len++ }
   return len
 }
 
-function writeVarint (buf: Uint8Array, pos: number, n: number): number {
+/** Writes n as an unsigned varint at pos; returns the position after it. */
+export function writeVarint (buf: Uint8Array, pos: number, n: number): number {
   while (n >= 128) {
     buf[pos++] = (n % 128) | 0x80
     n = Math.floor(n / 128)

@@ -35,7 +35,7 @@
  * |        |                        |                      | from a chunk already stored): the chunk is in 0x11 and |
  * |        |                        |                      | verified; written in the chunk's own batch             |
  */
-import { writeU64 } from '../store/keys.ts'
+import { indexed, hashed } from '../store/keys.ts'
 
 export const SnapshotBucket = {
   CHUNK: 0x11,
@@ -48,18 +48,6 @@ export const SnapshotBucket = {
   SYNC_LISTED: 0x18,
   SYNC_HAVE: 0x19
 } as const
-
-function indexed (bucket: number, n: number): Uint8Array {
-  const k = new Uint8Array(9)
-  k[0] = bucket; writeU64(k, 1, n)
-  return k
-}
-
-function hashed (bucket: number, hash: Uint8Array): Uint8Array {
-  const k = new Uint8Array(1 + hash.byteLength)
-  k[0] = bucket; k.set(hash, 1)
-  return k
-}
 
 export const SnapshotKeys = {
   chunk: (hash: Uint8Array) => {

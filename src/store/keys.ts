@@ -95,13 +95,15 @@ function named (bucket: number, name: string): Uint8Array {
   return k
 }
 
-function indexed (bucket: number, n: number): Uint8Array {
+/** bucket byte ‖ u64 */
+export function indexed (bucket: number, n: number): Uint8Array {
   const k = new Uint8Array(9)
   k[0] = bucket; writeU64(k, 1, n)
   return k
 }
 
-function hashed (bucket: number, h: Uint8Array): Uint8Array {
+/** bucket byte ‖ 32-byte hash (or any bytes) */
+export function hashed (bucket: number, h: Uint8Array): Uint8Array {
   const k = new Uint8Array(1 + h.byteLength)
   k[0] = bucket; k.set(h, 1)
   return k

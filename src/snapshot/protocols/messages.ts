@@ -14,6 +14,7 @@ import type { Uint8ArrayList } from 'uint8arraylist'
 import { codec, type Codec } from '../../chain/proto.ts'
 import { MalformedMessageError } from '../../errors.ts'
 import type { ChunkInfo } from '../chunk-format.ts'
+import { varintLength, writeVarint } from '../chunk-format.ts'
 
 export const PROTOCOL_SNAPSHOT_MANIFEST = '/soma/snapshot-manifest/1.0.0'
 export const PROTOCOL_SNAPSHOT_FILTER = '/soma/snapshot-filter/1.0.0'
@@ -37,21 +38,6 @@ export interface GetSnapshotChunksResponse { chunks: Uint8Array[], error?: strin
 
 const ListingResponsePb = codec<GetSnapshotListingResponse>('soma.GetSnapshotListingResponse')
 const ChunksResponsePb = codec<GetSnapshotChunksResponse>('soma.GetSnapshotChunksResponse')
-
-function varintLength (n: number): number {
-  let len = 1
-  while (n >= 128) { n = Math.floor(n / 128); len++ }
-  return len
-}
-
-function writeVarint (buf: Uint8Array, pos: number, n: number): number {
-  while (n >= 128) {
-    buf[pos++] = (n % 128) | 0x80
-    n = Math.floor(n / 128)
-  }
-  buf[pos++] = n
-  return pos
-}
 
 function readVarint (buf: Uint8Array, pos: number, what: string): [number, number] {
   let n = 0
