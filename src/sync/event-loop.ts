@@ -26,24 +26,18 @@ import type { FetchCommits } from './protocols/fetch-commits.ts'
 import type { FetchBlocks } from './protocols/fetch-blocks.ts'
 import type { PushCommit } from './protocols/push-commit.ts'
 import { WrongChainError } from '../errors.ts'
+import type { SomaConfig } from '../config.ts'
 
 export type SyncPhase = 'stopped' | 'replaying' | 'discovering' | 'syncing' | 'waiting-for-peers' | 'synced'
 
-export interface StateSyncConfig {
-  mailboxCapacity: number
-  syncedCommitBroadcastChannelCapacity: number
-  waitIntervalWhenNoPeerToSyncContentMs: number
-  timeoutMs: number
-  commitSyncBatchSize: number
-  maxBlocksPerFetch: number
-  maxFetchResponseBytes: number
-  maxTotalFetchedBytes: number
-  commitSummaryDownloadConcurrency: number
-  tickIntervalMs: number
-  blockFetchStaggerMs: number
-  peerHeightQueryIntervalMs: number
-  peerBanMs: number
-}
+/** The options of the one config object (src/config.ts) the sync loop uses. */
+export const STATE_SYNC_KEYS = [
+  'mailboxCapacity', 'syncedCommitBroadcastChannelCapacity', 'waitIntervalWhenNoPeerToSyncContentMs', 'timeoutMs',
+  'commitSyncBatchSize', 'maxBlocksPerFetch', 'maxFetchResponseBytes', 'maxTotalFetchedBytes',
+  'commitSummaryDownloadConcurrency', 'tickIntervalMs', 'blockFetchStaggerMs', 'peerHeightQueryIntervalMs', 'peerBanMs'
+] as const satisfies ReadonlyArray<keyof SomaConfig>
+
+export type StateSyncConfig = Pick<SomaConfig, typeof STATE_SYNC_KEYS[number]>
 
 export type MailboxMessage =
   | { type: 'peer-connected', peer: PeerId }

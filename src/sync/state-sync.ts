@@ -24,7 +24,7 @@ import { fetchCommits, type FetchCommits } from './protocols/fetch-commits.ts'
 import { fetchBlocks, type FetchBlocks } from './protocols/fetch-blocks.ts'
 import { pushCommit, type PushCommit } from './protocols/push-commit.ts'
 import { epochProofs } from './protocols/epoch-proofs.ts'
-import { StateSyncEventLoop, type StateSyncConfig, type SyncProgress } from './event-loop.ts'
+import { StateSyncEventLoop, STATE_SYNC_KEYS, type StateSyncConfig, type SyncProgress } from './event-loop.ts'
 import { SignedBlockVerifier } from './block-verifier.ts'
 import { TxVerifier } from './tx-verifier.ts'
 import type { RpcInit } from '../net/rpc.ts'
@@ -55,11 +55,7 @@ export interface StateSyncComponents {
   pushCommit: PushCommit
 }
 
-const SYNC_KEYS: Array<keyof StateSyncConfig> = [
-  'mailboxCapacity', 'syncedCommitBroadcastChannelCapacity', 'waitIntervalWhenNoPeerToSyncContentMs', 'timeoutMs',
-  'commitSyncBatchSize', 'maxBlocksPerFetch', 'maxFetchResponseBytes', 'maxTotalFetchedBytes',
-  'commitSummaryDownloadConcurrency', 'tickIntervalMs', 'blockFetchStaggerMs', 'peerHeightQueryIntervalMs', 'peerBanMs'
-]
+const SYNC_KEYS: ReadonlyArray<keyof StateSyncConfig> = STATE_SYNC_KEYS
 
 /** StateSyncConfig from a SomaConfig (or defaults). */
 export function stateSyncConfig (config: Partial<SomaConfig> = {}): StateSyncConfig {
