@@ -9,6 +9,8 @@
  * One JSON object per line. It exits when stdin closes.
  */
 
+import { onStdinLines } from './lines.ts'
+
 interface Request { id: number, url: string, timeoutMs?: number }
 
 async function handle (req: Request): Promise<void> {
@@ -22,23 +24,14 @@ async function handle (req: Request): Promise<void> {
   process.stdout.write(JSON.stringify(reply) + '\n')
 }
 
-let buf = ''
-process.stdin.setEncoding('utf8')
-process.stdin.on('data', (d: string) => {
-  buf += d
-  let i: number
-  while ((i = buf.indexOf('\n')) >= 0) {
-    const line = buf.slice(0, i).trim()
-    buf = buf.slice(i + 1)
-    if (line === '') continue
-    let req: Request
-    try {
-      req = JSON.parse(line) as Request
-    } catch {
-      continue
-    }
-    void handle(req)
+onStdinLines(line => {
+  let req: Request
+  try {
+    req = JSON.parse(line) as Request
+  } catch {
+    return
   }
+  void handle(req)
 })
 process.stdin.on('end', () => { process.exit(0) })
 process.stdout.write(JSON.stringify({ ready: true }) + '\n')

@@ -12,6 +12,7 @@
  * `delay <n>`), and exits when stdin closes.
  */
 import { createConnection, createServer, type Server, type Socket } from 'node:net'
+import { onStdinLines } from './lines.ts'
 
 export interface DelayProxyOptions {
   listenHost: string
@@ -153,22 +154,13 @@ if (import.meta.main) {
     const proxy = new DelayProxy({ listenHost: listen.host, listenPort: listen.port, targetHost: target.host, targetPort: target.port, delayMs: Number(delayRaw ?? 0) })
     await proxy.start()
     process.stdout.write(`listening ${listen.host}:${proxy.port}\n`)
-    let buf = ''
-    process.stdin.setEncoding('utf8')
-    process.stdin.on('data', (d: string) => {
-      buf += d
-      let i: number
-      while ((i = buf.indexOf('\n')) >= 0) {
-        const line = buf.slice(0, i).trim()
-        buf = buf.slice(i + 1)
-        if (line === '') continue
-        try {
-          const msg = JSON.parse(line) as { delayMs?: number }
-          if (typeof msg.delayMs === 'number' && msg.delayMs >= 0) proxy.delayMs = msg.delayMs
-          process.stdout.write(`delay ${proxy.delayMs}\n`)
-        } catch {
-          process.stdout.write(`error bad command ${JSON.stringify(line)}\n`)
-        }
+    onStdinLines(line => {
+      try {
+        const msg = JSON.parse(line) as { delayMs?: number }
+        if (typeof msg.delayMs === 'number' && msg.delayMs >= 0) proxy.delayMs = msg.delayMs
+        process.stdout.write(`delay ${proxy.delayMs}\n`)
+      } catch {
+        process.stdout.write(`error bad command ${JSON.stringify(line)}\n`)
       }
     })
     process.stdin.on('end', () => { void proxy.stop().then(() => process.exit(0)) })

@@ -4,11 +4,6 @@
  * services (a node that syncs a snapshot holds its commit sync until the snapshot is loaded).
  */
 import path from 'node:path'
-import { createLibp2p } from 'libp2p'
-import { tcp } from '@libp2p/tcp'
-import { noise } from '@chainsafe/libp2p-noise'
-import { yamux } from '@chainsafe/libp2p-yamux'
-import { identify } from '@libp2p/identify'
 import { createGenesis, type GenesisBundle } from '../../src/chain/genesis.ts'
 import { ChainStore } from '../../src/store/chain-store.ts'
 import { CommitExecutor } from '../../src/executor/commit-executor.ts'
@@ -18,7 +13,7 @@ import { commitSyncServices, type CommitSyncServicesInit } from '../../src/sync/
 import { snapshotSyncServices, type SnapshotSyncServicesInit, type SnapshotSyncService } from '../../src/snapshot/sync/service.ts'
 import { SnapshotStore } from '../../src/snapshot/snapshot-store.ts'
 import type { SnapshotChunksService } from '../../src/snapshot/protocols/snapshot-chunks.ts'
-import type { SyncNode } from './sync-net.ts'
+import { plainNode, FAST_COMMIT_SYNC, type SyncNode } from './sync-net.ts'
 import { pbStream } from '@libp2p/utils'
 import type { Stream } from '@libp2p/interface'
 import type { Codec } from '../../src/chain/proto.ts'
@@ -73,37 +68,26 @@ export interface SnapNodeOptions {
 /** A plain createLibp2p node with commit sync's and snapshot sync's services. */
 export async function snapNode (store: ChainStore, opts: SnapNodeOptions = {}, executor = new CommitExecutor(store)): Promise<SnapNode> {
   const snapshot = opts.snapshot === true
-  const node = await createLibp2p({
-    addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
-    transports: [tcp()],
-    connectionEncrypters: [noise()],
-    streamMuxers: [yamux()],
-    services: {
-      identify: identify(),
-      ...commitSyncServices({
-        store,
-        executor,
-        sync: opts.commitSync ?? true,
-        startPaused: snapshot,
-        verifyPool: new VerifyPool({ workers: 0 }),
-        tickIntervalMs: 20,
-        peerHeightQueryIntervalMs: 200,
-        blockFetchStaggerMs: 5,
-        waitIntervalWhenNoPeerToSyncContentMs: 100,
-        timeoutMs: 5000,
-        ...opts.commit
-      }),
-      ...snapshotSyncServices({
-        store,
-        sync: snapshot,
-        findTimeoutMs: 0,
-        probeIntervalMs: 200,
-        peerWaitMs: 500,
-        timeoutMs: 5000,
-        stallTimeoutMs: 15_000,
-        ...opts.snap
-      })
-    }
+  const node = await plainNode({
+    ...commitSyncServices({
+      store,
+      executor,
+      sync: opts.commitSync ?? true,
+      startPaused: snapshot,
+      verifyPool: new VerifyPool({ workers: 0 }),
+      ...FAST_COMMIT_SYNC,
+      ...opts.commit
+    }),
+    ...snapshotSyncServices({
+      store,
+      sync: snapshot,
+      findTimeoutMs: 0,
+      probeIntervalMs: 200,
+      peerWaitMs: 500,
+      timeoutMs: 5000,
+      stallTimeoutMs: 15_000,
+      ...opts.snap
+    })
   })
   return node as any
 }

@@ -37,18 +37,23 @@ export async function producerStore (dir: string, commits: number, opts: { epoch
 
 export type SyncNode = Libp2p<{ identify: any, stateSync: StateSync } & Record<string, any>>
 
-/** A plain createLibp2p node with its own transports plus our services. */
-export async function syncNode (store: ChainStore, opts: Partial<CommitSyncServicesInit> = {}, executor = new CommitExecutor(store)): Promise<SyncNode> {
-  const node = await createLibp2p({
+/** Commit-sync settings that keep tests fast (short ticks, waits and timeouts). */
+export const FAST_COMMIT_SYNC = { tickIntervalMs: 20, peerHeightQueryIntervalMs: 200, blockFetchStaggerMs: 5, waitIntervalWhenNoPeerToSyncContentMs: 100, timeoutMs: 5000 } as const
+
+/** A plain createLibp2p node on 127.0.0.1 with its own transports, identify, plus `services`. */
+export async function plainNode (services: Record<string, (components: any) => unknown>): Promise<Libp2p<any>> {
+  return await createLibp2p({
     addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
     transports: [tcp()],
     connectionEncrypters: [noise()],
     streamMuxers: [yamux()],
-    services: {
-      identify: identify(),
-      ...commitSyncServices({ store, executor, verifyPool: opts.verifyPool ?? new VerifyPool({ workers: 0 }), tickIntervalMs: 20, peerHeightQueryIntervalMs: 200, blockFetchStaggerMs: 5, waitIntervalWhenNoPeerToSyncContentMs: 100, timeoutMs: 5000, ...opts })
-    }
+    services: { identify: identify(), ...services }
   })
+}
+
+/** A plain createLibp2p node with its own transports plus our services. */
+export async function syncNode (store: ChainStore, opts: Partial<CommitSyncServicesInit> = {}, executor = new CommitExecutor(store)): Promise<SyncNode> {
+  const node = await plainNode(commitSyncServices({ store, executor, verifyPool: opts.verifyPool ?? new VerifyPool({ workers: 0 }), ...FAST_COMMIT_SYNC, ...opts }))
   return node as any
 }
 
