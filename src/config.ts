@@ -52,6 +52,7 @@ export interface SomaConfig {
   // ---- commit sync (seed 000 table + ours)
   mailboxCapacity: number
   syncedCommitBroadcastChannelCapacity: number
+  executionBatchCommits: number
   waitIntervalWhenNoPeerToSyncContentMs: number
   timeoutMs: number
   commitSyncBatchSize: number
@@ -121,6 +122,7 @@ export const DEFAULTS: Readonly<SomaConfig> = Object.freeze({
 
   mailboxCapacity: 50,
   syncedCommitBroadcastChannelCapacity: 50,
+  executionBatchCommits: 50,
   waitIntervalWhenNoPeerToSyncContentMs: 1000,
   timeoutMs: 30_000,
   commitSyncBatchSize: 100,
@@ -184,6 +186,7 @@ export const OPTIONS: readonly OptionSpec[] = [
 
   { key: 'mailboxCapacity', type: 'int', group: 'sync', commands: SYNC, min: 1, doc: 'capacity of the state sync message mailbox' },
   { key: 'syncedCommitBroadcastChannelCapacity', type: 'int', group: 'sync', commands: SYNC, min: 1, doc: 'capacity of the commit broadcast channel to the CommitExecutor (sync never runs further ahead of execution)' },
+  { key: 'executionBatchCommits', type: 'int', group: 'sync', commands: SYNC, min: 1, max: 10000, doc: 'most synced commits the CommitExecutor executes as one batch (one LevelDB write, state root at the batch end; cut after end-of-epoch commits)' },
   { key: 'waitIntervalWhenNoPeerToSyncContentMs', type: 'duration', group: 'sync', commands: SYNC, min: 0, doc: 'wait when no peer can serve the needed commits' },
   { key: 'timeoutMs', type: 'duration', group: 'sync', commands: SYNC, min: 1, doc: 'network request timeout' },
   { key: 'commitSyncBatchSize', type: 'int', group: 'sync', commands: SYNC, min: 1, max: 10000, doc: 'maximum commits per fetch request' },

@@ -19,7 +19,7 @@
  */
 import { EventEmitter } from 'node:events'
 import type { ChainStore } from '../store/chain-store.ts'
-import type { CommitExecutor, ExecutionResult } from '../executor/commit-executor.ts'
+import type { CommitExecutor, ExecutedCommit } from '../executor/commit-executor.ts'
 import { signBlock, type ParsedBlock, compareRefs } from '../chain/block.ts'
 import { encodeCommit, type ParsedCommit } from '../chain/commit.ts'
 import { signTransaction, systemTransaction } from '../chain/transaction.ts'
@@ -62,7 +62,7 @@ export interface ProducedCommit {
 
 export interface DevnetProducerEvents {
   /** a commit became certified (and was executed) */
-  certified: [ProducedCommit, ExecutionResult]
+  certified: [ProducedCommit, ExecutedCommit]
   /** a snapshot was built and attested right after a certified commit was executed */
   snapshot: [SnapshotBuildResult]
   epoch: [number]

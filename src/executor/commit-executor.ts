@@ -3,20 +3,26 @@
  *
  * For each commit: transactions are taken in a deterministic order (blocks in commit order — sorted by
  * round, then author — and transactions in block order); those already executed (effects stored, or
- * earlier in the same commit) are skipped; transfers move balances and advance nonces; embedding
+ * earlier in the same batch) are skipped; transfers move balances and advance nonces; embedding
  * submissions are stored with owner and commit; a failure (bad nonce, overdraft) is a failed effect
- * that changes nothing, never a crash. The state root (LtHash over all accounts and embeddings) is
- * updated in O(changed entries). At an end-of-epoch commit, the genesis' embedding pruning rule (if
- * any, see src/executor/pruning.ts) deletes the embeddings it selects. Everything the commit changes, a
- * state change log row per changed entry (for incremental snapshots, see src/store/keys.ts), its
- * effects, its state root and `highest executed` land in one atomic batch.
+ * that changes nothing, never a crash. At an end-of-epoch commit, the genesis' embedding pruning rule
+ * (if any, see src/executor/pruning.ts) deletes the embeddings it selects.
+ *
+ * Commits run in batches of consecutive commits (`executeBatch`; `run` batches what sync has already
+ * queued, `execute` is a batch of one). A batch executes its commits one after the other on in-memory
+ * account states and lands in one atomic LevelDB batch: every changed entry, one state change log row
+ * per changed entry (at the first commit of the batch that changed it, with its state before the batch;
+ * see src/store/keys.ts), every effect, the state root of the batch's last commit and `highest
+ * executed`. The state root (LtHash over all accounts and embeddings) is updated in O(changed entries):
+ * one element removed and one added per account the batch changed, however often it changed. An
+ * end-of-epoch commit always ends its batch, so snapshots (taken at batch ends) see exact states.
  */
 import { EventEmitter } from 'node:events'
 import type { ChainStore } from '../store/chain-store.ts'
 import type { CommittedSubDag } from '../chain/subdag.ts'
 import { parseTransaction, type ParsedTransaction } from '../chain/transaction.ts'
 import { Codecs } from '../chain/codecs.ts'
-import { ExecutionStatus, type AccountState, type TransactionEffects } from '../chain/types.ts'
+import { ExecutionStatus, type AccountState } from '../chain/types.ts'
 import { LtHash } from '../crypto/lthash.ts'
 import { accountElement, embeddingElement, encodeAccount, encodeEmbedding } from './state-hash.ts'
 import { bytesEqual, sha256, toHex } from '../crypto/hash.ts'
@@ -31,7 +37,12 @@ export class ExecutionOrderError extends SomaError { static override readonly co
 export interface ExecutionResult {
   index: number
   epoch: number
-  stateRoot: Uint8Array
+  /**
+   * The state root after this commit: set on the last commit of an execution batch (every commit
+   * executed with `execute`, every end-of-epoch commit), undefined inside a batch.
+   */
+  stateRoot?: Uint8Array
+  /** transactions executed (with a success or failure effect) */
   executed: number
   skipped: number
   failed: number
@@ -41,16 +52,42 @@ export interface ExecutionResult {
   nextEpoch?: number
 }
 
+/** The result of a commit executed alone (`execute`), or the last of a batch: its state root is known. */
+export type ExecutedCommit = ExecutionResult & { stateRoot: Uint8Array }
+
+export interface CommitExecutorOptions {
+  /**
+   * Most commits `run` takes from its source at once and executes as one batch (one LevelDB write;
+   * each account's state element hashed once per batch; the state root recorded at the batch's last
+   * commit). @default 50
+   */
+  maxBatchCommits?: number
+}
+
 export interface CommitExecutorEvents {
   executed: [ExecutionResult]
 }
 
 interface AccountSlot {
   address: Uint8Array
-  /** encoding stored before this commit, undefined if the account did not exist */
+  /** encoding stored before this batch, undefined if the account did not exist */
   before?: Uint8Array
   state: AccountState
-  dirty: boolean
+  /** index of the batch's first commit that changed the account; 0: unchanged */
+  firstChanged: number
+}
+
+interface TxItem {
+  parsed?: ParsedTransaction
+  error?: string
+  digest: Uint8Array
+  inLeader: boolean
+  /** executed before (effects stored) or earlier in this batch */
+  skip?: boolean
+}
+
+function latin1 (b: Uint8Array): string {
+  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1')
 }
 
 /** Accounts kept by the executor's write-through cache (about 100 bytes each). */
@@ -64,18 +101,32 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
   /** totals since start, for metrics */
   readonly stats = { commits: 0, transactions: 0, failed: 0, skipped: 0 }
 
-  constructor (store: ChainStore) {
+  /** most commits `run` executes as one batch */
+  readonly maxBatchCommits: number
+
+  constructor (store: ChainStore, opts: CommitExecutorOptions = {}) {
     super()
     this.store = store
+    this.maxBatchCommits = opts.maxBatchCommits ?? 50
+    if (!Number.isInteger(this.maxBatchCommits) || this.maxBatchCommits < 1) throw new RangeError(`maxBatchCommits must be an integer >= 1, got ${this.maxBatchCommits}`)
   }
 
   get highestExecuted (): number { return this.store.highestExecuted }
 
   /** Executes one sub-dag; it must be the commit right after the highest executed one. */
-  async execute (subdag: CommittedSubDag): Promise<ExecutionResult> {
+  async execute (subdag: CommittedSubDag): Promise<ExecutedCommit> {
+    return (await this.executeBatch([subdag]))[0] as ExecutedCommit
+  }
+
+  /**
+   * Executes consecutive sub-dags (the first right after the highest executed commit) as one batch:
+   * one LevelDB write, state root recorded for the last commit only. An end-of-epoch commit may only
+   * be a batch's last. Returns one result per commit, in order.
+   */
+  async executeBatch (subdags: readonly CommittedSubDag[]): Promise<ExecutionResult[]> {
     const p = this.queue.then(async () => {
       try {
-        return await this.executeNow(subdag)
+        return await this.executeNow(subdags)
       } catch (err) {
         this.lthash = undefined // the in-memory accumulator may be ahead of the store: reload it
         this.accountCache.clear()
@@ -86,157 +137,178 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
     return await p
   }
 
-  private async executeNow (subdag: CommittedSubDag): Promise<ExecutionResult> {
-    const { commit, blocks } = subdag
-    const expected = this.store.highestExecuted + 1
-    if (commit.index !== expected) throw new ExecutionOrderError(`commit ${commit.index} handed to the executor, expected ${expected}`)
-    if (blocks.length !== commit.commit.blocks.length || blocks.some((b, i) => !refsEqual(b.ref, commit.commit.blocks[i]))) {
-      throw new ExecutionOrderError(`commit ${commit.index}: the blocks given do not match the commit's block refs`)
-    }
+  private async executeNow (subdags: readonly CommittedSubDag[]): Promise<ExecutionResult[]> {
+    if (subdags.length === 0) return []
+    subdags.forEach(({ commit, blocks }, i) => {
+      const expected = this.store.highestExecuted + 1 + i
+      if (commit.index !== expected) throw new ExecutionOrderError(`commit ${commit.index} handed to the executor, expected ${expected}`)
+      if (blocks.length !== commit.commit.blocks.length || blocks.some((b, j) => !refsEqual(b.ref, commit.commit.blocks[j]))) {
+        throw new ExecutionOrderError(`commit ${commit.index}: the blocks given do not match the commit's block refs`)
+      }
+      if (commit.commit.endOfEpoch != null && i !== subdags.length - 1) throw new ExecutionOrderError(`commit ${commit.index} ends epoch ${commit.epoch}: it must be the last of an execution batch`)
+    })
     const lthash = this.lthash ?? await this.store.getLtHash()
     this.lthash = lthash
     const g = this.store.genesis
     const chainId = g.chainId
     const dim = g.genesis.embeddingDim
-    const epoch = commit.epoch
 
     // 1. transactions in deterministic order, parsed
-    const txs: Array<{ parsed?: ParsedTransaction, error?: string, digest: Uint8Array, inLeader: boolean }> = []
-    for (const b of blocks) {
-      const inLeader = refsEqual(b.ref, commit.commit.leader)
-      for (const stx of b.block.transactions) {
-        try {
-          const parsed = parseTransaction(stx, chainId, dim)
-          txs.push({ parsed, digest: parsed.digest, inLeader })
-        } catch (err: any) {
-          txs.push({ error: err.message, digest: sha256(stx.tx), inLeader })
+    const perCommit: TxItem[][] = []
+    const all: TxItem[] = []
+    for (const { commit, blocks } of subdags) {
+      const txs: TxItem[] = []
+      for (const b of blocks) {
+        const inLeader = refsEqual(b.ref, commit.commit.leader)
+        for (const stx of b.block.transactions) {
+          let t: TxItem
+          try {
+            const parsed = parseTransaction(stx, chainId, dim)
+            t = { parsed, digest: parsed.digest, inLeader }
+          } catch (err: any) {
+            t = { error: err.message, digest: sha256(stx.tx), inLeader }
+          }
+          txs.push(t)
+          all.push(t)
         }
       }
+      perCommit.push(txs)
     }
-    // 2. skip executed ones (stored effects, or seen earlier in this commit)
-    const executedMask = await this.store.executedMask(txs.map(t => t.digest))
+    // 2. skip executed ones (stored effects, or seen earlier in this batch)
+    const executedMask = await this.store.executedMask(all.map(t => t.digest))
     const seen = new Set<string>()
-    const todo: typeof txs = []
-    let skipped = 0
-    txs.forEach((t, i) => {
-      const k = toHex(t.digest)
-      if (executedMask[i] || seen.has(k)) { skipped++; return }
+    all.forEach((t, i) => {
+      const k = latin1(t.digest)
+      if (executedMask[i] || seen.has(k)) { t.skip = true; return }
       seen.add(k)
-      todo.push(t)
     })
 
     // 3. load touched accounts
     const slots = new Map<string, AccountSlot>()
     const addrs: Uint8Array[] = []
     const want = (a: Uint8Array): void => {
-      const k = toHex(a)
+      const k = latin1(a)
       if (!slots.has(k)) { slots.set(k, undefined as any); addrs.push(a) }
     }
-    for (const t of todo) {
+    for (const t of all) {
       const tx = t.parsed?.tx
-      if (tx == null) continue
+      if (tx == null || t.skip === true) continue
       if (tx.kind === 'transfer') { want(tx.sender); want(tx.transfer!.to) } else if (tx.kind === 'submitEmbedding') want(tx.sender)
     }
     const raw = await this.readAccounts(addrs)
+    const firstEpoch = subdags[0].commit.epoch
     addrs.forEach((a, i) => {
       const before = raw[i]
-      const state = before === undefined ? { balance: 0, nonce: 0, lastModifiedEpoch: epoch } : Codecs.AccountState.decode(before)
-      slots.set(toHex(a), { address: a, before, state: { balance: state.balance, nonce: state.nonce, lastModifiedEpoch: state.lastModifiedEpoch }, dirty: false })
+      const state = before === undefined ? { balance: 0, nonce: 0, lastModifiedEpoch: firstEpoch } : Codecs.AccountState.decode(before)
+      slots.set(latin1(a), { address: a, before, state: { balance: state.balance, nonce: state.nonce, lastModifiedEpoch: state.lastModifiedEpoch }, firstChanged: 0 })
     })
 
-    // 4. execute
+    // 4. execute, commit by commit, on the batch's in-memory account states
     const batch = this.store.batch()
-    const effects: TransactionEffects[] = []
     const added: LiveEmbedding[] = []
-    let failed = 0
-    let nextEpoch: number | undefined
-    for (const t of todo) {
-      const fail = (status: ExecutionStatus, error: string): void => {
-        failed++
-        effects.push({ txDigest: t.digest, commitIndex: commit.index, status, error })
-      }
-      if (t.parsed === undefined) { fail(ExecutionStatus.INVALID_TRANSACTION, t.error ?? 'invalid'); continue }
-      const tx = t.parsed.tx
-      if (tx.kind === 'changeEpoch') {
-        const eoe = commit.commit.endOfEpoch
-        const ce = tx.changeEpoch!
-        if (eoe == null || !t.inLeader) { fail(ExecutionStatus.INVALID_TRANSACTION, 'ChangeEpoch outside the leader block of an end-of-epoch commit'); continue }
-        if (ce.nextEpoch !== epoch + 1 || ce.nextCommittee == null || !bytesEqual(Codecs.Committee.encode(ce.nextCommittee), Codecs.Committee.encode(eoe.nextCommittee))) {
-          fail(ExecutionStatus.INVALID_TRANSACTION, 'ChangeEpoch does not match the commit\'s next committee'); continue
-        }
-        nextEpoch = ce.nextEpoch
-        effects.push({ txDigest: t.digest, commitIndex: commit.index, status: ExecutionStatus.SUCCESS })
-        continue
-      }
-      const sender = slots.get(toHex(tx.sender))!
-      if (tx.nonce !== sender.state.nonce) { fail(ExecutionStatus.BAD_NONCE, `nonce ${tx.nonce}, account is at ${sender.state.nonce}`); continue }
-      if (tx.kind === 'transfer') {
-        const amount = tx.transfer!.amount
-        if (amount > sender.state.balance) { fail(ExecutionStatus.INSUFFICIENT_BALANCE, `transfer of ${amount} with a balance of ${sender.state.balance}`); continue }
-        const to = slots.get(toHex(tx.transfer!.to))!
-        sender.state.balance -= amount
-        sender.state.nonce++
-        sender.state.lastModifiedEpoch = epoch
-        sender.dirty = true
-        to.state.balance += amount
-        to.state.lastModifiedEpoch = epoch
-        to.dirty = true
-        if (!Number.isSafeInteger(to.state.balance)) throw new StoreError(`balance overflow on ${toHex(to.address)}`)
-      } else if (tx.kind === 'submitEmbedding') {
-        sender.state.nonce++
-        sender.state.lastModifiedEpoch = epoch
-        sender.dirty = true
-        const se = tx.submitEmbedding!
-        const enc = encodeEmbedding({ owner: tx.sender, commitIndex: commit.index, vector: se.vector, model: se.model ?? '', epoch })
-        batch.putEmbedding(t.digest, enc)
-        batch.putChange(commit.index, Bucket.EMBEDDING, t.digest, undefined)
-        lthash.addLanes(embeddingElement(t.digest, enc))
-        added.push({ id: t.digest, encoded: enc, addedNow: true })
-      }
-      effects.push({ txDigest: t.digest, commitIndex: commit.index, status: ExecutionStatus.SUCCESS })
-    }
-    if (commit.commit.endOfEpoch != null) {
-      // the committee is installed for the next epoch even if the leader omitted the ChangeEpoch tx
-      batch.putCommittee(commit.commit.endOfEpoch.nextCommittee)
-      nextEpoch = epoch + 1
-    }
-    let prunedEmbeddings = 0
+    const results: ExecutionResult[] = []
     const rule = pruningRule(g.genesis)
-    if (commit.commit.endOfEpoch != null && rule !== null) {
-      for (const p of await selectPrunedEmbeddings(this.store, added, epoch, rule)) {
-        batch.delEmbedding(p.id)
-        lthash.removeLanes(embeddingElement(p.id, p.encoded))
-        // one change row per entry and commit, with its state before the commit: an embedding added by
-        // this same commit already has its row ("did not exist")
-        if (!p.addedNow) batch.putChange(commit.index, Bucket.EMBEDDING, p.id, u64(p.commitIndex))
-        prunedEmbeddings++
+    for (let ci = 0; ci < subdags.length; ci++) {
+      const commit = subdags[ci].commit
+      const epoch = commit.epoch
+      const index = commit.index
+      let failed = 0
+      let executed = 0
+      let skipped = 0
+      let nextEpoch: number | undefined
+      const touch = (s: AccountSlot): void => {
+        s.state.lastModifiedEpoch = epoch
+        if (s.firstChanged === 0) s.firstChanged = index
       }
+      for (const t of perCommit[ci]) {
+        if (t.skip === true) { skipped++; continue }
+        executed++
+        const fail = (status: ExecutionStatus, error: string): void => {
+          failed++
+          batch.putEffects({ txDigest: t.digest, commitIndex: index, status, error })
+        }
+        if (t.parsed === undefined) { fail(ExecutionStatus.INVALID_TRANSACTION, t.error ?? 'invalid'); continue }
+        const tx = t.parsed.tx
+        if (tx.kind === 'changeEpoch') {
+          const eoe = commit.commit.endOfEpoch
+          const ce = tx.changeEpoch!
+          if (eoe == null || !t.inLeader) { fail(ExecutionStatus.INVALID_TRANSACTION, 'ChangeEpoch outside the leader block of an end-of-epoch commit'); continue }
+          if (ce.nextEpoch !== epoch + 1 || ce.nextCommittee == null || !bytesEqual(Codecs.Committee.encode(ce.nextCommittee), Codecs.Committee.encode(eoe.nextCommittee))) {
+            fail(ExecutionStatus.INVALID_TRANSACTION, 'ChangeEpoch does not match the commit\'s next committee'); continue
+          }
+          nextEpoch = ce.nextEpoch
+          batch.putEffects({ txDigest: t.digest, commitIndex: index, status: ExecutionStatus.SUCCESS })
+          continue
+        }
+        const sender = slots.get(latin1(tx.sender))!
+        if (tx.nonce !== sender.state.nonce) { fail(ExecutionStatus.BAD_NONCE, `nonce ${tx.nonce}, account is at ${sender.state.nonce}`); continue }
+        if (tx.kind === 'transfer') {
+          const amount = tx.transfer!.amount
+          if (amount > sender.state.balance) { fail(ExecutionStatus.INSUFFICIENT_BALANCE, `transfer of ${amount} with a balance of ${sender.state.balance}`); continue }
+          const to = slots.get(latin1(tx.transfer!.to))!
+          if (!Number.isSafeInteger(to.state.balance + amount)) throw new StoreError(`balance overflow on ${toHex(to.address)}`)
+          sender.state.balance -= amount
+          sender.state.nonce++
+          touch(sender)
+          to.state.balance += amount
+          touch(to)
+        } else if (tx.kind === 'submitEmbedding') {
+          sender.state.nonce++
+          touch(sender)
+          const se = tx.submitEmbedding!
+          const enc = encodeEmbedding({ owner: tx.sender, commitIndex: index, vector: se.vector, model: se.model ?? '', epoch })
+          batch.putEmbedding(t.digest, enc)
+          batch.putChange(index, Bucket.EMBEDDING, t.digest, undefined)
+          lthash.addLanes(embeddingElement(t.digest, enc))
+          added.push({ id: t.digest, encoded: enc, addedNow: true })
+        }
+        batch.putEffects({ txDigest: t.digest, commitIndex: index, status: ExecutionStatus.SUCCESS })
+      }
+      let prunedEmbeddings = 0
+      if (commit.commit.endOfEpoch != null) {
+        // the committee is installed for the next epoch even if the leader omitted the ChangeEpoch tx
+        batch.putCommittee(commit.commit.endOfEpoch.nextCommittee)
+        nextEpoch = epoch + 1
+        if (rule !== null) {
+          // an end-of-epoch commit is its batch's last: `added` holds every embedding of the batch
+          for (const p of await selectPrunedEmbeddings(this.store, added, epoch, rule)) {
+            batch.delEmbedding(p.id)
+            lthash.removeLanes(embeddingElement(p.id, p.encoded))
+            // one change row per entry and batch, with its state before the batch: an embedding added
+            // by this batch already has its row ("did not exist")
+            if (!p.addedNow) batch.putChange(index, Bucket.EMBEDDING, p.id, u64(p.commitIndex))
+            prunedEmbeddings++
+          }
+        }
+      }
+      results.push({ index, epoch, executed, skipped, failed, prunedEmbeddings, nextEpoch })
     }
 
-    // 5. state changes, effects, root, progress: one batch
+    // 5. state changes (one element out, one in, per account and batch), effects, root, progress: one batch
     const written: Array<[Uint8Array, Uint8Array]> = []
     for (const s of slots.values()) {
-      if (!s.dirty) continue
+      if (s.firstChanged === 0) continue
       const enc = encodeAccount(s.state)
       if (s.before !== undefined) lthash.removeLanes(accountElement(s.address, s.before))
       lthash.addLanes(accountElement(s.address, enc))
       batch.putAccount(s.address, enc)
-      batch.putChange(commit.index, Bucket.ACCOUNT, s.address, s.before)
+      batch.putChange(s.firstChanged, Bucket.ACCOUNT, s.address, s.before)
       written.push([s.address, enc])
     }
-    for (const e of effects) batch.putEffects(e)
-    const stateRoot = lthash.checksum()
-    batch.putStateRoot(commit.index, stateRoot, lthash)
-    batch.setHighestExecuted(commit.index)
+    const last = results[results.length - 1]
+    last.stateRoot = lthash.checksum()
+    batch.putStateRoot(last.index, last.stateRoot, lthash)
+    batch.setHighestExecuted(last.index)
     await batch.write()
     for (const [a, enc] of written) this.cacheAccount(a, enc)
-    const result: ExecutionResult = { index: commit.index, epoch, stateRoot, executed: todo.length, skipped, failed, prunedEmbeddings, nextEpoch }
-    this.stats.commits++
-    this.stats.transactions += todo.length
-    this.stats.failed += failed
-    this.stats.skipped += skipped
-    this.emit('executed', result)
-    return result
+    for (const r of results) {
+      this.stats.commits++
+      this.stats.transactions += r.executed
+      this.stats.failed += r.failed
+      this.stats.skipped += r.skipped
+    }
+    for (const r of results) this.emit('executed', r)
+    return results
   }
 
   /**
@@ -272,12 +344,23 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
     this.lthash = undefined
   }
 
-  /** Drains sub-dags from an async source (the bounded channel from sync) until it ends or aborts. */
-  async run (source: AsyncIterable<CommittedSubDag>, signal?: AbortSignal): Promise<void> {
-    for await (const s of source) {
-      if (signal?.aborted === true) return
-      if (s.commit.index <= this.store.highestExecuted) continue
-      await this.execute(s)
+  /**
+   * Drains sub-dags from an async source (the bounded channel from sync) until it ends or aborts. When
+   * the source can hand over what it already holds (`takeReady`), the executor takes up to
+   * `maxBatchCommits` commits at once and executes them as one batch, cut after each end-of-epoch
+   * commit.
+   */
+  async run (source: AsyncIterable<CommittedSubDag> & { takeReady?: (max: number, stopAfter?: (s: CommittedSubDag) => boolean) => CommittedSubDag[] }, signal?: AbortSignal): Promise<void> {
+    const it = source[Symbol.asyncIterator]()
+    while (true) {
+      const r = await it.next()
+      if (r.done === true || signal?.aborted === true) return
+      const items = [r.value]
+      if (source.takeReady !== undefined && this.maxBatchCommits > 1 && r.value.commit.commit.endOfEpoch == null) {
+        items.push(...source.takeReady(this.maxBatchCommits - 1, s => s.commit.commit.endOfEpoch != null))
+      }
+      const todo = items.filter(s => s.commit.index > this.store.highestExecuted)
+      if (todo.length > 0) await this.executeBatch(todo)
     }
   }
 }

@@ -348,7 +348,7 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
   let libp2p: SomaLibp2p | undefined
   try {
     const peerKey = await loadOrCreatePeerKey(config.dataDir)
-    const executor = new CommitExecutor(store)
+    const executor = new CommitExecutor(store, { maxBatchCommits: config.executionBatchCommits })
     const mode = opts.commitSync ?? 'sync'
     const snapshot = mode === 'sync' ? await resolveSyncMode(config, store) : { snapshot: false, reason: '' }
     if (snapshot.snapshot) log.info('snapshot sync first: %s', snapshot.reason)

@@ -4,7 +4,7 @@
  * the keys of the commit's epoch committee (all members sign: the devnet holds every key).
  */
 import type { ChainStore } from '../store/chain-store.ts'
-import type { ExecutionResult } from '../executor/commit-executor.ts'
+import type { ExecutedCommit, ExecutionResult } from '../executor/commit-executor.ts'
 import type { KeyPair } from '../crypto/keys.ts'
 import { buildSnapshot, type SnapshotBuildResult, type SnapshotOptions } from './builder.ts'
 import { devnetCommitteeKeys, signManifest } from './attestation.ts'
@@ -50,7 +50,7 @@ export class Snapshotter {
   }
 
   /** Builds and signs the snapshot of the commit just executed, if the schedule says so. */
-  async afterCommit (r: ExecutionResult): Promise<SnapshotBuildResult | undefined> {
+  async afterCommit (r: ExecutedCommit): Promise<SnapshotBuildResult | undefined> {
     if (!this.due(r)) return undefined
     if (await new SnapshotStore(this.store).has(r.index)) return undefined
     const { committee, keys } = await this.committeeKeys(r.epoch)

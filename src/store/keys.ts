@@ -19,10 +19,11 @@
  * | 0x10   | state change log    | commit index u64, kind u8 (0x07/0x08), key 32 | prior value summary, see below |
  * | 0x11-0x1f | snapshots        | owned by src/snapshot/store-keys.ts       |                               |
  *
- * The state change log (0x10) is written by the CommitExecutor in the commit's own atomic batch: one
- * row per state entry the commit changed, kind = the entry's bucket byte (0x07 account, 0x08
- * embedding), key = address or embedding id. The value summarizes the entry as it was *before* the
- * commit: `0x00` if it did not exist, else `0x01 ‖ AccountState bytes` for an account and
+ * The state change log (0x10) is written by the CommitExecutor in each execution batch's atomic write
+ * (a batch is one or more consecutive commits): one row per state entry the batch changed, at the index
+ * of the batch's first commit that changed it, kind = the entry's bucket byte (0x07 account, 0x08
+ * embedding), key = address or embedding id. The value summarizes the entry as it was *before* that
+ * commit (= before the batch): `0x00` if it did not exist, else `0x01 ‖ AccountState bytes` for an account and
  * `0x01 ‖ creation commit index u64` for an embedding (embeddings are immutable: added, then maybe
  * pruned). Snapshots read it to update a previous snapshot in O(changes) and trim it below the
  * oldest snapshot they keep (src/snapshot/); a node that never takes a snapshot keeps all of it (about

@@ -42,6 +42,21 @@ export class BoundedChannel<T> implements AsyncIterable<T> {
     return true
   }
 
+  /**
+   * Takes up to `max` items already queued, without waiting; stops after the first item for which
+   * `stopAfter` is true.
+   */
+  takeReady (max: number, stopAfter?: (item: T) => boolean): T[] {
+    const out: T[] = []
+    while (out.length < max && this.items.length > 0) {
+      const item = this.items.shift()!
+      this.writers.shift()?.()
+      out.push(item)
+      if (stopAfter?.(item) === true) break
+    }
+    return out
+  }
+
   close (): void {
     this.closed = true
     for (const r of this.readers) r({ value: undefined, done: true })

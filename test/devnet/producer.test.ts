@@ -2,7 +2,7 @@ import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import { ChainStore } from '../../src/store/chain-store.ts'
-import { CommitExecutor, type ExecutionResult } from '../../src/executor/commit-executor.ts'
+import { CommitExecutor, type ExecutedCommit } from '../../src/executor/commit-executor.ts'
 import { DevnetProducer, type DevnetProducerInit, type ProducedCommit } from '../../src/devnet/producer.ts'
 import { createGenesis, type GenesisBundle } from '../../src/chain/genesis.ts'
 import { toHex } from '../../src/crypto/hash.ts'
@@ -26,7 +26,7 @@ describe('DevnetProducer', { timeout: 60_000 }, () => {
     const { store, executor, producer } = await openProducer(tmpDir(t))
     t.after(async () => { await store.close() })
     await producer.load()
-    const certified: Array<[ProducedCommit, ExecutionResult]> = []
+    const certified: Array<[ProducedCommit, ExecutedCommit]> = []
     const epochs: number[] = []
     producer.on('certified', (c, r) => certified.push([c, r]))
     producer.on('epoch', e => epochs.push(e))

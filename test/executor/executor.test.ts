@@ -15,6 +15,7 @@ import type { CommittedSubDag } from '../../src/chain/subdag.ts'
 import { LtHash } from '../../src/crypto/lthash.ts'
 import { sha256 } from '../../src/crypto/hash.ts'
 import { tmpDir } from '../helpers/tmp.ts'
+import { BoundedChannel } from '../../src/sync/channel.ts'
 import { testChain, block, transfer, embedding, fakeDigest, hex, type TestChain } from '../helpers/chain.ts'
 
 const DIM = 4
@@ -102,6 +103,111 @@ describe('determinism', { timeout: 60_000 }, () => {
     }
     assert.equal(await recomputeRoot(b), hex((await b.getStateRoot(b.highestExecuted))!))
     assert.ok(await b.countBucket(Bucket.EMBEDDING) > 0)
+  })
+})
+
+describe('batches', { timeout: 60_000 }, () => {
+  /** A devnet chain of 20 commits (epochs of 8) and its sub-dags, to re-execute elsewhere. */
+  async function devnetChain (t: any, seed: string) {
+    const g = testChain(seed, { accounts: 30, initialBalance: 1e6, embeddingDim: 8 }).g
+    const a = await ChainStore.open(tmpDir(t), { genesis: g })
+    t.after(async () => { await a.close() })
+    const producer = new DevnetProducer(a, new CommitExecutor(a), { seed, epochLength: 8, txsPerBlock: 15, embeddingEvery: 4 })
+    await producer.load()
+    await producer.produceUntil(20)
+    const subdags: CommittedSubDag[] = []
+    for (let i = 1; i <= a.highestExecuted; i++) {
+      const commit = (await a.getCommit(i))!
+      subdags.push({ commit, blocks: (await a.getBlocks(commit.commit.blocks)).map(x => parseBlock(x!, g.chainId)) })
+    }
+    return { g, a, subdags }
+  }
+
+  test('commits executed in batches give the same state, effects and roots at batch ends as one at a time', async (t) => {
+    const { g, a, subdags } = await devnetChain(t, 'exec-batches')
+    const b = await ChainStore.open(tmpDir(t), { genesis: g })
+    t.after(async () => { await b.close() })
+    const ex = new CommitExecutor(b)
+    // batches cut after each end-of-epoch commit and at most 5 commits long
+    const ends: number[] = []
+    let batch: CommittedSubDag[] = []
+    for (const sd of subdags) {
+      batch.push(sd)
+      if (batch.length === 5 || sd.commit.commit.endOfEpoch != null || sd === subdags[subdags.length - 1]) {
+        const rs = await ex.executeBatch(batch)
+        assert.deepEqual(rs.map(r => r.index), batch.map(x => x.commit.index), 'one result per commit, in order')
+        assert.ok(rs.slice(0, -1).every(r => r.stateRoot === undefined), 'no state root inside a batch')
+        assert.equal(hex(rs[rs.length - 1].stateRoot!), hex((await a.getStateRoot(batch[batch.length - 1].commit.index))!), 'state root of the batch end')
+        ends.push(batch[batch.length - 1].commit.index)
+        batch = []
+      }
+    }
+    assert.ok(ends.length >= 5)
+    assert.equal(b.highestExecuted, a.highestExecuted)
+    for (const bucket of [Bucket.ACCOUNT, Bucket.EMBEDDING, Bucket.EFFECTS, Bucket.COMMITTEE]) {
+      assert.deepEqual(await dumpBucket(b, bucket), await dumpBucket(a, bucket), `bucket ${bucket}`)
+    }
+    for (let i = 1; i <= b.highestExecuted; i++) {
+      const root = await b.getStateRoot(i)
+      assert.equal(root !== undefined, ends.includes(i), `a state root recorded at commit ${i} exactly when a batch ended there`)
+    }
+    assert.equal(await recomputeRoot(b), hex((await b.getStateRoot(b.highestExecuted))!))
+    assert.equal(ex.stats.commits, subdags.length)
+    assert.equal(ex.stats.transactions, (await b.countBucket(Bucket.EFFECTS)))
+  })
+
+  test('the change log holds one row per entry and batch, at its first change, with its state before the batch', async (t) => {
+    const { g, a, subdags } = await devnetChain(t, 'exec-batch-changes')
+    const b = await ChainStore.open(tmpDir(t), { genesis: g })
+    t.after(async () => { await b.close() })
+    const ex = new CommitExecutor(b)
+    await ex.executeBatch(subdags.slice(0, 8)) // epoch 0: commits 1..8, the last ends it
+    // in the one-at-a-time store, the first row of each key in 1..8 carries the state before commit 1
+    const first = new Map<string, string>()
+    for await (const [k, v] of a.iterateBucket(Bucket.CHANGE_LOG)) {
+      const commit = Number(Buffer.from(keySuffix(k)).readBigUInt64BE(0))
+      if (commit > 8) continue
+      const id = hex(keySuffix(k).subarray(8))
+      if (!first.has(id)) first.set(id, `${commit}:${hex(v)}`)
+    }
+    const rows = new Map<string, string>()
+    for await (const [k, v] of b.iterateBucket(Bucket.CHANGE_LOG)) {
+      const id = hex(keySuffix(k).subarray(8))
+      assert.ok(!rows.has(id), 'one row per entry')
+      rows.set(id, `${Number(Buffer.from(keySuffix(k)).readBigUInt64BE(0))}:${hex(v)}`)
+    }
+    assert.ok(rows.size > 10)
+    assert.deepEqual([...rows].sort(), [...first].sort())
+  })
+
+  test('a batch is refused when an end-of-epoch commit is not its last, or when commits are not consecutive', async (t) => {
+    const { g, subdags } = await devnetChain(t, 'exec-batch-order')
+    const b = await ChainStore.open(tmpDir(t), { genesis: g })
+    t.after(async () => { await b.close() })
+    const ex = new CommitExecutor(b)
+    await assert.rejects(ex.executeBatch(subdags.slice(0, 9)), (e: any) => e instanceof ExecutionOrderError && /ends epoch 0/.test(e.message))
+    await assert.rejects(ex.executeBatch([subdags[0], subdags[2]]), (e: any) => e instanceof ExecutionOrderError && /expected 2/.test(e.message))
+    assert.equal(b.highestExecuted, 0, 'nothing executed')
+    assert.equal(await b.countBucket(Bucket.EFFECTS), 0, 'nothing stored')
+    assert.deepEqual(await ex.executeBatch([]), [])
+    assert.equal((await ex.executeBatch(subdags.slice(0, 8))).length, 8)
+  })
+
+  test('run() batches what its source already holds, cut after end-of-epoch commits and at maxBatchCommits', async (t) => {
+    const { g, a, subdags } = await devnetChain(t, 'exec-batch-run')
+    const b = await ChainStore.open(tmpDir(t), { genesis: g })
+    t.after(async () => { await b.close() })
+    const ex = new CommitExecutor(b, { maxBatchCommits: 3 })
+    const ch = new BoundedChannel<CommittedSubDag>(50)
+    for (const sd of subdags) await ch.send(sd)
+    ch.close()
+    const withRoot: number[] = []
+    ex.on('executed', r => { if (r.stateRoot !== undefined) withRoot.push(r.index) })
+    await ex.run(ch)
+    assert.equal(b.highestExecuted, a.highestExecuted)
+    // batches: 1-3, 4-6, 7-8 (8 ends epoch 0), 9-11, 12-14, 15-16 (16 ends epoch 1), 17-19, 20
+    assert.deepEqual(withRoot, [3, 6, 8, 11, 14, 16, 19, 20])
+    assert.throws(() => new CommitExecutor(b, { maxBatchCommits: 0 }), RangeError)
   })
 })
 

@@ -1,6 +1,6 @@
 /** Helpers of the snapshot tests: stores with hand-made commits across epochs, and chunk inspection. */
 import { ChainStore } from '../../src/store/chain-store.ts'
-import { CommitExecutor, type ExecutionResult } from '../../src/executor/commit-executor.ts'
+import { CommitExecutor, type ExecutedCommit } from '../../src/executor/commit-executor.ts'
 import { createGenesis, devnetCommittee, accountKey, type GenesisBundle, type GenesisInit } from '../../src/chain/genesis.ts'
 import { signBlock } from '../../src/chain/block.ts'
 import { encodeCommit } from '../../src/chain/commit.ts'
@@ -71,7 +71,7 @@ export class HandChain {
   }
 
   /** Executes the next commit with these transactions; `endOfEpoch` hands over to the next epoch. */
-  async exec (txs: SignedTransaction[], opts: { endOfEpoch?: boolean } = {}): Promise<ExecutionResult> {
+  async exec (txs: SignedTransaction[], opts: { endOfEpoch?: boolean } = {}): Promise<ExecutedCommit> {
     this.round++
     const b = signBlock({ epoch: this.epoch, round: this.round, author: 0, timestampMs: this.round, ancestors: [], transactions: txs, commitVotes: [], chainId: this.g.chainId }, this.committee.keys[0])
     const next = opts.endOfEpoch === true ? devnetCommittee(this.seed, this.epoch + 1, this.members) : undefined

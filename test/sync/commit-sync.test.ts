@@ -34,16 +34,25 @@ const loop = (n: SyncNode): StateSyncEventLoop => {
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
 const refKey = (r: BlockRef): string => hex(Keys.block(r.round, r.author, r.digest))
 
-/** Same commits (byte for byte) and the same state root after each of commits 1..upto. */
+/**
+ * Same commits (byte for byte) as `b` up to `upto`, and the same state root wherever `a` recorded one:
+ * `a` executes in batches, so it has a root at every batch end, which includes every end-of-epoch
+ * commit and `upto` when it executed that far.
+ */
 async function assertSameChain (a: ChainStore, b: ChainStore, upto: number, what: string): Promise<void> {
+  let roots = 0
   for (let i = 1; i <= upto; i++) {
     const ca = await a.getCommitBytes(i)
     assert.ok(ca !== undefined, `${what}: commit ${i} stored`)
     assert.equal(hex(ca), hex((await b.getCommitBytes(i))!), `${what}: commit ${i}`)
     const ra = await a.getStateRoot(i)
-    assert.ok(ra !== undefined, `${what}: state root of commit ${i}`)
+    const endsEpoch = (await a.getCommit(i))!.commit.endOfEpoch != null
+    if ((endsEpoch || i === upto) && i <= a.highestExecuted) assert.ok(ra !== undefined, `${what}: state root of commit ${i}`)
+    if (ra === undefined) continue
+    roots++
     assert.equal(hex(ra), hex((await b.getStateRoot(i))!), `${what}: state root after commit ${i}`)
   }
+  assert.ok(roots > 0, `${what}: some state root compared`)
 }
 
 /** Every block ref of commits from..to, from `store`, in commit order. */
