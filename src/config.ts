@@ -62,6 +62,7 @@ export interface SomaConfig {
   commitSummaryDownloadConcurrency: number
   tickIntervalMs: number
   blockFetchStaggerMs: number
+  syncRangesInFlight: number
   peerHeightQueryIntervalMs: number
   handlerTimeoutMs: number
   inboundRequestsPerSecond: number
@@ -132,6 +133,7 @@ export const DEFAULTS: Readonly<SomaConfig> = Object.freeze({
   commitSummaryDownloadConcurrency: 400,
   tickIntervalMs: 100,
   blockFetchStaggerMs: 200,
+  syncRangesInFlight: 2,
   peerHeightQueryIntervalMs: 5000,
   handlerTimeoutMs: 30_000,
   inboundRequestsPerSecond: 50,
@@ -196,6 +198,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'commitSummaryDownloadConcurrency', type: 'int', group: 'sync', commands: SYNC, min: 1, doc: 'concurrent download operations' },
   { key: 'tickIntervalMs', type: 'duration', group: 'sync', commands: SYNC, min: 1, doc: 'event loop tick' },
   { key: 'blockFetchStaggerMs', type: 'duration', group: 'sync', commands: SYNC, min: 0, doc: 'start delay between pipelined block fetch requests (request i starts after i × this)' },
+  { key: 'syncRangesInFlight', type: 'int', group: 'sync', commands: SYNC, min: 1, max: 16, doc: 'commit ranges fetched, downloaded and verified at once (pipelined; stored in order; they share max-total-fetched-bytes)' },
   { key: 'peerHeightQueryIntervalMs', type: 'duration', group: 'sync', commands: SYNC, min: 1, doc: 'how often each peer is asked for its commit availability' },
   { key: 'handlerTimeoutMs', type: 'duration', group: 'sync', commands: SYNC, min: 1, doc: 'time limit of one inbound request' },
   { key: 'inboundRequestsPerSecond', type: 'int', group: 'sync', commands: SYNC, min: 1, doc: 'inbound requests one peer may make per second, per protocol' },

@@ -5,8 +5,8 @@
  * digest and (round, author) equal the ref asked for at that position, its signature is its author's
  * in the commit's epoch committee, and every transaction in it verifies (TxVerifier).
  *
- * Memory is bounded by `maxTotalFetchedBytes`: blocks held plus one response per request in flight
- * never exceed it. Whenever the commits at the front have all their blocks, `onReady` stores them
+ * Memory is bounded by `maxTotalFetchedBytes` (or the part of it a download is given when several run
+ * at once): blocks held plus one response per request in flight never exceed it. Whenever the commits at the front have all their blocks, `onReady` stores them
  * and their bytes are released.
  */
 import type { PeerId } from '@libp2p/interface'
@@ -60,25 +60,31 @@ export class BlockDownloader {
   }
 
   /**
-   * Downloads every block of `commits` (all of one epoch) not already stored, from `peers` in order
-   * of preference (falling back on failure), and hands complete commit prefixes to `onReady`.
+   * Downloads every block of `commits` (all of one epoch) not already stored or among `verified`, from
+   * `peers` in order of preference (falling back on failure), and hands complete commit prefixes to
+   * `onReady`. `budgetBytes` (default maxTotalFetchedBytes) bounds the blocks it holds.
    */
-  async download (commits: readonly TrustedCommit[], peers: readonly PeerId[], onReady: (ready: ReadyCommit[]) => Promise<void>, signal: AbortSignal): Promise<void> {
+  async download (commits: readonly TrustedCommit[], peers: readonly PeerId[], onReady: (ready: ReadyCommit[]) => Promise<void>, signal: AbortSignal, budgetBytes?: number, verified: readonly ParsedBlock[] = []): Promise<void> {
     const { store } = this.deps
-    const o = this.opts
+    // concurrent downloads share maxTotalFetchedBytes: each is given its part
+    const o = { ...this.opts, maxTotalFetchedBytes: budgetBytes ?? this.opts.maxTotalFetchedBytes }
     if (commits.length === 0) return
     const epoch = commits[0].epoch
     const committee = await store.getCommittee(epoch)
     if (committee === undefined) throw new StoreError(`no committee stored for epoch ${epoch}`)
 
     // what is missing, in commit order
+    // blocks verified already (`verified`: the certifier blocks of the range before, not stored yet)
+    const known = new Map(verified.map(b => [key(b.ref), b]))
     const have = new Map<string, ParsedBlock>()
     const missing: BlockRef[] = []
     for (const c of commits) {
       const stored = await store.getBlocks(c.commit.blocks)
       c.commit.blocks.forEach((r, i) => {
         const b = stored[i]
-        if (b !== undefined) have.set(key(r), this.deps.blockVerifier.parse(b))
+        const k = key(r)
+        if (b !== undefined) have.set(k, this.deps.blockVerifier.parse(b))
+        else if (known.has(k)) have.set(k, known.get(k)!)
         else missing.push(r)
       })
     }
@@ -129,8 +135,11 @@ export class BlockDownloader {
               throw new BlockMismatchError(`asked for block ${refString(want)}, got ${refString(b.ref)}`)
             }
           })
-          await this.deps.blockVerifier.verify(blocks, committee)
-          await this.deps.txVerifier.verifyBlocks(blocks)
+          // block and transaction signatures verified together (both spread over the VerifyPool); a bad
+          // block signature is the error reported when both fail
+          const [bv, tv] = await Promise.allSettled([this.deps.blockVerifier.verify(blocks, committee), this.deps.txVerifier.verifyBlocks(blocks)])
+          if (bv.status === 'rejected') throw bv.reason
+          if (tv.status === 'rejected') throw tv.reason
           for (let i = 0; i < blocks.length; i++) {
             const k = key(blocks[i].ref)
             have.set(k, blocks[i])

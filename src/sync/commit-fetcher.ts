@@ -18,8 +18,11 @@ export interface VerifiedCommitRange {
   certifiers: VerifiedBlock[]
 }
 
+/** The commit a range is chained to: the one right before its first commit. */
+export interface CommitAnchor { index: number, digest: Uint8Array, epoch: number, endOfEpoch: boolean }
+
 /** The commit before `start` as the chain anchor: genesis for 1, else a stored commit. */
-export async function chainAnchor (store: ChainStore, start: number): Promise<{ index: number, digest: Uint8Array, epoch: number, endOfEpoch: boolean }> {
+export async function chainAnchor (store: ChainStore, start: number): Promise<CommitAnchor> {
   if (start === 1) return { index: 0, digest: store.chainId, epoch: 0, endOfEpoch: false }
   const prev = await store.getCommit(start - 1)
   if (prev === undefined) throw new StoreError(`commit ${start - 1}, the anchor of a fetch from ${start}, is not stored`)
@@ -31,13 +34,15 @@ export async function fetchAndVerifyCommits (
   start: number,
   end: number,
   deps: { store: ChainStore, fetchCommits: FetchCommits, blockVerifier: SignedBlockVerifier },
-  options: AbortOptions = {}
+  options: AbortOptions = {},
+  /** the verified commit `start - 1` when it is not stored yet (a pipelined range); else read from the store */
+  anchor?: CommitAnchor
 ): Promise<VerifiedCommitRange> {
   const { store, fetchCommits, blockVerifier } = deps
   const res = await fetchCommits.fetch(peer, start, end, options)
   let commits: ParsedCommit[] = res.commits.map(b => parseCommit(b))
-  const anchor = await chainAnchor(store, start)
-  verifyChain(anchor, commits)
+  if (anchor !== undefined && anchor.index !== start - 1) throw new RangeError(`the anchor of a range from ${start} is commit ${start - 1}, got ${anchor.index}`)
+  verifyChain(anchor ?? await chainAnchor(store, start), commits)
   // epoch boundary: keep commits up to the first end-of-epoch commit
   const eoe = commits.findIndex(c => c.isEndOfEpoch)
   if (eoe >= 0 && eoe < commits.length - 1) commits = commits.slice(0, eoe + 1)

@@ -17,7 +17,7 @@ import { BoundedChannel } from './channel.ts'
 import { PeerHeights } from './peer-heights.ts'
 import { PeerBalancer } from './peer-balancer.ts'
 import { PeerScores } from './peer-scores.ts'
-import { fetchAndVerifyCommits, type VerifiedCommitRange } from './commit-fetcher.ts'
+import { fetchAndVerifyCommits, type CommitAnchor, type VerifiedCommitRange } from './commit-fetcher.ts'
 import { BlockDownloader, type ReadyCommit } from './block-downloader.ts'
 import type { SignedBlockVerifier } from './block-verifier.ts'
 import type { TxVerifier } from './tx-verifier.ts'
@@ -34,7 +34,8 @@ export type SyncPhase = 'stopped' | 'replaying' | 'discovering' | 'syncing' | 'w
 export const STATE_SYNC_KEYS = [
   'mailboxCapacity', 'syncedCommitBroadcastChannelCapacity', 'waitIntervalWhenNoPeerToSyncContentMs', 'timeoutMs',
   'commitSyncBatchSize', 'maxBlocksPerFetch', 'maxFetchResponseBytes', 'maxTotalFetchedBytes',
-  'commitSummaryDownloadConcurrency', 'tickIntervalMs', 'blockFetchStaggerMs', 'peerHeightQueryIntervalMs', 'peerBanMs'
+  'commitSummaryDownloadConcurrency', 'tickIntervalMs', 'blockFetchStaggerMs', 'peerHeightQueryIntervalMs', 'peerBanMs',
+  'syncRangesInFlight'
 ] as const satisfies ReadonlyArray<keyof SomaConfig>
 
 export type StateSyncConfig = Pick<SomaConfig, typeof STATE_SYNC_KEYS[number]>
@@ -321,31 +322,68 @@ export class StateSyncEventLoop {
 
   /**
    * Sync from `start` towards `target`, range after range (each at most commitSyncBatchSize commits,
-   * from one peer chosen by the PeerBalancer). Pipelined: while the commits of range k are handed to
-   * the executor's channel (which blocks while the executor is behind), range k+1 is fetched,
-   * verified and downloaded; range k+1 is stored only once range k is entirely in the channel, so sync
-   * never holds more than one range beyond what the channel allows.
+   * from one peer chosen by the PeerBalancer). Pipelined, Lodestar-style: up to `syncRangesInFlight`
+   * ranges are in flight at once. The commits of range k+1 are fetched and verified (chained to range
+   * k's last commit, held in memory) as soon as range k's commits are, and its blocks download and
+   * verify while range k's do; ranges are stored strictly in order (range k+1 waits for range k to be
+   * stored), and a range is stored only once the one before it is entirely in the executor's channel
+   * (which blocks while the executor is behind). Ranges never cross an epoch boundary in flight: the
+   * next epoch's committee is stored with the end-of-epoch commit. The block memory budget
+   * (`maxTotalFetchedBytes`) is shared evenly by the ranges in flight.
    */
   private async syncOnce (start: number, target: number, signal: AbortSignal): Promise<void> {
     let feeding: Promise<void> = Promise.resolve()
+    const depth = this.config.syncRangesInFlight
+    // ranges in flight, oldest first; a range that fails aborts the ranges after it (they can no longer
+    // be stored), never the ones before it
+    const inflight: Array<{ task: Promise<void>, abort: AbortController }> = []
+    let firstError: unknown
+    let stored: Promise<void> = Promise.resolve() // resolves once the latest range started is stored
+    let anchor: CommitAnchor | undefined
+    let previousCertifiers: readonly ParsedBlock[] = []
+    const settleOldest = async (): Promise<void> => {
+      const r = inflight.shift()!
+      try {
+        await r.task
+      } catch (err) {
+        firstError ??= err
+        for (const later of inflight) later.abort.abort(err)
+      }
+    }
     try {
       let next = start
-      while (next <= target && !signal.aborted) {
-        const last = await this.syncRange(next, Math.min(target, next + this.config.commitSyncBatchSize - 1), signal, async (ready, certifiers) => {
+      while (next <= target && !signal.aborted && firstError === undefined) {
+        const range = await this.fetchRange(next, Math.min(target, next + this.config.commitSyncBatchSize - 1), anchor, signal)
+        if (range === undefined) break
+        const abort = new AbortController()
+        const before = stored
+        const task = this.downloadRange(range.range, range.source, previousCertifiers, AbortSignal.any([signal, abort.signal]), async (ready, certifiers) => {
+          await before // the previous range is stored first
           await feeding
           await this.persist(ready, certifiers)
           feeding = this.feed(ready, signal)
           feeding.catch(() => {}) // awaited below; an abort is handled by the caller
-        })
-        if (last === undefined) break
-        next = last + 1
-        this.notifyLowerPeers()
+        }).then(() => { this.notifyLowerPeers() })
+        task.catch(() => {}) // settled in order by settleOldest
+        stored = task
+        inflight.push({ task, abort })
+        previousCertifiers = range.range.certifiers
+        const last = range.range.commits[range.range.commits.length - 1]
+        anchor = { index: last.index, digest: last.digest, epoch: last.epoch, endOfEpoch: last.isEndOfEpoch }
+        next = last.index + 1
+        // the next epoch's committee comes with this range's last commit: store it before going on
+        while (inflight.length >= depth || (last.isEndOfEpoch && inflight.length > 0)) await settleOldest()
         // newer heights may have arrived (pushes) while this range synced
         target = Math.max(target, this.heights.highest())
       }
+    } catch (err) {
+      firstError ??= err
+      for (const r of inflight) r.abort.abort(err)
     } finally {
+      while (inflight.length > 0) await settleOldest()
       await feeding
     }
+    if (firstError !== undefined) throw firstError
   }
 
   private async feed (ready: ReadyCommit[], signal: AbortSignal): Promise<void> {
@@ -353,41 +391,41 @@ export class StateSyncEventLoop {
   }
 
   /**
-   * One range: verified commits from one peer, then their blocks (from that peer first, falling back
-   * to others); `store` is called with complete commit prefixes in order. Returns the last commit
-   * index stored, or undefined when no peer could serve the range.
+   * The verified commits of one range from one peer (the PeerBalancer's pick, falling back through the
+   * others), chained to `anchor` (the range before, when not stored yet). Undefined when no peer could
+   * serve it.
    */
-  private async syncRange (start: number, end: number, signal: AbortSignal, store: (ready: ReadyCommit[], certifiers: readonly ParsedBlock[]) => Promise<void>): Promise<number | undefined> {
-    let range: VerifiedCommitRange | undefined
-    let source: PeerId | undefined
+  private async fetchRange (start: number, end: number, anchor: CommitAnchor | undefined, signal: AbortSignal): Promise<{ range: VerifiedCommitRange, source: PeerId } | undefined> {
     for (const peer of new PeerBalancer(this.eligiblePeers(), start)) {
       try {
-        const r = await fetchAndVerifyCommits(peer, start, end, this.deps, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.config.timeoutMs)]) })
+        const range = await fetchAndVerifyCommits(peer, start, end, this.deps, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.config.timeoutMs)]) }, anchor)
         // the certifier blocks are stored with the range, and later count as stored blocks of the next
         // commits (the downloader does not fetch or verify those again): verify their transactions now
-        await this.deps.txVerifier.verifyBlocks(r.certifiers)
-        range = r
-        source = peer
+        await this.deps.txVerifier.verifyBlocks(range.certifiers)
         this.scores.reward(peer)
-        break
+        return { range, source: peer }
       } catch (err) {
         if (signal.aborted) throw err
         this.penalize(peer, err)
       }
     }
-    if (range === undefined || source === undefined) {
-      this.setPhase('waiting-for-peers')
-      this.noPeerUntil = Date.now() + this.config.waitIntervalWhenNoPeerToSyncContentMs
-      return undefined
-    }
+    this.setPhase('waiting-for-peers')
+    this.noPeerUntil = Date.now() + this.config.waitIntervalWhenNoPeerToSyncContentMs
+    return undefined
+  }
+
+  /**
+   * The blocks of a verified range, from the peer that served its commits first, then others that have
+   * them (`verified`: the range before's certifier blocks, which may not be stored yet); `store` is
+   * called with complete commit prefixes in order (the range's certifier blocks with its last commit).
+   */
+  private async downloadRange (range: VerifiedCommitRange, source: PeerId, verified: readonly ParsedBlock[], signal: AbortSignal, store: (ready: ReadyCommit[], certifiers: readonly ParsedBlock[]) => Promise<void>): Promise<void> {
     const last = range.commits[range.commits.length - 1]
-    // blocks: the peer that served the commits first, then others that have them
     const others = [...new PeerBalancer(this.eligiblePeers(), last.index)].filter(p => !p.equals(source))
     const certifiers = range.certifiers
     await this.downloader.download(range.commits, [source, ...others], async (ready) => {
       await store(ready, ready[ready.length - 1].commit.index === last.index ? certifiers : [])
-    }, signal)
-    return last.index
+    }, signal, Math.floor(this.config.maxTotalFetchedBytes / this.config.syncRangesInFlight), verified)
   }
 
   /** Blocks, votes, commits (and certifiers of the range's last commit) and highest synced: one batch. */

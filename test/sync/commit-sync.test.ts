@@ -182,6 +182,42 @@ test('a node stopped mid-sync resumes from its highest synced commit without ref
   await assertSameChain(cs, ps, tip, 'resumed client')
 })
 
+test('ranges are pipelined: range k+1 is fetched while range k downloads, and ranges are stored in order', { timeout: 60_000 }, async t => {
+  const env = testEnv(t)
+  const { store: ps } = await producerStore(env.dir, 60, { epochLength: 30 })
+  env.track(ps)
+  const tip = ps.highestSynced
+  const P = env.node(await syncNode(ps, { sync: false }))
+  /** Syncs a fresh node; returns how many FetchCommits requests started while a range before them was not stored yet. */
+  const run = async (name: string, syncRangesInFlight: number): Promise<{ overlapped: number, synced: number[] }> => {
+    const cs = await env.store(name)
+    const C = env.node(await syncNode(cs, { commitSyncBatchSize: 5, syncRangesInFlight }))
+    // slow block responses leave time for the next range's commits to be asked for
+    const fb = C.services.fetchBlocks
+    const origBlocks = fb.fetch.bind(fb)
+    fb.fetch = async (peer: PeerId, refs: BlockRef[], opts: any) => { await sleep(30); return await origBlocks(peer, refs, opts) }
+    let overlapped = 0
+    const fc = C.services.fetchCommits
+    const origCommits = fc.fetch.bind(fc)
+    fc.fetch = async (peer: PeerId, start: number, end: number, opts: any): Promise<FetchCommitsResponse> => {
+      if (cs.highestSynced < start - 1) overlapped++
+      return await origCommits(peer, start, end, opts)
+    }
+    const synced: number[] = []
+    loop(C).on('synced', h => { synced.push(h) })
+    await C.dial(addr(P))
+    await waitFor(() => cs.highestExecuted >= tip, 30_000, `${name} to sync`)
+    await assertSameChain(cs, ps, tip, name)
+    return { overlapped, synced }
+  }
+  const piped = await run('piped', 2)
+  assert.ok(piped.overlapped >= 5, `ranges overlap with 2 in flight (${piped.overlapped})`)
+  assert.deepEqual(piped.synced, [...piped.synced].sort((a, b) => a - b), 'stored in order')
+  assert.equal(piped.synced[piped.synced.length - 1], tip)
+  const serial = await run('serial', 1)
+  assert.equal(serial.overlapped, 0, 'one range at a time with syncRangesInFlight 1')
+})
+
 test('a node SIGKILLed mid-sync reopens consistent and resumes', { timeout: 60_000 }, async t => {
   let child: ReturnType<typeof spawn> | undefined
   t.after(() => { if (child !== undefined && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
