@@ -80,6 +80,8 @@ const QUICK: Sizes = {
 
 const SEED = 'bench/foundation'
 const VALIDATORS = 4
+/** commits per executeBatch in the batched executor run (the default of `executionBatchCommits`) */
+const EXEC_BATCH = 50
 const TXS_PER_BLOCK = 50
 const EPOCH_LENGTH = 50
 
@@ -96,6 +98,9 @@ export async function run (opts: BenchOptions = {}): Promise<Figures> {
     maybeGc()
     log(`executor: re-executing ${devnet.subdags.length} commits on a fresh store`)
     const exec = await benchExecutor(tmp, genesis, devnet.subdags, devnet.stateRoot)
+    maybeGc()
+    log(`executor: the same in batches of ${EXEC_BATCH} commits`)
+    const execBatched = await benchExecutor(tmp, genesis, devnet.subdags, devnet.stateRoot, EXEC_BATCH)
     devnet.subdags.length = 0
     maybeGc()
     log(`state root: ${s.stateAccounts} accounts, ${s.stateChanged} changed per update`)
@@ -115,6 +120,8 @@ export async function run (opts: BenchOptions = {}): Promise<Figures> {
       'executor.commitsPerSec': exec.commitsPerSec,
       'executor.commits': exec.commits,
       'executor.peakRssMiB': exec.peakRssMiB,
+      'executor.batched.txPerSec': execBatched.txPerSec,
+      'executor.batched/single': execBatched.txPerSec / exec.txPerSec,
       'stateRoot.accounts': s.stateAccounts,
       'stateRoot.changedPerUpdate': s.stateChanged,
       'stateRoot.incrementalUsPerChangedEntry': state.incrementalUsPerEntry,
@@ -204,18 +211,27 @@ async function benchDevnet (tmp: TempDirs, genesis: GenesisBundle, s: Sizes): Pr
 // ---------------------------------------------------------------------------------------------------
 // 3. executor
 
-async function benchExecutor (tmp: TempDirs, genesis: GenesisBundle, subdags: CommittedSubDag[], expectedRoot: Uint8Array): Promise<{
+async function benchExecutor (tmp: TempDirs, genesis: GenesisBundle, subdags: CommittedSubDag[], expectedRoot: Uint8Array, batchCommits = 1): Promise<{
   txPerSec: number, commitsPerSec: number, commits: number, peakRssMiB: number
 }> {
-  const store = await ChainStore.open(tmp.make('executor'), { genesis })
+  const store = await ChainStore.open(tmp.make(`executor-${batchCommits}`), { genesis })
   try {
     const ex = new CommitExecutor(store)
-    let root: Uint8Array = new Uint8Array(0)
+    let root: Uint8Array | undefined
     const m = await measure(async () => {
-      for (const sd of subdags) root = (await ex.execute(sd)).stateRoot
+      // batches of `batchCommits` consecutive commits, cut after each end-of-epoch commit (as `run` cuts them)
+      let batch: CommittedSubDag[] = []
+      for (const sd of subdags) {
+        batch.push(sd)
+        if (batch.length >= batchCommits || sd.commit.commit.endOfEpoch != null || sd === subdags[subdags.length - 1]) {
+          const rs = await ex.executeBatch(batch)
+          root = rs[rs.length - 1].stateRoot
+          batch = []
+        }
+      }
     })
-    if (!bytesEqual(root, expectedRoot)) {
-      throw new Error(`re-execution ended at state root ${toHex(root)}, the devnet store has ${toHex(expectedRoot)}`)
+    if (root === undefined || !bytesEqual(root, expectedRoot)) {
+      throw new Error(`re-execution ended at state root ${root === undefined ? 'none' : toHex(root)}, the devnet store has ${toHex(expectedRoot)}`)
     }
     return {
       txPerSec: perSec(ex.stats.transactions, m.ms),
