@@ -17,7 +17,7 @@
  * A snapshot's rows (0x12–0x15) are written together, with its new chunks, in one atomic batch, and are
  * deleted together when it is pruned; chunks no kept snapshot lists are then deleted in the same batch.
  *
- * ## Snapshot sync in progress (0x16–0x19; src/snapshot/sync/sync-state.ts)
+ * ## Snapshot sync in progress (0x16–0x1a; src/snapshot/sync/sync-state.ts)
  *
  * A node syncing a snapshot keeps everything it has verified so far here, so that a restart (even after
  * SIGKILL) resumes without fetching it again. At most one sync is in progress; its rows are cleared in
@@ -34,6 +34,18 @@
  * | 0x19   | sync have              | chunk hash 32        | size u32 ‖ the serving peer's id bytes (empty: reused   |
  * |        |                        |                      | from a chunk already stored): the chunk is in 0x11 and |
  * |        |                        |                      | verified; written in the chunk's own batch             |
+ * | 0x1a   | sync chunk partial     | chunk hash 32        | the chunk's partial state hash: 2048 LtHash lane bytes,|
+ * |        |                        |                      | the lane-wise sum of the state elements of its entries |
+ * |        |                        |                      | (as src/executor/state-hash.ts makes them). Written    |
+ * |        |                        |                      | with the chunk's HAVE row, in the same batch; a HAVE   |
+ * |        |                        |                      | row without one (a chunk reused from 0x11, a chunk that|
+ * |        |                        |                      | does not decode, an older store) is computed by the    |
+ * |        |                        |                      | load. A function of the chunk bytes, hence of the key: |
+ * |        |                        |                      | never from a peer, and checked by the state root       |
+ *
+ * A HAVE row and its partial are deleted together (a chunk found missing or unlisted); the load adds up
+ * the partials instead of hashing every entry, and recomputes them from the chunk bytes if the sum is
+ * not the manifest's state root (a damaged partial is replaced, no peer blamed).
  */
 import { indexed, hashed } from '../store/keys.ts'
 
@@ -46,7 +58,8 @@ export const SnapshotBucket = {
   SYNC_META: 0x16,
   SYNC_ROW: 0x17,
   SYNC_LISTED: 0x18,
-  SYNC_HAVE: 0x19
+  SYNC_HAVE: 0x19,
+  SYNC_PARTIAL: 0x1a
 } as const
 
 export const SnapshotKeys = {
@@ -68,6 +81,7 @@ export const SnapshotKeys = {
   syncRow: (index: number) => indexed(SnapshotBucket.SYNC_ROW, index),
   syncListed: (hash: Uint8Array) => hashed(SnapshotBucket.SYNC_LISTED, hash),
   syncHave: (hash: Uint8Array) => hashed(SnapshotBucket.SYNC_HAVE, hash),
+  syncPartial: (hash: Uint8Array) => hashed(SnapshotBucket.SYNC_PARTIAL, hash),
   /** [gte, lt) over a whole bucket */
   range: (bucket: number): [Uint8Array, Uint8Array] => [Uint8Array.of(bucket), Uint8Array.of(bucket + 1)]
 }

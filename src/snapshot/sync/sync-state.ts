@@ -1,5 +1,5 @@
 /**
- * The persisted state of a snapshot sync in progress (buckets 0x16–0x19, src/snapshot/store-keys.ts).
+ * The persisted state of a snapshot sync in progress (buckets 0x16–0x1a, src/snapshot/store-keys.ts).
  * Everything verified so far is here, written atomically with what it describes, so that a restart at
  * any point (even SIGKILL) resumes without fetching again what was stored and verified:
  *
@@ -20,13 +20,16 @@
  * | state-replaced     | 0x01                                    | before the state buckets are first cleared; |
  * |                    |                                         | removed by the anchor batch               |
  *
+ * Besides the meta rows: listing rows (0x17, 0x18), one HAVE row per stored and verified chunk (0x19)
+ * and, written in the same batch, the chunk's partial state hash (0x1a; chunk-hash-pool.ts).
+ *
  * Persisted phases: `filter` → `chunks` → `final-check` → `load` → `anchor`; no phase row: nothing in
  * progress. `state-replaced` outlives an abandoned sync: once the node's accounts and embeddings have
  * been cleared for a snapshot, it must complete a snapshot sync before it may execute commits again.
  */
 import type { ChainStore, StoreBatch } from '../../store/chain-store.ts'
 import { u64, readU64 } from '../../store/keys.ts'
-import { LtHash } from '../../crypto/lthash.ts'
+import { LtHash, LTHASH_BYTES } from '../../crypto/lthash.ts'
 import { SnapshotBucket, SnapshotKeys } from '../store-keys.ts'
 import { SnapshotCodecs } from '../manifest.ts'
 import type { ChunkInfo } from '../chunk-format.ts'
@@ -35,7 +38,7 @@ import { CorruptStoreError } from '../../errors.ts'
 export type PersistedPhase = 'filter' | 'chunks' | 'final-check' | 'load' | 'anchor'
 const PHASES: readonly PersistedPhase[] = ['filter', 'chunks', 'final-check', 'load', 'anchor']
 
-export const SYNC_BUCKETS = [SnapshotBucket.SYNC_META, SnapshotBucket.SYNC_ROW, SnapshotBucket.SYNC_LISTED, SnapshotBucket.SYNC_HAVE] as const
+export const SYNC_BUCKETS = [SnapshotBucket.SYNC_META, SnapshotBucket.SYNC_ROW, SnapshotBucket.SYNC_LISTED, SnapshotBucket.SYNC_HAVE, SnapshotBucket.SYNC_PARTIAL] as const
 
 const META = {
   phase: SnapshotKeys.syncMeta('phase'),
@@ -222,8 +225,27 @@ export class SyncState {
     return await this.db.hasMany(hashes.map(h => SnapshotKeys.syncHave(h)))
   }
 
-  putHave (batch: StoreBatch, hash: Uint8Array, size: number, peer?: Uint8Array): void {
+  /** The HAVE row of a stored, verified chunk and, when known, its partial state hash (2048 bytes). */
+  putHave (batch: StoreBatch, hash: Uint8Array, size: number, peer?: Uint8Array, partial?: Uint8Array): void {
     batch.put(SnapshotKeys.syncHave(hash), haveValue(size, peer))
+    if (partial !== undefined) this.putPartial(batch, hash, partial)
+  }
+
+  /** Deletes a chunk's HAVE row and its partial state hash. */
+  delHave (batch: StoreBatch, hash: Uint8Array): StoreBatch {
+    return batch.del(SnapshotKeys.syncHave(hash)).del(SnapshotKeys.syncPartial(hash))
+  }
+
+  putPartial (batch: StoreBatch, hash: Uint8Array, partial: Uint8Array): void {
+    if (partial.byteLength !== LTHASH_BYTES) throw new TypeError(`a partial state hash is ${LTHASH_BYTES} bytes, got ${partial.byteLength}`)
+    batch.put(SnapshotKeys.syncPartial(hash), partial)
+  }
+
+  /** The stored partial state hashes of chunks (undefined: none, or not 2048 bytes). */
+  async partials (hashes: readonly Uint8Array[]): Promise<Array<Uint8Array | undefined>> {
+    if (hashes.length === 0) return []
+    const vs = await this.db.getMany(hashes.map(h => SnapshotKeys.syncPartial(h)))
+    return vs.map(v => v !== undefined && v.byteLength === LTHASH_BYTES ? v : undefined)
   }
 
   /** HAVE rows, ascending by hash. */
@@ -273,12 +295,12 @@ export class SyncState {
   }
 
   /**
-   * Deletes every row of the sync (meta, listing, HAVE); chunks stay in 0x11 (a later sync reuses
+   * Deletes every row of the sync (meta, listing, HAVE, partials); chunks stay in 0x11 (a later sync reuses
    * them, the next snapshot registration sweeps those no snapshot lists). `keepStateReplaced` keeps
    * the state-replaced flag (an abandoned sync after the state was cleared).
    */
   async clear (opts: { keepStateReplaced?: boolean } = {}): Promise<void> {
-    for (const b of [SnapshotBucket.SYNC_HAVE, SnapshotBucket.SYNC_LISTED, SnapshotBucket.SYNC_ROW]) {
+    for (const b of [SnapshotBucket.SYNC_HAVE, SnapshotBucket.SYNC_PARTIAL, SnapshotBucket.SYNC_LISTED, SnapshotBucket.SYNC_ROW]) {
       const [gte, lt] = SnapshotKeys.range(b)
       await this.db.clear({ gte, lt })
     }
