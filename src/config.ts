@@ -171,7 +171,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'statusHost', type: 'string', group: 'node', commands: ALL, doc: 'address the status/metrics HTTP server binds' },
   { key: 'statusPort', type: 'int', group: 'node', commands: ALL, min: 0, max: 65535, doc: 'port of the status (/status) and Prometheus (/metrics) server; 0 disables it' },
   { key: 'logLevel', type: 'choice', group: 'node', commands: [...ALL, 'snapshot'], choices: ['error', 'warn', 'info', 'debug'], doc: 'log verbosity' },
-  { key: 'verifyWorkers', type: 'int', group: 'node', commands: ALL, min: 0, max: 64, doc: 'worker threads for signature checks; 0 verifies on the main thread' },
+  { key: 'verifyWorkers', type: 'int', group: 'node', commands: ALL, min: 0, max: 64, doc: 'worker threads for signature checks, and for the state hashes of snapshot chunks as snapshot sync receives them; 0: on the main thread' },
   { key: 'dhtEnabled', type: 'bool', group: 'node', commands: ALL, doc: 'run the chain-scoped kad-dht' },
   { key: 'maxConnections', type: 'int', group: 'node', commands: ALL, min: 1, max: 100000, doc: 'libp2p connection manager limit' },
 

@@ -1,7 +1,7 @@
 /**
  * Snapshot sync resumes without fetching again what it stored and verified (real nodes on 127.0.0.1):
  * - a syncing process SIGKILLed mid-download restarts and fetches exactly the chunks it did not store
- *   (counted by the server and by the client);
+ *   (counted by the server and by the client); each stored chunk has its HAVE row and partial state hash;
  * - a node stopped in every persisted phase (filter, chunks, final-check, load — mid-load —, anchor)
  *   resumes there and completes, with every chunk fetched once over both runs; while its state is being
  *   replaced, even `--sync-mode commits` must finish the snapshot first.
@@ -89,6 +89,7 @@ test('SIGKILL mid-download, then a restart fetches only the chunks that were not
   const had = (await state.haveTotals()).chunks
   assert.ok(had >= killedAt && had < total, `stored ${had} of ${total} chunks before the kill (${killedAt} reported)`)
   assert.equal(await countBucket(store, SnapshotBucket.CHUNK), had, 'a chunk is stored iff its HAVE row is (one batch)')
+  assert.equal(await countBucket(store, SnapshotBucket.SYNC_PARTIAL), had, 'and its partial state hash (the same batch)')
   const listingAtKill = (await state.listing()).next
   assert.ok(firstRun >= had, 'the server sent at least what was stored')
 
@@ -152,6 +153,8 @@ test('stopped in any persisted phase (mid-load included), a node resumes there a
       assert.equal(persisted?.phase, phase, `persisted phase after stopping in ${phase}`)
     }
     if (phase === 'chunks') assert.ok(hadFirst > 0 && hadFirst < total, `stopped mid-download (${hadFirst} of ${total})`)
+    // every chunk fetched was stored with its partial state hash (same batch as its HAVE row)
+    if (phase === 'final-check') assert.equal(await countBucket(store, SnapshotBucket.SYNC_PARTIAL), hadFirst, 'a partial per HAVE row')
 
     // second run resumes
     counts.chunks = 0

@@ -20,7 +20,7 @@
  * A worker per serving peer runs "lanes", each one request in flight: take up to `maxChunksPerRequest`
  * items of at most `maxChunkResponseBytes` from the shared ChunkQueue, fetch them, check each chunk —
  * sha256 of its bytes equal to the hash it was asked by, and in the filter — and write the good ones with
- * their HAVE rows in one batch. The number of lanes adapts per peer: it starts at
+ * their HAVE rows and partial state hashes in one batch. The number of lanes adapts per peer: it starts at
  * `initialRequestsPerPeer` and grows by one after each answer faster than `latencyTargetMs` (up to
  * `maxRequestsPerPeer`), and halves on a failure, so fast peers carry more requests and take more work.
  * Chunks in flight are bounded by `maxInflightBytes` over all peers. A chunk that fails is discarded, its
@@ -43,6 +43,7 @@ import { frameListingRow } from '../protocols/messages.ts'
 import { ChunkNotServedError, type ChunkSession, type SnapshotChunksService } from '../protocols/snapshot-chunks.ts'
 import type { SnapshotListingService } from '../protocols/snapshot-listing.ts'
 import { ChunkQueue, type ChunkItem } from './chunk-queue.ts'
+import type { ChunkHashPool } from './chunk-hash-pool.ts'
 import type { ListingProgress, SyncState } from './sync-state.ts'
 
 export interface DownloadConfig {
@@ -79,6 +80,8 @@ export interface DownloadDeps {
   penalize: (peer: PeerId, err: unknown) => boolean
   reward: (peer: PeerId) => void
   log: (msg: string, ...args: unknown[]) => void
+  /** computes each verified chunk's partial state hash, stored with its HAVE row (none: the load does) */
+  hashPool?: ChunkHashPool
 }
 
 export interface PeerDownloadStats {
@@ -341,7 +344,7 @@ export class ChunkDownloader {
       const del = this.deps.store.batch()
       batch.forEach((b, i) => {
         if (listed[i]) return
-        del.del(SnapshotKeys.syncHave(b.hash))
+        this.deps.state.delHave(del, b.hash)
         const err = new InvalidChunkError(`chunk ${toHex(b.hash)} passed the filter but is not in the snapshot's listing`)
         this.deps.log('%s', err.message)
         if (b.peer !== undefined) {
@@ -453,10 +456,12 @@ export class ChunkDownloader {
       w.pausedUntil = Date.now() + backoff
       return
     }
-    // hash and check on arrival; the good ones land with their HAVE rows in one batch, written in the
-    // background while this lane asks for more (the bytes count as in flight until written)
+    // hash and check on arrival; the good ones land with their HAVE rows and partial state hashes
+    // (computed by the hash pool's workers) in one batch, written in the background while this lane asks
+    // for more (the bytes count as in flight until written)
     const batch = this.deps.store.batch()
     const good: ChunkItem[] = []
+    const goodChunks: Array<[Uint8Array, Uint8Array]> = []
     let bad: InvalidChunkError | undefined
     let goodBytes = 0
     for (let i = 0; i < chunks.length; i++) {
@@ -473,6 +478,7 @@ export class ChunkDownloader {
         batch.put(SnapshotKeys.chunk(h), bytes)
         this.deps.state.putHave(batch, h, bytes.byteLength, w.idBytes)
         good.push(it)
+        goodChunks.push([h, bytes])
         goodBytes += bytes.byteLength
         continue
       }
@@ -480,8 +486,15 @@ export class ChunkDownloader {
       this.queue.release(it, w.key, true)
     }
     for (const it of items.slice(chunks.length)) this.queue.release(it, w.key, false)
+    const pool = this.deps.hashPool
     const write = (async () => {
       try {
+        if (pool !== undefined && goodChunks.length > 0) {
+          // a chunk whose partial could not be computed (it does not decode, or a worker failed) is
+          // stored without one: the load computes it (and refuses a chunk that does not decode)
+          const partials = await Promise.all(goodChunks.map(async ([, bytes]) => await pool.partial(bytes).catch(() => undefined)))
+          partials.forEach((p, i) => { if (p !== undefined) this.deps.state.putPartial(batch, goodChunks[i][0], p) })
+        }
         if (batch.length > 0) await batch.write()
       } catch (err: any) {
         this.writeError ??= err

@@ -9,11 +9,20 @@
  * initialized from genesis like any other (genesis meta, committee 0, genesis accounts at commit 0), so
  * the ACCOUNT and EMBEDDING buckets are cleared first (the genesis accounts, or an older state, must not
  * linger), after the persisted `state-replaced` flag is set. Then the chunks are read back in listing
- * order, each re-hashed against its row, decoded strictly, checked against its row and the manifest's
- * grouping (checkChunkContent) and its entries written and added to an LtHash, in batches; each batch
- * also persists the load cursor and the LtHash, so a restart resumes mid-load. This is rebuildState's
- * work (src/snapshot/rebuild.ts), done resumably and in O(batch) memory (rebuildState holds the listing
- * and restarts from scratch). The rebuilt root must equal the manifest's state root.
+ * order, a window at a time (4 MiB or 256 chunks), each re-hashed against its row, decoded strictly,
+ * checked against its row and the manifest's grouping (checkChunkContent), its entries written, and its
+ * partial state hash added to an LtHash. The partial (the sum of the state elements of the chunk's
+ * entries, chunk-hash-pool.ts) was computed by worker threads when the chunk arrived and stored with its
+ * HAVE row (bucket 0x1a), so the load adds up 2048-byte partials instead of hashing every entry; a chunk
+ * without one (reused from the store, an older store) has it computed here (by the pool, while the
+ * chunks are decoded). Entries are written in batches, each with the load cursor and the LtHash as of its
+ * last chunk; one batch is written while the next is filled (never more than one write in flight, in
+ * order), so a restart resumes mid-load from the last batch written. This is rebuildState's work
+ * (src/snapshot/rebuild.ts), done resumably and in O(batch) memory (rebuildState holds the listing and
+ * restarts from scratch). The rebuilt root must equal the manifest's state root. If it does not, every
+ * chunk's partial is recomputed from its bytes: if their sum is the manifest's root, stored partials (or
+ * the persisted LtHash) were damaged and are replaced, no one blamed; else the snapshot is wrong
+ * (BadSnapshotError).
  *
  * anchor: commit S itself (certified by 2f+1 of its epoch's committee — from the stored epoch proof when
  * S ends its epoch, else fetched with /soma/fetch-commits/1.0.0 [S..S]; the chain link cannot be checked
@@ -40,6 +49,7 @@ import { SnapshotKeys } from '../store-keys.ts'
 import { frameListingRow } from '../protocols/messages.ts'
 import type { SyncState } from './sync-state.ts'
 import { LtHash } from '../../crypto/lthash.ts'
+import { chunkPartial, entriesPartial, type ChunkHashPool } from './chunk-hash-pool.ts'
 
 /** The stored chunks are not all there or not all intact: the named ones must be fetched again. */
 export class MissingChunksError extends Error {
@@ -73,7 +83,7 @@ export async function finalCheck (state: SyncState, manifest: SnapshotManifest):
     for (let i = 0; i < list.length; i += 1024) {
       const part = list.slice(i, i + 1024)
       const listed = await state.listed(part)
-      part.forEach((x, j) => { if (!listed[j]) { batch.del(SnapshotKeys.syncHave(x)); dropped++ } })
+      part.forEach((x, j) => { if (!listed[j]) { state.delHave(batch, x); dropped++ } })
     }
     await batch.write()
     throw new MissingChunksError(`the final checksum over ${n} stored chunks is ${toHex(fc)}, the manifest says ${toHex(manifest.finalChecksum)}: ${dropped} unlisted chunks dropped`, dropped)
@@ -82,8 +92,15 @@ export async function finalCheck (state: SyncState, manifest: SnapshotManifest):
 
 export interface LoadStats {
   chunks: number
+  /** accounts and embeddings loaded (over every run of the load) */
   accounts: number
   embeddings: number
+  /** chunks loaded by this call whose partial state hash was read from the store */
+  storedPartials: number
+  /** chunks loaded by this call whose partial state hash was not stored and was computed by the load */
+  computedPartials: number
+  /** stored partial state hashes found damaged (their sum was not the state root) and replaced */
+  repairedPartials: number
 }
 
 export interface LoadOptions {
@@ -91,26 +108,40 @@ export interface LoadOptions {
   batchBytes?: number
   /** entries per write batch (a batch ends at a chunk boundary). @default 16384 */
   batchEntries?: number
+  /**
+   * computes the partial state hashes the store lacks while the load decodes the chunks (and all of
+   * them if the sum of the stored ones is not the state root). @default on the main thread
+   */
+  hashPool?: ChunkHashPool
   signal?: AbortSignal
   onProgress?: (done: number, total: number) => void
+  log?: (msg: string, ...args: unknown[]) => void
 }
-
-const ACCOUNT_TAG = Uint8Array.of(Bucket.ACCOUNT)
-const EMBEDDING_TAG = Uint8Array.of(Bucket.EMBEDDING)
 
 /** chunk bytes read from the store at once */
 const LOAD_READ_BYTES = 4 * 1024 * 1024
+/** chunks read from the store at once */
+const LOAD_READ_CHUNKS = 256
+
+/** A stored chunk, re-hashed: MissingChunksError (and its HAVE row dropped) when lost or damaged. */
+async function checkStoredChunk (state: SyncState, row: ChunkInfo, bytes: Uint8Array | undefined): Promise<Uint8Array> {
+  if (bytes !== undefined && bytesEqual(sha256(bytes), row.hash)) return bytes
+  // lost or damaged since it was verified: fetch it again (the load starts over after it)
+  await state.delHave(state.store.batch(), row.hash).del(SnapshotKeys.chunk(row.hash)).write()
+  throw new MissingChunksError(`verified chunk ${toHex(row.hash)} is missing or damaged in the store`, 1)
+}
 
 /**
  * load: replaces the node's state by the snapshot's (see the module comment). Resumable at chunk
- * granularity. Memory is bounded by one read window (4 MiB of chunks) and one write batch (bounded in
- * entries as well as bytes: a MiB of small accounts is ~18,000 entries, each with its key and LevelDB
- * operation).
+ * granularity. Memory is bounded by one read window (4 MiB of chunks) and two write batches (the one
+ * being written and the one being filled; each bounded in entries as well as bytes: a MiB of small
+ * accounts is ~18,000 entries, each with its key and LevelDB operation).
  */
 export async function loadState (store: ChainStore, state: SyncState, manifest: SnapshotManifest, opts: LoadOptions = {}): Promise<LoadStats> {
   const maxBatchBytes = opts.batchBytes ?? 8 * 1024 * 1024
   const maxBatchEntries = opts.batchEntries ?? 16384
-  let p = await state.load()
+  const pool = opts.hashPool
+  const p = await state.load()
   if (p.next === 0) {
     // genesis accounts (or an older state) must not linger; idempotent, so a restart here clears again
     for (const b of [Bucket.ACCOUNT, Bucket.EMBEDDING]) {
@@ -120,58 +151,61 @@ export async function loadState (store: ChainStore, state: SyncState, manifest: 
   }
   const snaps = new SnapshotStore(store)
   const total = manifest.chunkCount
-  // the work in progress: entries since the last write, and the accumulator including them
+  const stats: LoadStats = { chunks: total, accounts: 0, embeddings: 0, storedPartials: 0, computedPartials: 0, repairedPartials: 0 }
+  // the work in progress: entries since the last flush, and the accumulator including them
   const lthash = p.lthash
   let accounts = p.accounts
   let embeddings = p.embeddings
+  let next = p.next
   let batch = store.batch()
   let batchEntries = 0
-  let next = p.next
+  // the batch being written (at most one in flight, written in order: each carries the load cursor and
+  // accumulator as of its last chunk, so what is persisted is always a prefix of the rows, loaded)
+  let writing: Promise<void> | undefined
+  let flushed = p.next
   const flush = async (): Promise<void> => {
-    p = { next, lthash, accounts, embeddings }
-    state.putLoad(batch, p)
-    await batch.write()
+    const prog = { next, lthash, accounts, embeddings }
+    state.putLoad(batch, prog) // serialized now
+    const b = batch
     batch = store.batch()
     batchEntries = 0
-    opts.onProgress?.(p.next, total)
+    flushed = next
+    if (writing !== undefined) await writing
+    const w = b.write().then(() => { opts.onProgress?.(prog.next, total) })
+    w.catch(() => {}) // awaited by the next flush or at the end
+    writing = w
   }
   let window: Array<[number, ChunkInfo]> = []
   let windowBytes = 0
   const loadWindow = async (): Promise<void> => {
-    const raw = await snaps.getChunks(window.map(([, r]) => r.hash))
+    const hashes = window.map(([, r]) => r.hash)
+    const [raw, stored] = await Promise.all([snaps.getChunks(hashes), state.partials(hashes)])
+    const chunks: Uint8Array[] = []
+    for (let i = 0; i < window.length; i++) chunks.push(await checkStoredChunk(state, window[i][1], raw[i]))
+    // partials the store lacks (a reused chunk, an older store) are computed by the pool meanwhile
+    const computing = stored.map((s, i) => s === undefined && pool !== undefined && pool.workers > 0 ? pool.partial(chunks[i]).catch(() => undefined) : undefined)
     for (let i = 0; i < window.length; i++) {
-      const row = window[i][1]
-      const bytes = raw[i]
-      if (bytes === undefined || !bytesEqual(sha256(bytes), row.hash)) {
-        // lost or damaged since it was verified: fetch it again (the load starts over after it)
-        await store.batch().del(SnapshotKeys.syncHave(row.hash)).del(SnapshotKeys.chunk(row.hash)).write()
-        throw new MissingChunksError(`verified chunk ${toHex(row.hash)} is missing or damaged in the store`, 1)
-      }
-    }
-    for (let i = 0; i < window.length; i++) {
+      opts.signal?.throwIfAborted()
       const [index, row] = window[i]
-      const bytes = raw[i]!
-      raw[i] = undefined
       let chunk
       try {
-        chunk = decodeChunk(bytes, `chunk ${toHex(row.hash)}`)
+        chunk = decodeChunk(chunks[i], `chunk ${toHex(row.hash)}`)
         checkChunkContent(manifest, row, chunk)
       } catch (err: any) {
         throw new BadSnapshotError(`snapshot of commit ${manifest.commitIndex}: attested chunk ${toHex(row.hash)} is invalid: ${err.message}`)
       }
-      // elements as in src/executor/state-hash.ts, without its cache of recent account elements (a bulk
-      // load would only churn it)
-      for (const e of chunk.entries) {
-        if (chunk.kind === ChunkKind.ACCOUNTS) {
-          lthash.addLanes(LtHash.element(ACCOUNT_TAG, e.id, e.value))
-          batch.putAccount(e.id, e.value)
-          accounts++
-        } else {
-          lthash.addLanes(LtHash.element(EMBEDDING_TAG, e.id, e.value))
-          batch.putEmbedding(e.id, e.value)
-          embeddings++
-        }
+      if (chunk.kind === ChunkKind.ACCOUNTS) {
+        for (const e of chunk.entries) batch.putAccount(e.id, e.value)
+        accounts += chunk.entries.length
+      } else {
+        for (const e of chunk.entries) batch.putEmbedding(e.id, e.value)
+        embeddings += chunk.entries.length
       }
+      const partial = stored[i] ?? await computing[i]
+      if (stored[i] !== undefined) stats.storedPartials++
+      else stats.computedPartials++
+      if (partial !== undefined) lthash.merge(LtHash.fromBytes(partial))
+      else lthash.merge(entriesPartial(chunk))
       batchEntries += chunk.entries.length
       next = index + 1
       if (batchEntries >= maxBatchEntries || batch.byteLength >= maxBatchBytes) await flush()
@@ -179,20 +213,80 @@ export async function loadState (store: ChainStore, state: SyncState, manifest: 
     window = []
     windowBytes = 0
   }
-  for await (const r of state.rows(p.next)) {
-    opts.signal?.throwIfAborted()
-    window.push(r)
-    windowBytes += r[1].size
-    if (windowBytes >= LOAD_READ_BYTES || window.length >= 256) await loadWindow()
+  try {
+    for await (const r of state.rows(p.next)) {
+      opts.signal?.throwIfAborted()
+      window.push(r)
+      windowBytes += r[1].size
+      if (windowBytes >= LOAD_READ_BYTES || window.length >= LOAD_READ_CHUNKS) await loadWindow()
+    }
+    if (window.length > 0) await loadWindow()
+    if (batchEntries > 0 || next !== flushed) await flush()
+    if (writing !== undefined) await writing
+  } finally {
+    if (writing !== undefined) await writing.catch(() => {})
   }
-  if (window.length > 0) await loadWindow()
-  if (batchEntries > 0 || next !== p.next) await flush()
-  if (p.next !== total) throw new MissingChunksError(`the load stopped at row ${p.next} of ${total}`, total - p.next)
-  const root = p.lthash.checksum()
+  if (next !== total) throw new MissingChunksError(`the load stopped at row ${next} of ${total}`, total - next)
+  stats.accounts = accounts
+  stats.embeddings = embeddings
+  const root = lthash.checksum()
   if (!bytesEqual(root, manifest.stateRoot)) {
-    throw new BadSnapshotError(`snapshot of commit ${manifest.commitIndex}: the state rebuilt from its ${total} chunks has root ${toHex(root)}, the manifest says ${toHex(manifest.stateRoot)}`)
+    // the stored partials (or the persisted accumulator) may be damaged: recompute every chunk's
+    // partial from its bytes. Their sum is the state's root; if it is not the manifest's either, the
+    // snapshot is wrong
+    opts.log?.('the loaded state has root %s, the manifest says %s: recomputing every chunk\'s partial state hash', toHex(root), toHex(manifest.stateRoot))
+    opts.signal?.throwIfAborted()
+    const r = await recomputePartials(state, snaps, manifest, pool, opts.signal)
+    stats.repairedPartials = r.repaired
+    const recomputed = r.lthash.checksum()
+    if (!bytesEqual(recomputed, manifest.stateRoot)) {
+      throw new BadSnapshotError(`snapshot of commit ${manifest.commitIndex}: the state rebuilt from its ${total} chunks has root ${toHex(recomputed)}, the manifest says ${toHex(manifest.stateRoot)}`)
+    }
+    const b = store.batch()
+    state.putLoad(b, { next, lthash: r.lthash, accounts, embeddings })
+    await b.write()
+    opts.log?.('%d damaged partial state hashes replaced; the recomputed root is the manifest\'s', r.repaired)
   }
-  return { chunks: total, accounts: p.accounts, embeddings: p.embeddings }
+  return stats
+}
+
+/**
+ * Every listed chunk's partial state hash recomputed from its bytes (re-hashed against its row), and
+ * their sum. Stored partials that differ (damaged) or are missing are replaced in the store.
+ */
+async function recomputePartials (state: SyncState, snaps: SnapshotStore, manifest: SnapshotManifest, pool: ChunkHashPool | undefined, signal?: AbortSignal): Promise<{ lthash: LtHash, repaired: number }> {
+  const sum = new LtHash()
+  let repaired = 0
+  let window: ChunkInfo[] = []
+  let windowBytes = 0
+  const flush = async (): Promise<void> => {
+    const hashes = window.map(r => r.hash)
+    const [raw, stored] = await Promise.all([snaps.getChunks(hashes), state.partials(hashes)])
+    const chunks: Uint8Array[] = []
+    for (let i = 0; i < window.length; i++) chunks.push(await checkStoredChunk(state, window[i], raw[i]))
+    const partials = await Promise.all(chunks.map(async bytes => pool === undefined ? chunkPartial(bytes) : await pool.partial(bytes).catch(() => chunkPartial(bytes))))
+    const fixes = state.store.batch()
+    for (let i = 0; i < window.length; i++) {
+      const part = partials[i]
+      if (part === undefined) throw new BadSnapshotError(`snapshot of commit ${manifest.commitIndex}: attested chunk ${toHex(window[i].hash)} does not decode`)
+      sum.merge(LtHash.fromBytes(part))
+      const s = stored[i]
+      if (s !== undefined && bytesEqual(s, part)) continue
+      if (s !== undefined) repaired++
+      state.putPartial(fixes, window[i].hash, part)
+    }
+    if (fixes.length > 0) await fixes.write()
+    window = []
+    windowBytes = 0
+  }
+  for await (const [, r] of state.rows(0)) {
+    signal?.throwIfAborted()
+    window.push(r)
+    windowBytes += r.size
+    if (windowBytes >= LOAD_READ_BYTES || window.length >= LOAD_READ_CHUNKS) await flush()
+  }
+  if (window.length > 0) await flush()
+  return { lthash: sum, repaired }
 }
 
 export interface AnchorDeps {

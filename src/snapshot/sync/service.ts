@@ -191,6 +191,7 @@ export function snapshotSyncConfig (config: Partial<SomaConfig> = {}): Partial<S
     findTimeoutMs: v('snapshotFindTimeoutMs'),
     chunkRequestsPerSecond: v('snapshotChunkRequestsPerSecond'),
     keep: v('snapshotKeep'),
+    hashWorkers: v('verifyWorkers'),
     timeoutMs: v('timeoutMs'),
     peerBanMs: v('peerBanMs')
   }

@@ -17,7 +17,9 @@
  *   refused and every peer that offered it penalized (InvalidSnapshotError).
  * - filter: fetched from a serving peer and checked against the manifest's filter hash (a wrong one:
  *   InvalidSnapshotError, penalized, another peer asked).
- * - chunks: listing and chunks in parallel from every serving peer (downloader.ts, chunk-queue.ts).
+ * - chunks: listing and chunks in parallel from every serving peer (downloader.ts, chunk-queue.ts); each
+ *   verified chunk's partial state hash computed on the `hashWorkers` pool (chunk-hash-pool.ts) and stored
+ *   with it, for the load to add up.
  * - final-check, load, anchor: loader.ts.
  * After `done`, commit sync (the node's stateSync) catches up from S+1.
  *
@@ -48,6 +50,7 @@ import { collectCandidates, mergeCandidates, peerCandidates, type SnapshotCandid
 import { ChunkDownloader, SnapshotUnavailableError, type DownloadConfig, type DownloadStats } from './downloader.ts'
 import { BadSnapshotError, MissingChunksError, anchorCommit, anchorSnapshot, finalCheck, loadState } from './loader.ts'
 import { SyncState, type PersistedPhase } from './sync-state.ts'
+import { ChunkHashPool } from './chunk-hash-pool.ts'
 
 export type SnapshotSyncPhase =
   | 'idle' | 'discover' | 'committees' | 'attestation' | 'filter' | 'chunks' | 'final-check' | 'load' | 'anchor'
@@ -68,6 +71,11 @@ export interface SnapshotSyncConfig extends DownloadConfig {
   keep: number
   /** entry bytes per write batch when loading the state (batches end at chunk boundaries). @default 8 MiB */
   loadBatchBytes: number
+  /**
+   * worker threads that compute each chunk's partial state hash as it arrives (chunk-hash-pool.ts);
+   * 0: on the main thread. @default 2
+   */
+  hashWorkers: number
 }
 
 export const SNAPSHOT_SYNC_DEFAULTS: Readonly<SnapshotSyncConfig> = Object.freeze({
@@ -86,7 +94,8 @@ export const SNAPSHOT_SYNC_DEFAULTS: Readonly<SnapshotSyncConfig> = Object.freez
   probeIntervalMs: 2000,
   peerBanMs: 10 * 60_000,
   keep: 3,
-  loadBatchBytes: 8 * 1024 * 1024
+  loadBatchBytes: 8 * 1024 * 1024,
+  hashWorkers: 2
 })
 
 export interface SnapshotSyncDeps {
@@ -171,6 +180,7 @@ export class SnapshotSync {
   private _phase: SnapshotSyncPhase = 'idle'
   private current?: Current
   private downloader?: ChunkDownloader
+  private hashPool = new ChunkHashPool({ workers: 0 })
   private haveAtStart = { chunks: 0, bytes: 0 }
   private loadDone = 0
   private readonly rejected = new Set<string>()
@@ -263,6 +273,9 @@ export class SnapshotSync {
    * (persisted) is resumed first. Rejects with the abort reason when `signal` aborts.
    */
   async run (signal: AbortSignal): Promise<SnapshotSyncResult> {
+    this.hashPool = new ChunkHashPool({ workers: this.config.hashWorkers })
+    // the workers load while the snapshot is found and verified, ready for the first chunks
+    this.hashPool.warm()
     try {
       while (true) {
         signal.throwIfAborted()
@@ -311,6 +324,8 @@ export class SnapshotSync {
     } catch (err) {
       this.setPhase(signal.aborted ? 'stopped' : 'failed')
       throw err
+    } finally {
+      await this.hashPool.close()
     }
   }
 
@@ -488,7 +503,8 @@ export class SnapshotSync {
             servers: () => this.servers(),
             penalize: (peer, err) => this.penalize(peer, err),
             reward: (peer) => { this.scores.reward(peer) },
-            log: (msg, ...args) => { this.log(msg, ...args) }
+            log: (msg, ...args) => { this.log(msg, ...args) },
+            hashPool: this.hashPool
           }, this.config)
           this.downloader = d
           try {
@@ -518,8 +534,8 @@ export class SnapshotSync {
         } else if (phase === 'load') {
           this.setPhase('load')
           try {
-            const r = await loadState(store, this.state, manifest, { batchBytes: this.config.loadBatchBytes, signal, onProgress: (done) => { this.loadDone = done } })
-            this.log('loaded %d accounts and %d embeddings from %d chunks', r.accounts, r.embeddings, r.chunks)
+            const r = await loadState(store, this.state, manifest, { batchBytes: this.config.loadBatchBytes, hashPool: this.hashPool, signal, onProgress: (done) => { this.loadDone = done }, log: (msg, ...args) => { this.log(msg, ...args) } })
+            this.log('loaded %d accounts and %d embeddings from %d chunks (partial state hashes: %d stored, %d computed, %d repaired)', r.accounts, r.embeddings, r.chunks, r.storedPartials, r.computedPartials, r.repairedPartials)
             signal.throwIfAborted()
           } catch (err) {
             if (!(err instanceof MissingChunksError)) throw err

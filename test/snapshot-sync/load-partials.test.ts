@@ -1,0 +1,198 @@
+/**
+ * The load phase adds up per-chunk partial state hashes (src/snapshot/sync/chunk-hash-pool.ts,
+ * loader.ts), offline: a producer's snapshot is put into a fresh store's sync state as the chunks phase
+ * leaves it (rows, chunks, HAVE rows with or without their partials), then loaded.
+ * - each chunk's partial is the LtHash of its entries' state elements, the same with 0 or 2 workers,
+ *   and their sum is the manifest's state root;
+ * - a load from stored partials hashes no entry and ends at the root; HAVE rows without partials (an
+ *   older store) are computed by the load;
+ * - a damaged stored partial is detected (the sum is not the root), recomputed from the chunk bytes and
+ *   replaced; a snapshot whose root is wrong is still refused (BadSnapshotError);
+ * - a load stopped mid-way (write pipelined) resumes at the persisted cursor and ends at the root, with
+ *   exactly the cursor's entries in the store.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { testEnv } from '../helpers/sync-net.ts'
+import { hex } from '../helpers/chain.ts'
+import { snapshotProducer, snapshotGenesis } from '../helpers/snapshot-net.ts'
+import type { ChainStore } from '../../src/store/chain-store.ts'
+import { Bucket, Keys } from '../../src/store/keys.ts'
+import { sha256 } from '../../src/crypto/hash.ts'
+import { LtHash } from '../../src/crypto/lthash.ts'
+import { ChunkKind, decodeChunk, type ChunkInfo } from '../../src/snapshot/chunk-format.ts'
+import type { SnapshotManifest } from '../../src/snapshot/manifest.ts'
+import { SnapshotBucket, SnapshotKeys } from '../../src/snapshot/store-keys.ts'
+import { SyncState } from '../../src/snapshot/sync/sync-state.ts'
+import { ChunkHashPool, chunkPartial } from '../../src/snapshot/sync/chunk-hash-pool.ts'
+import { BadSnapshotError, loadState } from '../../src/snapshot/sync/loader.ts'
+
+const TIP = 25
+
+async function setup (t: { after: (fn: () => void | Promise<void>) => void }): Promise<{
+  env: ReturnType<typeof testEnv>
+  g: ReturnType<typeof snapshotGenesis>
+  manifest: SnapshotManifest
+  attestation: Uint8Array
+  listing: ChunkInfo[]
+  chunks: Uint8Array[]
+}> {
+  const env = testEnv(t)
+  const g = snapshotGenesis(1500)
+  const P = await snapshotProducer(env.dir, TIP, { genesis: g })
+  env.track(P.store)
+  const S = (await P.snapshots.latest())!
+  const snap = (await P.snapshots.get(S))!
+  const listing = await P.snapshots.getListing(S)
+  const chunks = (await P.snapshots.getChunks(listing.map(r => r.hash))).map(b => new Uint8Array(b!))
+  return { env, g, manifest: snap.manifest, attestation: snap.attestationBytes, listing, chunks }
+}
+
+/** A fresh store whose snapshot sync is at `load`, with every chunk stored and verified. */
+async function atLoad (ctx: Awaited<ReturnType<typeof setup>>, name: string, partials: ChunkHashPool | 'none'): Promise<{ store: ChainStore, state: SyncState }> {
+  const store = await ctx.env.store(name, ctx.g)
+  const state = new SyncState(store)
+  await state.begin(ctx.attestation)
+  const batch = store.batch()
+  state.putRows(batch, 0, ctx.listing, { next: ctx.listing.length, bytes: ctx.manifest.totalBytes, multiset: new LtHash(), sources: [], verified: true })
+  for (let i = 0; i < ctx.listing.length; i++) {
+    const partial = partials === 'none' ? undefined : await partials.partial(ctx.chunks[i])
+    if (partials !== 'none') assert.ok(partial !== undefined)
+    batch.put(SnapshotKeys.chunk(ctx.listing[i].hash), ctx.chunks[i])
+    state.putHave(batch, ctx.listing[i].hash, ctx.chunks[i].byteLength, undefined, partial)
+  }
+  await batch.write()
+  await state.beginLoad()
+  return { store, state }
+}
+
+async function count (store: ChainStore, bucket: number): Promise<number> {
+  let n = 0
+  const [gte, lt] = bucket === SnapshotBucket.SYNC_PARTIAL ? SnapshotKeys.range(bucket) : Keys.bucketRange(bucket)
+  for await (const _ of store.db.keys({ gte, lt })) n++
+  return n
+}
+
+test('a chunk\'s partial is the LtHash of its entries, the same with 0 and 2 workers; the partials add up to the state root', { timeout: 60_000 }, async t => {
+  const ctx = await setup(t)
+  const inline = new ChunkHashPool({ workers: 0 })
+  const pool = new ChunkHashPool({ workers: 2 })
+  t.after(async () => { await pool.close() })
+  const sum = new LtHash()
+  const fromWorkers = await Promise.all(ctx.chunks.map(async c => await pool.partial(c)))
+  for (let i = 0; i < ctx.chunks.length; i++) {
+    const chunk = decodeChunk(ctx.chunks[i])
+    const tag = Uint8Array.of(chunk.kind === ChunkKind.ACCOUNTS ? Bucket.ACCOUNT : Bucket.EMBEDDING)
+    const expected = new LtHash()
+    for (const e of chunk.entries) expected.add(tag, e.id, e.value)
+    assert.equal(hex((await inline.partial(ctx.chunks[i]))!), hex(expected.toBytes()), `chunk ${i}, inline`)
+    assert.equal(hex(fromWorkers[i]!), hex(expected.toBytes()), `chunk ${i}, 2 workers`)
+    sum.merge(expected)
+  }
+  assert.ok(ctx.listing.some(r => r.kind === ChunkKind.EMBEDDINGS) && ctx.listing.some(r => r.kind === ChunkKind.ACCOUNTS), 'both kinds of chunks')
+  assert.equal(hex(sum.checksum()), hex(ctx.manifest.stateRoot))
+  // bytes that are not a chunk have no partial; the chunk bytes given are not consumed
+  const junk = Uint8Array.of(1, 2, 3, 4, 5)
+  assert.equal(await pool.partial(junk), undefined)
+  assert.equal(await inline.partial(junk), undefined)
+  assert.equal(chunkPartial(junk), undefined)
+  // a Buffer view into a larger response (as a chunk session returns them): copied, never detached
+  const response = Buffer.concat([Buffer.alloc(7, 1), Buffer.from(ctx.chunks[0]), Buffer.alloc(5, 2)])
+  const view = response.subarray(7, 7 + ctx.chunks[0].byteLength)
+  assert.equal(hex((await pool.partial(view))!), hex(fromWorkers[0]!))
+  assert.equal(response.byteLength, ctx.chunks[0].byteLength + 12, 'the response is not detached')
+  assert.equal(hex(sha256(view)), hex(ctx.listing[0].hash), 'the caller\'s bytes are untouched (a copy is transferred)')
+  await pool.close()
+  await assert.rejects(pool.partial(ctx.chunks[0]), /closed/)
+})
+
+test('the load adds up stored partials (0 or 2 workers), computes those not stored, and ends at the manifest root', { timeout: 60_000 }, async t => {
+  const ctx = await setup(t)
+  const total = ctx.listing.length
+  for (const workers of [0, 2]) {
+    const pool = new ChunkHashPool({ workers })
+    t.after(async () => { await pool.close() })
+    // stored with every HAVE row: nothing hashed by the load
+    const a = await atLoad(ctx, `stored-${workers}`, pool)
+    const ra = await loadState(a.store, a.state, ctx.manifest, { hashPool: pool })
+    assert.deepEqual([ra.storedPartials, ra.computedPartials, ra.repairedPartials], [total, 0, 0])
+    assert.equal(hex((await a.state.load()).lthash.checksum()), hex(ctx.manifest.stateRoot))
+    assert.equal(ra.accounts, await count(a.store, Bucket.ACCOUNT))
+    assert.equal(ra.embeddings, await count(a.store, Bucket.EMBEDDING))
+    // HAVE rows without partials (a store of an older version, or reused chunks): computed by the load
+    const b = await atLoad(ctx, `none-${workers}`, 'none')
+    const rb = await loadState(b.store, b.state, ctx.manifest, { hashPool: pool, batchBytes: 4096 })
+    assert.deepEqual([rb.storedPartials, rb.computedPartials, rb.repairedPartials], [0, total, 0])
+    assert.equal(hex((await b.state.load()).lthash.checksum()), hex(ctx.manifest.stateRoot))
+    assert.deepEqual([rb.accounts, rb.embeddings], [ra.accounts, ra.embeddings])
+  }
+  // without a pool at all
+  const c = await atLoad(ctx, 'no-pool', 'none')
+  const rc = await loadState(c.store, c.state, ctx.manifest)
+  assert.equal(rc.computedPartials, total)
+  assert.equal(hex((await c.state.load()).lthash.checksum()), hex(ctx.manifest.stateRoot))
+})
+
+test('a damaged stored partial is detected and recomputed (no blame); a wrong root is still a bad snapshot', { timeout: 60_000 }, async t => {
+  const ctx = await setup(t)
+  const pool = new ChunkHashPool({ workers: 2 })
+  t.after(async () => { await pool.close() })
+  const logs: string[] = []
+  const a = await atLoad(ctx, 'damaged', pool)
+  const victim = ctx.listing[Math.floor(ctx.listing.length / 2)].hash
+  const good = (await a.state.partials([victim]))[0]!
+  const bad = new Uint8Array(good)
+  bad[100] ^= 0x01
+  await a.store.batch().put(SnapshotKeys.syncPartial(victim), bad).write()
+  const r = await loadState(a.store, a.state, ctx.manifest, { hashPool: pool, log: (m) => { logs.push(m) } })
+  assert.equal(r.repairedPartials, 1, 'one damaged partial replaced')
+  assert.equal(hex((await a.state.partials([victim]))[0]!), hex(good), 'by the right one')
+  assert.equal(hex((await a.state.load()).lthash.checksum()), hex(ctx.manifest.stateRoot), 'the persisted accumulator is the root')
+  assert.ok(logs.some(m => m.includes('recomputing')))
+
+  // a partial of the wrong length counts as missing (computed by the load)
+  const b = await atLoad(ctx, 'short', pool)
+  await b.store.batch().put(SnapshotKeys.syncPartial(victim), new Uint8Array(10)).write()
+  const rb = await loadState(b.store, b.state, ctx.manifest, { hashPool: pool })
+  assert.deepEqual([rb.computedPartials, rb.repairedPartials], [1, 0])
+
+  // the partials are right but the manifest's root is not: refused as before, nothing "repaired"
+  const c = await atLoad(ctx, 'wrong-root', pool)
+  const wrong = { ...ctx.manifest, stateRoot: sha256(Uint8Array.of(7)) }
+  await assert.rejects(loadState(c.store, c.state, wrong, { hashPool: pool }), (err: any) => err instanceof BadSnapshotError && /has root/.test(err.message))
+})
+
+test('a load stopped mid-way resumes at its persisted cursor (one write in flight) and ends at the root', { timeout: 60_000 }, async t => {
+  const ctx = await setup(t)
+  const total = ctx.listing.length
+  const pool = new ChunkHashPool({ workers: 2 })
+  t.after(async () => { await pool.close() })
+  for (const partials of [pool, 'none'] as const) {
+    const name = partials === 'none' ? 'none' : 'stored'
+    const a = await atLoad(ctx, `resume-${name}`, partials)
+    const ctrl = new AbortController()
+    let progressed = 0
+    await assert.rejects(loadState(a.store, a.state, ctx.manifest, {
+      hashPool: pool,
+      batchBytes: 2048,
+      batchEntries: 16,
+      signal: ctrl.signal,
+      onProgress: (done) => { progressed = done; if (done >= total / 3) ctrl.abort(new Error('stop')) }
+    }), /stop/)
+    const mid = await a.state.load()
+    assert.ok(mid.next > 0 && mid.next < total, `stopped mid-load (${mid.next} of ${total})`)
+    assert.ok(mid.next >= progressed)
+    // exactly the entries of the rows before the cursor are stored: no batch after it was written
+    assert.equal(await count(a.store, Bucket.ACCOUNT), mid.accounts, 'accounts stored = cursor')
+    assert.equal(await count(a.store, Bucket.EMBEDDING), mid.embeddings, 'embeddings stored = cursor')
+    let expected = new LtHash()
+    for (let i = 0; i < mid.next; i++) expected = expected.merge(LtHash.fromBytes(chunkPartial(ctx.chunks[i])!))
+    assert.equal(hex(mid.lthash.toBytes()), hex(expected.toBytes()), 'the persisted accumulator covers exactly the rows before the cursor')
+    // resumed (a restart reads the same rows)
+    const r = await loadState(a.store, new SyncState(a.store), ctx.manifest, { hashPool: pool })
+    assert.equal(r.storedPartials + r.computedPartials, total - mid.next, 'only the rest is loaded')
+    assert.equal(hex((await a.state.load()).lthash.checksum()), hex(ctx.manifest.stateRoot))
+    assert.equal(await count(a.store, Bucket.ACCOUNT), r.accounts)
+    assert.equal(await count(a.store, Bucket.EMBEDDING), r.embeddings)
+  }
+})
