@@ -102,6 +102,9 @@ test('a chunk\'s partial is the LtHash of its entries, the same with 0 and 2 wor
   assert.equal(hex((await pool.partial(view))!), hex(fromWorkers[0]!))
   assert.equal(response.byteLength, ctx.chunks[0].byteLength + 12, 'the response is not detached')
   assert.equal(hex(sha256(view)), hex(ctx.listing[0].hash), 'the caller\'s bytes are untouched (a copy is transferred)')
+  // larger than a worker's input buffer so far (it grows), then a chunk again
+  assert.equal(await pool.partial(new Uint8Array(3 * 1024 * 1024)), undefined)
+  assert.equal(hex((await pool.partial(ctx.chunks[1]))!), hex(fromWorkers[1]!))
   await pool.close()
   await assert.rejects(pool.partial(ctx.chunks[0]), /closed/)
 })
