@@ -151,6 +151,16 @@ export class ChunkHashPool {
   }
 
   /**
+   * Stops the idle workers, giving their memory back (the next `partial` starts them again): when no
+   * more chunks are expected for a while.
+   */
+  async release (): Promise<void> {
+    const idle = this.pool.filter(w => w.job === undefined)
+    this.pool = this.pool.filter(w => w.job !== undefined)
+    await Promise.all(idle.map(async w => await w.worker.terminate()))
+  }
+
+  /**
    * The partial state hash of a chunk's bytes (2048 bytes; see chunkPartial), or undefined when they do
    * not parse as a chunk. `bytes` must not change until this resolves (they are copied into a worker's
    * input buffer when a worker is free); they are not modified. Rejects if the worker fails or the pool

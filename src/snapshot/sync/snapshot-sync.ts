@@ -511,6 +511,9 @@ export class SnapshotSync {
             await d.run(signal)
             signal.throwIfAborted()
           } finally {
+            // the workers' heaps are given back for the load (which starts them again only for chunks
+            // stored without a partial)
+            await this.hashPool.release()
             this.absorb(d.stats)
             this.haveAtStart = await this.state.haveTotals().catch(() => this.haveAtStart)
             this.downloader = undefined
