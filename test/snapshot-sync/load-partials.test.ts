@@ -78,6 +78,7 @@ test('a chunk\'s partial is the LtHash of its entries, the same with 0 and 2 wor
   const inline = new ChunkHashPool({ workers: 0 })
   const pool = new ChunkHashPool({ workers: 2 })
   t.after(async () => { await pool.close() })
+  await pool.started() // (before that, partials are computed on this thread)
   const sum = new LtHash()
   const fromWorkers = await Promise.all(ctx.chunks.map(async c => await pool.partial(c)))
   for (let i = 0; i < ctx.chunks.length; i++) {

@@ -6,9 +6,10 @@
  * (off the main thread, overlapped with the download) and the load only adds them up.
  *
  * ChunkHashPool computes partials on a pool of worker threads (chunk-hash-worker.ts), modelled on
- * src/crypto/verify-pool.ts: one chunk at a time per worker, its bytes copied into that worker's input
- * buffer (a SharedArrayBuffer, grown to the largest chunk seen), 2048 bytes back; chunks wait in a queue
- * for a free worker. Nothing is allocated or transferred per chunk, so the memory does not depend on
+ * src/crypto/verify-pool.ts: one message at a time per worker, the chunk bytes copied into that worker's
+ * input buffer (a SharedArrayBuffer of at least 1 MiB, grown to the largest chunk seen), 2048 bytes back
+ * per chunk; chunks wait in a queue for a free worker, which takes as many as fit its buffer; until the first worker has loaded its modules, partials are computed on the
+ * calling thread. Nothing is allocated or transferred per chunk, so the memory does not depend on
  * when the workers collect garbage (transferring a copy of each chunk left ~100 MiB of dead copies in
  * the workers' heaps). With `workers: 0` every partial is computed on the calling thread. Workers start
  * on first use (or `warm()`) and are unref'd while idle.
@@ -55,16 +56,24 @@ interface Job { bytes: Uint8Array, resolve: (out: Uint8Array | undefined) => voi
 
 interface PoolWorker {
   worker: Worker
-  /** the job it runs (one at a time) */
-  job?: Job
+  /** its modules are loaded (it said so): until then it gets no job */
+  ready: boolean
+  /** the jobs it runs (one message at a time: the queued chunks that fit its input buffer) */
+  jobs?: Job[]
   /** its input buffer, shared with it: chunk bytes are copied in, nothing is allocated per chunk */
   sab?: SharedArrayBuffer
 }
 
-/** To a worker: hash the first `len` bytes of its input buffer (`sab`: from now on, this one). */
-export interface HashWorkerRequest { len: number, sab?: SharedArrayBuffer }
-/** From a worker: the partial (null: the bytes are not a chunk), or what went wrong. */
-export interface HashWorkerResponse { out?: Uint8Array | null, error?: string }
+/**
+ * To a worker: hash the chunks at the start of its input buffer, one after another, of these lengths
+ * (`sab`: from now on, this input buffer).
+ */
+export interface HashWorkerRequest { lens: number[], sab?: SharedArrayBuffer }
+/**
+ * From a worker: ready (once, at its start), or one partial per chunk (null: the bytes are not a chunk),
+ * or what went wrong.
+ */
+export interface HashWorkerResponse { ready?: true, outs?: Array<Uint8Array | null>, error?: string }
 
 const workerUrl = new URL(import.meta.url.endsWith('.ts') ? './chunk-hash-worker.ts' : './chunk-hash-worker.js', import.meta.url)
 
@@ -81,6 +90,9 @@ export class ChunkHashPool {
   private pool: PoolWorker[] = []
   /** jobs waiting for a free worker, in order */
   private queue: Job[] = []
+  private readyWaiters: Array<() => void> = []
+  private startFailures = 0
+  private broken = false
   private closed = false
 
   constructor (init: ChunkHashPoolInit = {}) {
@@ -91,16 +103,24 @@ export class ChunkHashPool {
   private ensureWorkers (): void {
     while (this.pool.length < this.workers) {
       const worker = new Worker(workerUrl, { resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GENERATION_MB } })
-      const pw: PoolWorker = { worker }
+      const pw: PoolWorker = { worker, ready: false }
       worker.unref()
       worker.on('message', (msg: HashWorkerResponse) => {
-        const job = pw.job
-        if (job === undefined) return
-        pw.job = undefined
-        if (msg.error !== undefined) job.reject(new Error(`chunk hash worker: ${msg.error}`))
-        else job.resolve(msg.out ?? undefined)
+        if (msg.ready === true) {
+          pw.ready = true
+          for (const fn of this.readyWaiters.splice(0)) fn()
+          this.dispatch()
+          return
+        }
+        const jobs = pw.jobs
+        if (jobs === undefined) return
+        pw.jobs = undefined
+        jobs.forEach((job, i) => {
+          if (msg.error !== undefined || msg.outs === undefined) job.reject(new Error(`chunk hash worker: ${msg.error ?? 'no answer'}`))
+          else job.resolve(msg.outs[i] ?? undefined)
+        })
         this.dispatch()
-        if (pw.job === undefined) worker.unref()
+        if (pw.jobs === undefined) worker.unref()
       })
       worker.on('error', (err) => { this.failWorker(pw, err) })
       worker.on('exit', (code) => { this.failWorker(pw, new Error(`chunk hash worker exited with code ${code}`)) })
@@ -112,18 +132,28 @@ export class ChunkHashPool {
   private dispatch (): void {
     for (const pw of this.pool) {
       if (this.queue.length === 0) return
-      if (pw.job !== undefined) continue
-      const job = this.queue.shift()!
-      const len = job.bytes.byteLength
+      if (pw.jobs !== undefined || !pw.ready) continue
+      // the first queued chunk, and those after it that still fit the input buffer (one message for
+      // many small chunks)
+      const first = this.queue[0].bytes.byteLength
       let fresh: SharedArrayBuffer | undefined
-      if (pw.sab === undefined || pw.sab.byteLength < len) {
-        fresh = new SharedArrayBuffer(Math.max(MIN_INPUT_BYTES, len))
+      if (pw.sab === undefined || pw.sab.byteLength < first) {
+        fresh = new SharedArrayBuffer(Math.max(MIN_INPUT_BYTES, first))
         pw.sab = fresh
       }
-      new Uint8Array(pw.sab, 0, len).set(job.bytes)
-      pw.job = job
+      const jobs: Job[] = []
+      const lens: number[] = []
+      let at = 0
+      while (this.queue.length > 0 && at + this.queue[0].bytes.byteLength <= pw.sab.byteLength) {
+        const job = this.queue.shift()!
+        new Uint8Array(pw.sab, at, job.bytes.byteLength).set(job.bytes)
+        at += job.bytes.byteLength
+        jobs.push(job)
+        lens.push(job.bytes.byteLength)
+      }
+      pw.jobs = jobs
       pw.worker.ref()
-      pw.worker.postMessage({ len, sab: fresh } satisfies HashWorkerRequest)
+      pw.worker.postMessage({ lens, sab: fresh } satisfies HashWorkerRequest)
     }
   }
 
@@ -132,11 +162,20 @@ export class ChunkHashPool {
     const i = this.pool.indexOf(pw)
     if (i < 0) return
     this.pool.splice(i, 1)
-    const job = pw.job
-    pw.job = undefined
-    job?.reject(err)
+    const jobs = pw.jobs ?? []
+    pw.jobs = undefined
+    for (const job of jobs) job.reject(err)
     void pw.worker.terminate()
-    if (!this.closed && this.queue.length > 0) {
+    // workers that cannot even start: from now on, everything on this thread
+    if (!pw.ready && ++this.startFailures >= 3) this.broken = true
+    for (const fn of this.readyWaiters.splice(0)) fn()
+    if (this.closed) return
+    if (this.broken || !this.pool.some(w => w.ready)) {
+      // no worker to wait for: the queue is computed here
+      for (const j of this.queue.splice(0)) {
+        try { j.resolve(chunkPartial(j.bytes)) } catch (e: any) { j.reject(e) }
+      }
+    } else if (this.queue.length > 0) {
       this.ensureWorkers()
       this.dispatch()
     }
@@ -150,13 +189,19 @@ export class ChunkHashPool {
     if (!this.closed && this.workers > 0) this.ensureWorkers()
   }
 
+  /** Resolves when every worker has started (they start now if they have not). */
+  async started (): Promise<void> {
+    this.warm()
+    while (!this.closed && !this.broken && this.pool.some(w => !w.ready)) await new Promise<void>(resolve => this.readyWaiters.push(resolve))
+  }
+
   /**
    * Stops the idle workers, giving their memory back (the next `partial` starts them again): when no
    * more chunks are expected for a while.
    */
   async release (): Promise<void> {
-    const idle = this.pool.filter(w => w.job === undefined)
-    this.pool = this.pool.filter(w => w.job !== undefined)
+    const idle = this.pool.filter(w => w.jobs === undefined)
+    this.pool = this.pool.filter(w => w.jobs !== undefined)
     await Promise.all(idle.map(async w => await w.worker.terminate()))
   }
 
@@ -168,8 +213,11 @@ export class ChunkHashPool {
    */
   async partial (bytes: Uint8Array): Promise<Uint8Array | undefined> {
     if (this.closed) throw new Error('ChunkHashPool is closed')
-    if (this.workers === 0) return chunkPartial(bytes)
+    if (this.workers === 0 || this.broken) return chunkPartial(bytes)
     this.ensureWorkers()
+    // while no worker has loaded yet (a few hundred ms, more on a busy machine), on this thread: chunks
+    // are not held back, unstored, until the workers are up
+    if (!this.pool.some(w => w.ready)) return chunkPartial(bytes)
     return await new Promise((resolve, reject) => {
       this.queue.push({ bytes, resolve, reject })
       this.dispatch()
@@ -179,11 +227,12 @@ export class ChunkHashPool {
   async close (): Promise<void> {
     this.closed = true
     const err = new Error('ChunkHashPool closed')
-    const jobs = [...this.queue, ...this.pool.map(w => w.job)]
+    const jobs = [...this.queue, ...this.pool.flatMap(w => w.jobs ?? [])]
     this.queue = []
     const pool = this.pool
     this.pool = []
-    for (const j of jobs) j?.reject(err)
+    for (const j of jobs) j.reject(err)
+    for (const fn of this.readyWaiters.splice(0)) fn()
     await Promise.all(pool.map(async w => await w.worker.terminate()))
   }
 }

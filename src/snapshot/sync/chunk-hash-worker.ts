@@ -1,7 +1,7 @@
 /**
- * Worker side of ChunkHashPool (chunk-hash-pool.ts): hashes the chunk bytes at the start of its input
- * buffer (shared with the pool) and answers with their partial state hash (2048 bytes, transferred),
- * null when they do not parse as a chunk.
+ * Worker side of ChunkHashPool (chunk-hash-pool.ts): hashes the chunks laid one after another at the
+ * start of its input buffer (shared with the pool) and answers with their partial state hashes (2048
+ * bytes each, transferred; null for bytes that do not parse as a chunk). Says `ready` once loaded.
  */
 import { parentPort } from 'node:worker_threads'
 import { chunkPartial, type HashWorkerRequest, type HashWorkerResponse } from './chunk-hash-pool.ts'
@@ -11,14 +11,23 @@ let input: SharedArrayBuffer | undefined
 parentPort?.on('message', (msg: HashWorkerRequest) => {
   if (msg.sab !== undefined) input = msg.sab
   let res: HashWorkerResponse
-  let transfer: ArrayBuffer[] = []
+  const transfer: ArrayBuffer[] = []
   try {
-    if (input === undefined || msg.len > input.byteLength) throw new Error('no input buffer')
-    const out = chunkPartial(new Uint8Array(input, 0, msg.len))
-    res = { out: out ?? null }
-    if (out !== undefined) transfer = [out.buffer as ArrayBuffer]
+    const buf = input
+    if (buf === undefined) throw new Error('no input buffer')
+    const outs: Array<Uint8Array | null> = []
+    let at = 0
+    for (const len of msg.lens) {
+      if (at + len > buf.byteLength) throw new Error('chunks past the input buffer')
+      const out = chunkPartial(new Uint8Array(buf, at, len))
+      at += len
+      outs.push(out ?? null)
+      if (out !== undefined) transfer.push(out.buffer as ArrayBuffer)
+    }
+    res = { outs }
   } catch (err: any) {
     res = { error: String(err?.message ?? err) }
   }
   parentPort!.postMessage(res, transfer)
 })
+parentPort?.postMessage({ ready: true } satisfies HashWorkerResponse)
