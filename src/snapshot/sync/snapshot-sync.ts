@@ -179,6 +179,8 @@ export class SnapshotSync {
   private readonly log: Logger
   private _phase: SnapshotSyncPhase = 'idle'
   private current?: Current
+  /** ends discover's wait between rounds early (a peer connected) */
+  private wakeDiscover?: () => void
   private downloader?: ChunkDownloader
   private hashPool = new ChunkHashPool({ workers: 0 })
   private haveAtStart = { chunks: 0, bytes: 0 }
@@ -226,8 +228,9 @@ export class SnapshotSync {
     return banned
   }
 
-  /** A peer connected: it may serve the snapshot being synced. */
+  /** A peer connected: it may offer a snapshot (discover asks it at once) or serve the one being synced. */
   peerConnected (peer: PeerId): void {
+    this.wakeDiscover?.()
     const c = this.current
     if (c === undefined || c.servers.has(peer.toString()) || this.scores.isBanned(peer)) return
     void this.probe(c, [peer], AbortSignal.timeout(10_000))
@@ -390,7 +393,12 @@ export class SnapshotSync {
       // snapshots exist but none is ahead of us: commit sync is the way
       if (offered.length > 0 && usable.length === 0 && !replaced) return undefined
       if (this.config.findTimeoutMs > 0 && Date.now() - t0 >= this.config.findTimeoutMs && !replaced) return undefined
-      await sleep(1000, signal)
+      // ask again in a second, or as soon as a peer connects
+      await new Promise<void>(resolve => {
+        this.wakeDiscover = resolve
+        void sleep(1000, signal).then(resolve)
+      })
+      this.wakeDiscover = undefined
     }
   }
 
