@@ -13,6 +13,7 @@ import { Bucket, keySuffix } from '../store/keys.ts'
 import { EmbeddingPruneMode, type EmbeddingPruning } from '../chain/types.ts'
 import { compareBytes } from '../crypto/hash.ts'
 import { MalformedMessageError } from '../errors.ts'
+import { readVarint } from '../chain/varint.ts'
 
 /** The fields of an encoded Embedding that pruning and snapshots need, read without a full decode. */
 export interface EmbeddingMeta {
@@ -21,22 +22,6 @@ export interface EmbeddingMeta {
   /** offset and length of the vector bytes inside the encoded embedding */
   vectorOffset: number
   vectorLength: number
-}
-
-function readVarint (b: Uint8Array, pos: number, where: string): [number, number] {
-  let v = 0
-  let mul = 1
-  for (let i = 0; i < 10; i++) {
-    if (pos >= b.length) throw new MalformedMessageError(`malformed ${where}: truncated varint`)
-    const byte = b[pos++]
-    v += (byte & 0x7f) * mul
-    if ((byte & 0x80) === 0) {
-      if (!Number.isSafeInteger(v)) throw new MalformedMessageError(`malformed ${where}: varint beyond 2^53-1`)
-      return [v, pos]
-    }
-    mul *= 128
-  }
-  throw new MalformedMessageError(`malformed ${where}: varint longer than 10 bytes`)
 }
 
 /**

@@ -13,6 +13,7 @@ import { sha256, bytesEqual, compareBytes, toHex } from '../crypto/hash.ts'
 import { writeU64, readU64 } from '../store/keys.ts'
 import { embeddingMeta } from '../executor/pruning.ts'
 import { InvalidChunkError } from '../errors.ts'
+import { readVarint, varintLength, writeVarint } from '../chain/varint.ts'
 
 export const CHUNK_FORMAT_VERSION = 1
 
@@ -135,23 +136,6 @@ export function isBoundary (id: Uint8Array, modulus: number): boolean {
 // ---------------------------------------------------------------------------------------------------
 // encoding
 
-/** Bytes of the unsigned varint encoding of n. */
-export function varintLength (n: number): number {
-  let len = 1
-  while (n >= 128) { n = Math.floor(n / 128); len++ }
-  return len
-}
-
-/** Writes n as an unsigned varint at pos; returns the position after it. */
-export function writeVarint (buf: Uint8Array, pos: number, n: number): number {
-  while (n >= 128) {
-    buf[pos++] = (n % 128) | 0x80
-    n = Math.floor(n / 128)
-  }
-  buf[pos++] = n
-  return pos
-}
-
 function innerEntryLength (e: ChunkEntry): number {
   const v = e.value.byteLength
   return 2 + e.id.byteLength + (v > 0 ? 1 + varintLength(v) + v : 0)
@@ -264,20 +248,6 @@ export function decodeChunk (bytes: Uint8Array, what = 'chunk'): DecodedChunk {
   return { kind, group: msg.group, entries }
 }
 
-/** Reads a varint (at most 2^53 - 1); returns [value, next position]. */
-function readVarint (b: Uint8Array, pos: number, what: string): [number, number] {
-  let v = 0
-  let mul = 1
-  for (let i = 0; i < 8; i++) {
-    if (pos >= b.length) throw new InvalidChunkError(`${what}: truncated varint`)
-    const byte = b[pos++]
-    v += (byte & 0x7f) * mul
-    if ((byte & 0x80) === 0) return [v, pos]
-    mul *= 128
-  }
-  throw new InvalidChunkError(`${what}: varint beyond 2^53-1`)
-}
-
 /**
  * Parses chunk bytes this node encoded itself (their hash already checked against its listing) without
  * the canonical-encoding checks of {@link decodeChunk}: the builder's fast path for re-reading chunks.
@@ -289,17 +259,17 @@ export function parseOwnChunk (bytes: Uint8Array, what = 'chunk'): DecodedChunk 
   const raw: Array<[Uint8Array, Uint8Array]> = []
   while (pos < bytes.length) {
     let tag: number
-    [tag, pos] = readVarint(bytes, pos, what)
+    [tag, pos] = readVarint(bytes, pos, what, InvalidChunkError)
     const field = tag >>> 3
     const wire = tag & 7
     if (wire === 0) {
       let v: number
-      [v, pos] = readVarint(bytes, pos, what)
+      [v, pos] = readVarint(bytes, pos, what, InvalidChunkError)
       if (field === 2) kind = v
       else if (field === 3) group = v
     } else if (wire === 2) {
       let len: number
-      [len, pos] = readVarint(bytes, pos, what)
+      [len, pos] = readVarint(bytes, pos, what, InvalidChunkError)
       const end = pos + len
       if (end > bytes.length) throw new InvalidChunkError(`${what}: length past the end`)
       if (field === 4 || field === 5) {
@@ -308,10 +278,10 @@ export function parseOwnChunk (bytes: Uint8Array, what = 'chunk'): DecodedChunk 
         let q = pos
         while (q < end) {
           let t: number
-          [t, q] = readVarint(bytes, q, what)
+          [t, q] = readVarint(bytes, q, what, InvalidChunkError)
           if ((t & 7) !== 2) throw new InvalidChunkError(`${what}: bad entry field`)
           let l: number
-          [l, q] = readVarint(bytes, q, what)
+          [l, q] = readVarint(bytes, q, what, InvalidChunkError)
           if (q + l > end) throw new InvalidChunkError(`${what}: entry field past its end`)
           if ((t >>> 3) === 1) id = bytes.subarray(q, q + l)
           else if ((t >>> 3) === 2) value = bytes.subarray(q, q + l)
@@ -335,10 +305,10 @@ export function accountLastModifiedEpoch (b: Uint8Array): number {
   let epoch = 0
   while (pos < b.length) {
     let tag: number
-    [tag, pos] = readVarint(b, pos, 'AccountState')
+    [tag, pos] = readVarint(b, pos, 'AccountState', InvalidChunkError)
     if ((tag & 7) !== 0) throw new InvalidChunkError(`AccountState: unexpected wire type ${tag & 7}`)
     let v: number
-    [v, pos] = readVarint(b, pos, 'AccountState')
+    [v, pos] = readVarint(b, pos, 'AccountState', InvalidChunkError)
     if ((tag >>> 3) === 3) epoch = v
   }
   return epoch

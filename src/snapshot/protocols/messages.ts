@@ -14,7 +14,7 @@ import type { Uint8ArrayList } from 'uint8arraylist'
 import { codec, type Codec } from '../../chain/proto.ts'
 import { MalformedMessageError } from '../../errors.ts'
 import type { ChunkInfo } from '../chunk-format.ts'
-import { varintLength, writeVarint } from '../chunk-format.ts'
+import { readVarint, varintLength, writeVarint } from '../../chain/varint.ts'
 
 export const PROTOCOL_SNAPSHOT_MANIFEST = '/soma/snapshot-manifest/1.0.0'
 export const PROTOCOL_SNAPSHOT_FILTER = '/soma/snapshot-filter/1.0.0'
@@ -38,22 +38,6 @@ export interface GetSnapshotChunksResponse { chunks: Uint8Array[], error?: strin
 
 const ListingResponsePb = codec<GetSnapshotListingResponse>('soma.GetSnapshotListingResponse')
 const ChunksResponsePb = codec<GetSnapshotChunksResponse>('soma.GetSnapshotChunksResponse')
-
-function readVarint (buf: Uint8Array, pos: number, what: string): [number, number] {
-  let n = 0
-  let mul = 1
-  for (let i = 0; i < 8; i++) {
-    if (pos >= buf.length) throw new MalformedMessageError(`malformed ${what}: truncated varint`)
-    const b = buf[pos++]
-    n += (b & 0x7f) * mul
-    if (b < 0x80) {
-      if (n > Number.MAX_SAFE_INTEGER) throw new MalformedMessageError(`malformed ${what}: varint above 2^53`)
-      return [n, pos]
-    }
-    mul *= 128
-  }
-  throw new MalformedMessageError(`malformed ${what}: varint too long`)
-}
 
 /** Bytes `repeated bytes field = n` (n < 16) adds for one value of `len` bytes. */
 export function lengthDelimitedSize (len: number): number {
