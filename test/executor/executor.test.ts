@@ -74,26 +74,37 @@ async function dumpBucket (store: ChainStore, bucket: number): Promise<string[]>
   return out
 }
 
+/**
+ * A devnet chain of 20 commits (50 accounts, epochs of 8, every 4th transaction an embedding) executed by
+ * its producer one commit at a time, and its sub-dags, to re-execute elsewhere. Also a second, empty store
+ * of the same genesis.
+ */
+async function devnetChain (t: any, seed: string) {
+  const g = testChain(seed, { accounts: 50, initialBalance: 1e6, embeddingDim: 8 }).g
+  const a = await ChainStore.open(tmpDir(t), { genesis: g })
+  t.after(async () => { await a.close() })
+  const producer = new DevnetProducer(a, new CommitExecutor(a), { seed, epochLength: 8, txsPerBlock: 15, embeddingEvery: 4 })
+  await producer.load()
+  await producer.produceUntil(20)
+  const subdags: CommittedSubDag[] = []
+  for (let i = 1; i <= a.highestExecuted; i++) {
+    const commit = (await a.getCommit(i))!
+    subdags.push({ commit, blocks: (await a.getBlocks(commit.commit.blocks)).map(x => parseBlock(x!, g.chainId)) })
+  }
+  const b = await ChainStore.open(tmpDir(t), { genesis: g })
+  t.after(async () => { await b.close() })
+  return { g, a, b, subdags }
+}
+
 describe('determinism', { timeout: 60_000 }, () => {
   test('the same commits executed on two stores give equal state roots at every commit', async (t) => {
-    const seed = 'exec-determinism'
-    const g = testChain(seed, { accounts: 50, initialBalance: 1e6, embeddingDim: 8 }).g
-    const a = await ChainStore.open(tmpDir(t), { genesis: g })
-    t.after(async () => { await a.close() })
-    const producer = new DevnetProducer(a, new CommitExecutor(a), { seed, epochLength: 8, txsPerBlock: 15, embeddingEvery: 4 })
-    await producer.load()
-    await producer.produceUntil(20)
-
-    const b = await ChainStore.open(tmpDir(t), { genesis: g })
-    t.after(async () => { await b.close() })
+    const { a, b, subdags } = await devnetChain(t, 'exec-determinism')
     const exB = new CommitExecutor(b)
     assert.equal(hex((await b.getStateRoot(0))!), hex((await a.getStateRoot(0))!))
     let epochsSeen = 0
-    for (let i = 1; i <= a.highestExecuted; i++) {
-      const commit = (await a.getCommit(i))!
-      const blocks = (await a.getBlocks(commit.commit.blocks)).map(x => parseBlock(x!, g.chainId))
-      const r = await exB.execute({ commit, blocks })
-      assert.equal(hex(r.stateRoot), hex((await a.getStateRoot(i))!), `state root of commit ${i}`)
+    for (const sd of subdags) {
+      const r = await exB.execute(sd)
+      assert.equal(hex(r.stateRoot), hex((await a.getStateRoot(sd.commit.index))!), `state root of commit ${sd.commit.index}`)
       if (r.nextEpoch !== undefined) epochsSeen++
     }
     assert.ok(epochsSeen >= 2)
@@ -107,26 +118,8 @@ describe('determinism', { timeout: 60_000 }, () => {
 })
 
 describe('batches', { timeout: 60_000 }, () => {
-  /** A devnet chain of 20 commits (epochs of 8) and its sub-dags, to re-execute elsewhere. */
-  async function devnetChain (t: any, seed: string) {
-    const g = testChain(seed, { accounts: 30, initialBalance: 1e6, embeddingDim: 8 }).g
-    const a = await ChainStore.open(tmpDir(t), { genesis: g })
-    t.after(async () => { await a.close() })
-    const producer = new DevnetProducer(a, new CommitExecutor(a), { seed, epochLength: 8, txsPerBlock: 15, embeddingEvery: 4 })
-    await producer.load()
-    await producer.produceUntil(20)
-    const subdags: CommittedSubDag[] = []
-    for (let i = 1; i <= a.highestExecuted; i++) {
-      const commit = (await a.getCommit(i))!
-      subdags.push({ commit, blocks: (await a.getBlocks(commit.commit.blocks)).map(x => parseBlock(x!, g.chainId)) })
-    }
-    return { g, a, subdags }
-  }
-
   test('commits executed in batches give the same state, effects and roots at batch ends as one at a time', async (t) => {
-    const { g, a, subdags } = await devnetChain(t, 'exec-batches')
-    const b = await ChainStore.open(tmpDir(t), { genesis: g })
-    t.after(async () => { await b.close() })
+    const { a, b, subdags } = await devnetChain(t, 'exec-batches')
     const ex = new CommitExecutor(b)
     // batches cut after each end-of-epoch commit and at most 5 commits long
     const ends: number[] = []
@@ -157,9 +150,7 @@ describe('batches', { timeout: 60_000 }, () => {
   })
 
   test('the change log holds one row per entry and batch, at its first change, with its state before the batch', async (t) => {
-    const { g, a, subdags } = await devnetChain(t, 'exec-batch-changes')
-    const b = await ChainStore.open(tmpDir(t), { genesis: g })
-    t.after(async () => { await b.close() })
+    const { a, b, subdags } = await devnetChain(t, 'exec-batch-changes')
     const ex = new CommitExecutor(b)
     await ex.executeBatch(subdags.slice(0, 8)) // epoch 0: commits 1..8, the last ends it
     // in the one-at-a-time store, the first row of each key in 1..8 carries the state before commit 1
@@ -181,9 +172,7 @@ describe('batches', { timeout: 60_000 }, () => {
   })
 
   test('a batch is refused when an end-of-epoch commit is not its last, or when commits are not consecutive', async (t) => {
-    const { g, subdags } = await devnetChain(t, 'exec-batch-order')
-    const b = await ChainStore.open(tmpDir(t), { genesis: g })
-    t.after(async () => { await b.close() })
+    const { b, subdags } = await devnetChain(t, 'exec-batch-order')
     const ex = new CommitExecutor(b)
     await assert.rejects(ex.executeBatch(subdags.slice(0, 9)), (e: any) => e instanceof ExecutionOrderError && /ends epoch 0/.test(e.message))
     await assert.rejects(ex.executeBatch([subdags[0], subdags[2]]), (e: any) => e instanceof ExecutionOrderError && /expected 2/.test(e.message))
@@ -194,9 +183,7 @@ describe('batches', { timeout: 60_000 }, () => {
   })
 
   test('run() batches what its source already holds, cut after end-of-epoch commits and at maxBatchCommits', async (t) => {
-    const { g, a, subdags } = await devnetChain(t, 'exec-batch-run')
-    const b = await ChainStore.open(tmpDir(t), { genesis: g })
-    t.after(async () => { await b.close() })
+    const { a, b, subdags } = await devnetChain(t, 'exec-batch-run')
     const ex = new CommitExecutor(b, { maxBatchCommits: 3 })
     const ch = new BoundedChannel<CommittedSubDag>(50)
     for (const sd of subdags) await ch.send(sd)
