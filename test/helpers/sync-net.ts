@@ -35,6 +35,17 @@ export async function producerStore (dir: string, commits: number, opts: { epoch
   return { store, producer, executor }
 }
 
+/**
+ * A producer's chain of `commits` commits in the test's temp dir (its store closed at the end), served by
+ * a node that does not sync itself (`serve`: more of its settings).
+ */
+export async function servedChain (env: TestEnv, commits: number, opts: { epochLength?: number, txsPerBlock?: number, serve?: Partial<CommitSyncServicesInit> } = {}): Promise<{ ps: ChainStore, producer: DevnetProducer, tip: number, P: SyncNode }> {
+  const { store: ps, producer } = await producerStore(env.dir, commits, opts)
+  env.track(ps)
+  const P = env.node(await syncNode(ps, { sync: false, ...opts.serve }))
+  return { ps, producer, tip: ps.highestSynced, P }
+}
+
 export type SyncNode = Libp2p<{ identify: any, stateSync: StateSync } & Record<string, any>>
 
 /** Commit-sync settings that keep tests fast (short ticks, waits and timeouts). */

@@ -11,7 +11,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import type { PeerId } from '@libp2p/interface'
 import type { Multiaddr } from '@multiformats/multiaddr'
-import { producerStore, syncNode, testEnv, testGenesis, waitFor, type SyncNode } from '../helpers/sync-net.ts'
+import { producerStore, servedChain, syncNode, testEnv, testGenesis, waitFor, type SyncNode } from '../helpers/sync-net.ts'
 import { hex } from '../helpers/chain.ts'
 import { ChainStore, Bucket } from '../../src/store/chain-store.ts'
 import { Keys } from '../../src/store/keys.ts'
@@ -32,6 +32,12 @@ const loop = (n: SyncNode): StateSyncEventLoop => {
   return l
 }
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
+/** Every FetchBlocks request of `node` waits `ms` first. */
+const slowBlockFetches = (node: SyncNode, ms: number): void => {
+  const fb = node.services.fetchBlocks
+  const orig = fb.fetch.bind(fb)
+  fb.fetch = async (peer: PeerId, refs: BlockRef[], opts: any) => { await sleep(ms); return await orig(peer, refs, opts) }
+}
 const refKey = (r: BlockRef): string => hex(Keys.block(r.round, r.author, r.digest))
 
 /**
@@ -75,9 +81,7 @@ async function storedBlockKeys (store: ChainStore): Promise<Set<string>> {
 
 test('a late node catches up across epochs and nodes sync from each other (producer <- A <- B <- C)', { timeout: 60_000 }, async t => {
   const env = testEnv(t)
-  const { store: ps, producer } = await producerStore(env.dir, 40, { epochLength: 8 })
-  env.track(ps)
-  const P = env.node(await syncNode(ps, { sync: false }))
+  const { ps, producer, P } = await servedChain(env, 40, { epochLength: 8 })
   const sa = await env.store('a')
   const sb = await env.store('b')
   const A = env.node(await syncNode(sa))
@@ -121,18 +125,13 @@ test('a late node catches up across epochs and nodes sync from each other (produ
 
 test('a node stopped mid-sync resumes from its highest synced commit without refetching stored blocks', { timeout: 60_000 }, async t => {
   const env = testEnv(t)
-  const { store: ps } = await producerStore(env.dir, 100, { epochLength: 10 })
-  env.track(ps)
-  const tip = ps.highestSynced
-  const P = env.node(await syncNode(ps, { sync: false }))
+  const { ps, tip, P } = await servedChain(env, 100, { epochLength: 10 })
   const dir = path.join(env.dir, 'client')
 
   // first run: stopped once past the middle
   const first = env.track(await ChainStore.open(dir, { genesis: testGenesis() }))
   const C1 = env.node(await syncNode(first, { commitSyncBatchSize: 5 }))
-  const fb1 = C1.services.fetchBlocks
-  const fetch1 = fb1.fetch.bind(fb1)
-  fb1.fetch = async (peer: PeerId, refs: BlockRef[], opts: any) => { await sleep(3); return await fetch1(peer, refs, opts) }
+  slowBlockFetches(C1, 3)
   await C1.dial(addr(P))
   await waitFor(() => first.highestSynced >= 40, 20_000, 'the first run to pass commit 40')
   await C1.stop()
@@ -184,18 +183,13 @@ test('a node stopped mid-sync resumes from its highest synced commit without ref
 
 test('ranges are pipelined: range k+1 is fetched while range k downloads, and ranges are stored in order', { timeout: 60_000 }, async t => {
   const env = testEnv(t)
-  const { store: ps } = await producerStore(env.dir, 60, { epochLength: 30 })
-  env.track(ps)
-  const tip = ps.highestSynced
-  const P = env.node(await syncNode(ps, { sync: false }))
+  const { ps, tip, P } = await servedChain(env, 60, { epochLength: 30 })
   /** Syncs a fresh node; returns how many FetchCommits requests started while a range before them was not stored yet. */
   const run = async (name: string, syncRangesInFlight: number): Promise<{ overlapped: number, synced: number[] }> => {
     const cs = await env.store(name)
     const C = env.node(await syncNode(cs, { commitSyncBatchSize: 5, syncRangesInFlight }))
     // slow block responses leave time for the next range's commits to be asked for
-    const fb = C.services.fetchBlocks
-    const origBlocks = fb.fetch.bind(fb)
-    fb.fetch = async (peer: PeerId, refs: BlockRef[], opts: any) => { await sleep(30); return await origBlocks(peer, refs, opts) }
+    slowBlockFetches(C, 30)
     let overlapped = 0
     const fc = C.services.fetchCommits
     const origCommits = fc.fetch.bind(fc)
@@ -222,10 +216,7 @@ test('a node SIGKILLed mid-sync reopens consistent and resumes', { timeout: 60_0
   let child: ReturnType<typeof spawn> | undefined
   t.after(() => { if (child !== undefined && child.exitCode === null && child.signalCode === null) child.kill('SIGKILL') })
   const env = testEnv(t)
-  const { store: ps } = await producerStore(env.dir, 120, { epochLength: 10 })
-  env.track(ps)
-  const tip = ps.highestSynced
-  const P = env.node(await syncNode(ps, { sync: false }))
+  const { ps, tip, P } = await servedChain(env, 120, { epochLength: 10 })
   const dir = path.join(env.dir, 'killed')
 
   const proc = spawn(process.execPath, [CHILD, dir, addr(P).toString(), '5'], { stdio: ['pipe', 'pipe', 'pipe'] })
@@ -320,9 +311,7 @@ test('sync continues from another peer when the serving peer dies', { timeout: 6
 
 test('embeds into a plain createLibp2p node', { timeout: 30_000 }, async t => {
   const env = testEnv(t)
-  const { store: ps } = await producerStore(env.dir, 45, { epochLength: 10 })
-  env.track(ps)
-  const server = env.node(await syncNode(ps, { sync: false }))
+  const { ps, P: server } = await servedChain(env, 45, { epochLength: 10 })
   const cs = await env.store('client')
   // syncNode is a bare createLibp2p({ transports, connectionEncrypters, streamMuxers, services: { identify, ...commitSyncServices() } })
   const client = env.node(await syncNode(cs))
@@ -346,10 +335,7 @@ test('embeds into a plain createLibp2p node', { timeout: 30_000 }, async t => {
 
 test('PushCommit: a lower peer learns the new height from a push, without querying', { timeout: 30_000 }, async t => {
   const env = testEnv(t)
-  const { store: ps } = await producerStore(env.dir, 40, { epochLength: 8 })
-  env.track(ps)
-  const tip = ps.highestSynced
-  const P = env.node(await syncNode(ps, { sync: false }))
+  const { ps, tip, P } = await servedChain(env, 40, { epochLength: 8 })
   const sa = await env.store('a')
   const sb = await env.store('b')
   // periodic height queries every minute: within this test only connects and pushes tell heights
@@ -373,10 +359,7 @@ test('PushCommit: a lower peer learns the new height from a push, without queryi
 
 test('FetchCommits.serve: stops at the epoch boundary and at commitSyncBatchSize, always certified', { timeout: 30_000 }, async t => {
   const env = testEnv(t)
-  const { store: ps } = await producerStore(env.dir, 40, { epochLength: 8 })
-  env.track(ps)
-  const tip = ps.highestSynced
-  const server = env.node(await syncNode(ps, { sync: false, commitSyncBatchSize: 5 }))
+  const { ps, tip, P: server } = await servedChain(env, 40, { epochLength: 8, serve: { commitSyncBatchSize: 5 } })
   const fc: FetchCommits = server.services.fetchCommits
   for (let start = 1; start <= tip; start++) {
     for (const end of [start, start + 2, start + 20, 1000]) {
