@@ -11,7 +11,7 @@ import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
-import { testEnv, waitFor } from '../helpers/sync-net.ts'
+import { testEnv, waitFor, type TestEnv } from '../helpers/sync-net.ts'
 import { hex } from '../helpers/chain.ts'
 import { snapshotProducer, snapNode, snapshotGenesis, replaceHandler, type SnapNode } from '../helpers/snapshot-net.ts'
 import { ChainStore } from '../../src/store/chain-store.ts'
@@ -47,15 +47,24 @@ async function countingServer (node: SnapNode, delayMs: number): Promise<{ chunk
   return counts
 }
 
-test('SIGKILL mid-download, then a restart fetches only the chunks that were not stored', { timeout: 60_000 }, async t => {
-  const env = testEnv(t)
+/**
+ * The producer's chain up to TIP with its latest snapshot (`total` chunks), served by a node whose answers
+ * are counted (chunks delayed by `delayMs`).
+ */
+async function countedSnapshotServer (env: TestEnv, delayMs: number) {
   const g = snapshotGenesis()
   const P = await snapshotProducer(env.dir, TIP, { genesis: g })
   env.track(P.store)
   const S = (await P.snapshots.latest())!
   const total = (await P.snapshots.get(S))!.manifest.chunkCount
   const server = env.node(await snapNode(P.store, { commitSync: false }))
-  const counts = await countingServer(server, 3)
+  const counts = await countingServer(server, delayMs)
+  return { g, P, total, server, counts }
+}
+
+test('SIGKILL mid-download, then a restart fetches only the chunks that were not stored', { timeout: 60_000 }, async t => {
+  const env = testEnv(t)
+  const { g, P, total, server, counts } = await countedSnapshotServer(env, 3)
   const genesisFile = writeGenesisFile(env.dir, g)
   const dir = path.join(env.dir, 'child')
 
@@ -109,13 +118,7 @@ test('SIGKILL mid-download, then a restart fetches only the chunks that were not
 
 test('stopped in any persisted phase (mid-load included), a node resumes there and fetches nothing twice', { timeout: 60_000 }, async t => {
   const env = testEnv(t)
-  const g = snapshotGenesis()
-  const P = await snapshotProducer(env.dir, TIP, { genesis: g })
-  env.track(P.store)
-  const S = (await P.snapshots.latest())!
-  const total = (await P.snapshots.get(S))!.manifest.chunkCount
-  const server = env.node(await snapNode(P.store, { commitSync: false }))
-  const counts = await countingServer(server, 0)
+  const { g, P, total, server, counts } = await countedSnapshotServer(env, 0)
   const rootAtTip = hex((await P.store.getStateRoot(TIP))!)
 
   const phases: Array<PersistedPhase | 'mid-load'> = ['filter', 'chunks', 'final-check', 'load', 'mid-load', 'anchor']
