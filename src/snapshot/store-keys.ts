@@ -47,7 +47,7 @@
  * the partials instead of hashing every entry, and recomputes them from the chunk bytes if the sum is
  * not the manifest's state root (a damaged partial is replaced, no peer blamed).
  */
-import { indexed, hashed } from '../store/keys.ts'
+import { indexed, hashed, named } from '../store/keys.ts'
 
 export const SnapshotBucket = {
   CHUNK: 0x11,
@@ -63,21 +63,12 @@ export const SnapshotBucket = {
 } as const
 
 export const SnapshotKeys = {
-  chunk: (hash: Uint8Array) => {
-    const k = new Uint8Array(33)
-    k[0] = SnapshotBucket.CHUNK; k.set(hash, 1)
-    return k
-  },
+  chunk: (hash: Uint8Array) => hashed(SnapshotBucket.CHUNK, hash),
   attestation: (commit: number) => indexed(SnapshotBucket.ATTESTATION, commit),
   listing: (commit: number) => indexed(SnapshotBucket.LISTING, commit),
   filter: (commit: number) => indexed(SnapshotBucket.FILTER, commit),
   multiset: (commit: number) => indexed(SnapshotBucket.MULTISET, commit),
-  syncMeta: (name: string) => {
-    const n = new TextEncoder().encode(name)
-    const k = new Uint8Array(1 + n.length)
-    k[0] = SnapshotBucket.SYNC_META; k.set(n, 1)
-    return k
-  },
+  syncMeta: (name: string) => named(SnapshotBucket.SYNC_META, name),
   syncRow: (index: number) => indexed(SnapshotBucket.SYNC_ROW, index),
   syncListed: (hash: Uint8Array) => hashed(SnapshotBucket.SYNC_LISTED, hash),
   syncHave: (hash: Uint8Array) => hashed(SnapshotBucket.SYNC_HAVE, hash),

@@ -89,7 +89,7 @@ export function u64 (n: number): Uint8Array {
   const b = new Uint8Array(8); writeU64(b, 0, n); return b
 }
 
-function named (bucket: number, name: string): Uint8Array {
+export function named (bucket: number, name: string): Uint8Array {
   const s = Buffer.from(name, 'utf8')
   const k = new Uint8Array(1 + s.length)
   k[0] = bucket; k.set(s, 1)
