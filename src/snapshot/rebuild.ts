@@ -11,7 +11,7 @@ import type { ChainStore } from '../store/chain-store.ts'
 import { Keys, Bucket } from '../store/keys.ts'
 import { LtHash } from '../crypto/lthash.ts'
 import { sha256, bytesEqual, toHex } from '../crypto/hash.ts'
-import { accountElement, embeddingElement } from '../executor/state-hash.ts'
+import { elementSum } from '../executor/state-hash.ts'
 import { InvalidChunkError, InvalidSnapshotError } from '../errors.ts'
 import { AccountGroup, ChunkKind, accountLastModifiedEpoch, decodeChunk, sortKeyCommit, type ChunkInfo, type DecodedChunk } from './chunk-format.ts'
 import { embeddingGroup, isHot, type SnapshotManifest } from './manifest.ts'
@@ -39,6 +39,14 @@ export interface RebuildResult {
  * Rebuilds the state of `chunks` (bytes, any order) and checks its root against the manifest's;
  * InvalidSnapshotError on a mismatch, InvalidChunkError for a bad or unlisted chunk.
  */
+/**
+ * A chunk's partial state hash: the sum of its entries' state elements (a fresh LtHash). The state root
+ * of a snapshot is the checksum of the sum over its chunks.
+ */
+export function entriesPartial (chunk: DecodedChunk): LtHash {
+  return elementSum(chunk.kind === ChunkKind.ACCOUNTS ? Bucket.ACCOUNT : Bucket.EMBEDDING, chunk.entries)
+}
+
 export async function rebuildState (manifest: SnapshotManifest, chunks: AsyncIterable<Uint8Array> | Iterable<Uint8Array>, opts: RebuildOptions = {}): Promise<RebuildResult> {
   const rows = opts.listing === undefined ? undefined : new Map(opts.listing.map(r => [toHex(r.hash), r]))
   const seen = new Set<string>()
@@ -65,13 +73,12 @@ export async function rebuildState (manifest: SnapshotManifest, chunks: AsyncIte
       if (row === undefined) throw new InvalidChunkError(`${what} is not in the snapshot's listing`)
       checkChunkContent(manifest, row, chunk)
     }
+    lthash.merge(entriesPartial(chunk))
     for (const e of chunk.entries) {
       if (chunk.kind === ChunkKind.ACCOUNTS) {
-        lthash.addLanes(accountElement(e.id, e.value))
         batch?.putAccount(e.id, e.value)
         accounts++
       } else {
-        lthash.addLanes(embeddingElement(e.id, e.value))
         batch?.putEmbedding(e.id, e.value)
         embeddings++
       }

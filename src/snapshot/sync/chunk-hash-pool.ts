@@ -16,20 +16,8 @@
  */
 import { Worker } from 'node:worker_threads'
 import { availableParallelism } from 'node:os'
-import { Bucket } from '../../store/keys.ts'
-import { LtHash } from '../../crypto/lthash.ts'
-import { ChunkKind, parseOwnChunk, type DecodedChunk } from '../chunk-format.ts'
-
-const ACCOUNT_TAG = Uint8Array.of(Bucket.ACCOUNT)
-const EMBEDDING_TAG = Uint8Array.of(Bucket.EMBEDDING)
-
-/** The partial state hash of a decoded chunk (a fresh LtHash). */
-export function entriesPartial (chunk: DecodedChunk): LtHash {
-  const tag = chunk.kind === ChunkKind.ACCOUNTS ? ACCOUNT_TAG : EMBEDDING_TAG
-  const h = new LtHash()
-  for (const e of chunk.entries) h.addLanes(LtHash.element(tag, e.id, e.value))
-  return h
-}
+import { parseOwnChunk, type DecodedChunk } from '../chunk-format.ts'
+import { entriesPartial } from '../rebuild.ts'
 
 /**
  * The partial state hash of encoded chunk bytes (2048 LtHash lane bytes), or undefined when they do not

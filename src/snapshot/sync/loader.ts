@@ -42,14 +42,14 @@ import type { SignedBlockVerifier } from '../../sync/block-verifier.ts'
 import type { FetchCommits } from '../../sync/protocols/fetch-commits.ts'
 import { InvalidSnapshotError, ProtocolViolationError, MalformedMessageError } from '../../errors.ts'
 import { ChunkKind, decodeChunk, type ChunkInfo } from '../chunk-format.ts'
-import { checkChunkContent } from '../rebuild.ts'
+import { checkChunkContent, entriesPartial } from '../rebuild.ts'
 import { decodeListing, type SnapshotManifest } from '../manifest.ts'
 import { SnapshotStore } from '../snapshot-store.ts'
 import { SnapshotKeys } from '../store-keys.ts'
 import { frameListingRow } from '../protocols/messages.ts'
 import type { SyncState } from './sync-state.ts'
 import { LtHash } from '../../crypto/lthash.ts'
-import { chunkPartial, entriesPartial, type ChunkHashPool } from './chunk-hash-pool.ts'
+import { chunkPartial, type ChunkHashPool } from './chunk-hash-pool.ts'
 
 /** The stored chunks are not all there or not all intact: the named ones must be fetched again. */
 export class MissingChunksError extends Error {
