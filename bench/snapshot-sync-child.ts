@@ -5,11 +5,11 @@
  *       A Soma libp2p node (createLibp2pNode: tcp + noise + yamux, identify, ping, kad-dht, gossipsub)
  *       serving the raw bench protocol and, with a store, the commit sync and snapshot sync protocols
  *       (serve only). Prints `LISTEN <multiaddr>`; runs until stdin closes.
- *   fetch <multiaddr> <rawBytes> <streams,...> <reps> [<storeDir> <genesisFile>]
+ *   fetch <multiaddr> <rawBytes> <streams,...> <reps> [<storeDir> <genesisFile> <verifyWorkers>]
  *       The same node kind: dials the server, downloads <rawBytes> over 1, 4, ... parallel streams of
  *       the raw protocol (64 KiB writes, best of <reps>); then, with a store, a second node in this
- *       same process (fresh store, snapshot sync on, commit sync held) dials the server and syncs the
- *       snapshot it offers. Prints one JSON line of figures.
+ *       same process (fresh store, snapshot sync on with <verifyWorkers> chunk-hash workers, commit sync
+ *       held) dials the server and syncs the snapshot it offers. Prints one JSON line of figures.
  *   helia-serve <blocks> <blockBytes> <cidsFile>
  *       Helia 7 (createHeliaLight + withLibp2pLight + withBitswap; tcp + noise + yamux + identify),
  *       memory blockstore holding <blocks> raw blocks of <blockBytes> (deterministic bytes); writes their
@@ -142,10 +142,10 @@ function waitForStdinEnd (onEnd: () => Promise<void>): void {
  * sync (`snapshotManifest`/`Filter`/`Listing`/`Chunks` serve the store's snapshots; `snapshotSync`
  * syncs when `sync`).
  */
-function syncServices (store: ChainStore, sync: boolean): Record<string, ServiceFactory> {
+function syncServices (store: ChainStore, sync: boolean, hashWorkers = DEFAULTS.verifyWorkers): Record<string, ServiceFactory> {
   return {
     ...commitSyncServices({ store, executor: new CommitExecutor(store), sync, startPaused: sync, verifyWorkers: 0 }),
-    ...snapshotSyncServices({ ...snapshotSyncConfig(DEFAULTS), store, sync, minPeers: 1 })
+    ...snapshotSyncServices({ ...snapshotSyncConfig(DEFAULTS), hashWorkers, store, sync, minPeers: 1 })
   }
 }
 
@@ -180,7 +180,7 @@ if (mode === 'serve') {
   process.stdout.write(`LISTEN ${node.getMultiaddrs()[0].toString()}\n`)
   waitForStdinEnd(async () => { await node.stop(); await store?.close() })
 } else if (mode === 'fetch') {
-  const [addr, rawBytesStr, streamsStr, repsStr, storeDir, genesisFile] = args
+  const [addr, rawBytesStr, streamsStr, repsStr, storeDir, genesisFile, verifyWorkersStr] = args
   const rawBytes = Number(rawBytesStr)
   const reps = Number(repsStr)
   const figures: Record<string, number | string> = {}
@@ -199,7 +199,7 @@ if (mode === 'serve') {
     const store = await ChainStore.open(storeDir, { genesis: decodeGenesis(readFileSync(genesisFile)) })
     const r = new Rss()
     const t0 = performance.now()
-    const synced = await somaNode(store.chainId, syncServices(store, true))
+    const synced = await somaNode(store.chainId, syncServices(store, true, Number(verifyWorkersStr)))
     const extra = await syncSnapshot(synced, addr)
     figures.snapshotMs = performance.now() - t0
     figures.snapshotPeakRssMiB = r.stop()

@@ -52,6 +52,7 @@ import { DevnetProducer } from '../src/devnet/producer.ts'
 import { buildSnapshot } from '../src/snapshot/builder.ts'
 import { devnetCommitteeKeys, signManifest } from '../src/snapshot/attestation.ts'
 import { SnapshotBucket } from '../src/snapshot/store-keys.ts'
+import { DEFAULTS } from '../src/config.ts'
 import { TempDirs, isMain, log, printFigures, measure, type BenchOptions, type Figures } from './util.ts'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -90,6 +91,8 @@ export interface SnapshotSyncBenchOptions extends BenchOptions {
   parts?: Part[]
   /** overrides of the sizes (e.g. to check that the sync's peak RSS stays flat as the snapshot grows) */
   sizes?: Partial<Sizes>
+  /** the syncing node's `verifyWorkers` (its chunk-hash pool). @default the config default (2) */
+  verifyWorkers?: number
 }
 
 /** Writes the synthetic state; returns the bytes of vectors written. */
@@ -222,7 +225,7 @@ export async function run (opts: SnapshotSyncBenchOptions = {}): Promise<Figures
       try {
         log(`raw libp2p download of ${(s.rawBytes / MiB).toFixed(0)} MiB over 1 and 4 streams${snap !== undefined ? ', then the snapshot sync' : ''}`)
         const clientArgs = ['fetch', server.addr, String(s.rawBytes), '1,4', String(s.rawReps)]
-        if (snap !== undefined) clientArgs.push(path.join(tmp.make('snapshot-sync-client'), 'chain'), snap.genesisFile)
+        if (snap !== undefined) clientArgs.push(path.join(tmp.make('snapshot-sync-client'), 'chain'), snap.genesisFile, String(opts.verifyWorkers ?? DEFAULTS.verifyWorkers))
         const r = await fetch(clientArgs)
         figures['raw.1stream.MiBPerSec'] = r.raw1 as number
         figures['raw.4streams.MiBPerSec'] = r.raw4 as number
@@ -274,5 +277,6 @@ if (isMain(import.meta.url)) {
   const quick = process.argv.includes('--quick')
   const only = process.argv.find(a => a.startsWith('--parts='))?.slice('--parts='.length).split(',') as Part[] | undefined
   const embeddings = process.argv.find(a => a.startsWith('--embeddings='))?.slice('--embeddings='.length)
-  printFigures(`snapshot-sync${quick ? ' (quick)' : ''}`, await run({ quick, parts: only, sizes: embeddings === undefined ? undefined : { embeddings: Number(embeddings) } }))
+  const workers = process.argv.find(a => a.startsWith('--verify-workers='))?.slice('--verify-workers='.length)
+  printFigures(`snapshot-sync${quick ? ' (quick)' : ''}`, await run({ quick, parts: only, sizes: embeddings === undefined ? undefined : { embeddings: Number(embeddings) }, verifyWorkers: workers === undefined ? undefined : Number(workers) }))
 }
