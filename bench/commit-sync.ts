@@ -19,6 +19,7 @@ import { CommitExecutor } from '../src/executor/commit-executor.ts'
 import { DevnetProducer } from '../src/devnet/producer.ts'
 import { generateKeyPair, sign, verify } from '../src/crypto/keys.ts'
 import { TempDirs, isMain, printFigures, log, type Figures, type BenchOptions } from './util.ts'
+import { NODE_FLAGS, withNodeEnv } from '../src/node/runtime.ts'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const CHILD = path.join(here, 'commit-sync-child.ts')
@@ -33,7 +34,7 @@ function verifyRate (n: number): number {
 }
 
 async function runSync (clientDir: string, addr: string, target: number, workers: number, genesisPath: string): Promise<Record<string, number>> {
-  const child = spawn(process.execPath, [CHILD, 'sync', clientDir, addr, String(target), String(workers), genesisPath], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const child = spawn(process.execPath, [...NODE_FLAGS, CHILD, 'sync', clientDir, addr, String(target), String(workers), genesisPath], { stdio: ['ignore', 'pipe', 'inherit'], env: withNodeEnv() })
   let out = ''
   child.stdout.on('data', (d) => { out += String(d) })
   const [code] = await once(child, 'exit')
@@ -58,7 +59,7 @@ export async function run (opts: BenchOptions & { commits?: number } = {}): Prom
       await producer.produceUntil(commits)
       await store.close()
     }
-    const server = spawn(process.execPath, [CHILD, 'serve', path.join(serverDir, 'chain')], { stdio: ['pipe', 'pipe', 'inherit'] })
+    const server = spawn(process.execPath, [...NODE_FLAGS, CHILD, 'serve', path.join(serverDir, 'chain')], { stdio: ['pipe', 'pipe', 'inherit'], env: withNodeEnv() })
     const rl = createInterface({ input: server.stdout })
     const addr: string = await new Promise((resolve, reject) => {
       rl.on('line', (l) => { if (l.startsWith('LISTEN ')) resolve(l.slice(7)) })

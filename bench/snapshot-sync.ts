@@ -14,17 +14,20 @@
  *    of commit 20 (default chunking: 1 MiB target chunks) attested by the genesis committee's devnet
  *    keys. Commit 20 is certified in the store, so the syncing node can anchor the snapshot there.
  * 2. Two child processes (bench/snapshot-sync-child.ts), each a Soma libp2p node (createLibp2pNode:
- *    tcp + noise + yamux, identify, ping, kad-dht, gossipsub). The server serves the raw bench protocol
- *    and the snapshot sync protocols (`snapshotSyncServices`, serve only) from that store. The client
- *    - downloads 1 GiB over 1 stream, then over 4 parallel streams, with 64 KiB writes (best of 2):
- *      `raw.1stream.MiBPerSec`, `raw.4streams.MiBPerSec` — the baseline;
- *    - then, in the same process, a second node with a fresh LevelDB store and the sync services
- *      (`commitSyncServices` held with startPaused, `snapshotSyncServices` with sync on) dials the same
- *      server and syncs the snapshot it offers, timed from the node's creation to the sync's end
- *      (manifest, attestation, filter, listing and chunks verified, final checksum, state loaded and
- *      checked against the state root, snapshot anchored at its certified commit):
- *      `snapshotSync.MiBPerSec` (snapshot bytes ÷ time), `snapshotSync.peakRssMiB` (sampled every 50 ms).
- *      `snapshotSync/raw` = that ÷ the better of the two raw figures.
+ *    tcp + noise + yamux, identify, ping, kad-dht, gossipsub), started as the node runs
+ *    (src/node/runtime.ts: NODE_FLAGS and NODE_ENV). The server serves the raw bench protocol and the
+ *    snapshot sync protocols (`snapshotSyncServices`, serve only) from that store. The client
+ *    - first, a node with a fresh LevelDB store and the sync services (`commitSyncServices` held with
+ *      startPaused, `snapshotSyncServices` with sync on) dials the server and syncs the snapshot it
+ *      offers, timed from the node's creation to the sync's end (manifest, attestation, filter, listing
+ *      and chunks verified, final checksum, state loaded and checked against the state root, snapshot
+ *      anchored at its certified commit): `snapshotSync.MiBPerSec` (snapshot bytes ÷ time),
+ *      `snapshotSync.peakRssMiB` (sampled every 50 ms). First, so that the peak RSS is the sync's own:
+ *      a process keeps the heap pages and malloc arenas a 1 GiB download grew;
+ *    - then, in the same process towards the same server, a second node downloads 1 GiB over 1 stream,
+ *      then over 4 parallel streams, with 64 KiB writes (best of 2): `raw.1stream.MiBPerSec`,
+ *      `raw.4streams.MiBPerSec` — the baseline. `snapshotSync/raw` = the sync's MiB/s ÷ the better of
+ *      the two raw figures.
  * 3. Helia: two more processes, Helia 7 composed with createHeliaLight + withLibp2pLight + withBitswap
  *    (tcp + noise + yamux + identify, memory blockstores); the server holds as many bytes as the
  *    snapshot in 1 MiB raw blocks, the client fetches them all with 64 blocks wanted at once:
@@ -54,6 +57,7 @@ import { devnetCommitteeKeys, signManifest } from '../src/snapshot/attestation.t
 import { SnapshotBucket } from '../src/snapshot/store-keys.ts'
 import { DEFAULTS } from '../src/config.ts'
 import { TempDirs, isMain, log, printFigures, measure, type BenchOptions, type Figures } from './util.ts'
+import { NODE_FLAGS, withNodeEnv } from '../src/node/runtime.ts'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const CHILD = path.join(here, 'snapshot-sync-child.ts')
@@ -179,7 +183,7 @@ async function makeServingSnapshot (tmp: TempDirs, s: Sizes, figures: Figures): 
 
 /** Spawns a serving child and waits for its `LISTEN <addr>` line. */
 async function serve (args: string[]): Promise<{ child: ChildProcess, addr: string }> {
-  const child = spawn(process.execPath, [CHILD, ...args], { stdio: ['pipe', 'pipe', 'inherit'] })
+  const child = spawn(process.execPath, [...NODE_FLAGS, CHILD, ...args], { stdio: ['pipe', 'pipe', 'inherit'], env: withNodeEnv() })
   const rl = createInterface({ input: child.stdout! })
   const addr: string = await new Promise((resolve, reject) => {
     rl.on('line', (l) => { if (l.startsWith('LISTEN ')) resolve(l.slice(7)) })
@@ -198,7 +202,7 @@ async function stop (child: ChildProcess): Promise<void> {
 
 /** Runs a fetching child; returns its JSON line. */
 async function fetch (args: string[]): Promise<Record<string, number | string>> {
-  const child = spawn(process.execPath, [CHILD, ...args], { stdio: ['ignore', 'pipe', 'inherit'] })
+  const child = spawn(process.execPath, [...NODE_FLAGS, CHILD, ...args], { stdio: ['ignore', 'pipe', 'inherit'], env: withNodeEnv() })
   let out = ''
   child.stdout.on('data', (d) => { out += String(d) })
   const [code] = await once(child, 'exit')
@@ -223,7 +227,7 @@ export async function run (opts: SnapshotSyncBenchOptions = {}): Promise<Figures
     if (parts.has('raw') || snap !== undefined) {
       const server = await serve(snap === undefined ? ['serve'] : ['serve', snap.storeDir, snap.genesisFile])
       try {
-        log(`raw libp2p download of ${(s.rawBytes / MiB).toFixed(0)} MiB over 1 and 4 streams${snap !== undefined ? ', then the snapshot sync' : ''}`)
+        log(`${snap !== undefined ? 'the snapshot sync, then ' : ''}raw libp2p download of ${(s.rawBytes / MiB).toFixed(0)} MiB over 1 and 4 streams`)
         const clientArgs = ['fetch', server.addr, String(s.rawBytes), '1,4', String(s.rawReps)]
         if (snap !== undefined) clientArgs.push(path.join(tmp.make('snapshot-sync-client'), 'chain'), snap.genesisFile, String(opts.verifyWorkers ?? DEFAULTS.verifyWorkers))
         const r = await fetch(clientArgs)

@@ -1,5 +1,6 @@
-#!/usr/bin/env node
-// The soma-sync executable: runs the compiled CLI (dist/src/cli/main.js, built by `npm run build`).
+#!/usr/bin/env -S MALLOC_ARENA_MAX=2 node --max-semi-space-size=16
+// The soma-sync executable: runs the compiled CLI (dist/src/cli/main.js, built by `npm run build`), with
+// the node process's memory settings of src/node/runtime.ts on the line above (`env -S`: coreutils 8.30+).
 import { existsSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 

@@ -9,6 +9,7 @@
  */
 import { envName } from '../src/config.ts'
 import { P2P_PORT, STATUS_PORT, launchSpecs, testnetNodes, type Placement, type TestnetNode } from './topology.ts'
+import { NODE_ENV, NODE_FLAGS } from '../src/node/runtime.ts'
 
 /** Image the compose services run (built from the Dockerfile at the root); SOMA_TESTNET_IMAGE overrides it. */
 export const IMAGE = 'soma-sync:testnet'
@@ -52,13 +53,14 @@ export async function composeFile (nodes: readonly TestnetNode[] = testnetNodes(
       image: `\${SOMA_TESTNET_IMAGE:-${IMAGE}}`,
       build: { context: '.' },
       init: true,
-      entrypoint: ['node', 'testnet/node-init.ts'],
+      // the node process's memory settings (src/node/runtime.ts)
+      entrypoint: ['node', ...NODE_FLAGS, 'testnet/node-init.ts'],
       command: spec.command,
       environment: node.role === 'devnet'
         // a fixed target when SOMA_TESTNET_MAX_COMMITS is set (scripts/testnet-docker): the producer stops
         // there and keeps serving
-        ? { ...spec.env, [envName('maxCommits')]: `\${${MAX_COMMITS_VARIABLE}:-0}`, SOMA_TESTNET_KEEP_SERVING: '1' }
-        : spec.env,
+        ? { ...NODE_ENV, ...spec.env, [envName('maxCommits')]: `\${${MAX_COMMITS_VARIABLE}:-0}`, SOMA_TESTNET_KEEP_SERVING: '1' }
+        : { ...NODE_ENV, ...spec.env },
       volumes: [`${spec.name}-data:${DATA_DIR}`],
       ports: [`127.0.0.1:\${${hostPortVariable(spec.name)}:-${node.hostStatusPort}}:${STATUS_PORT}`],
       networks: [NETWORK]

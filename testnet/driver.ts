@@ -36,6 +36,7 @@ import { fileURLToPath } from 'node:url'
 import { asStatus, type NodeStatus } from './converge.ts'
 export { snapshotSyncEvidence } from './converge.ts'
 import { P2P_PORT, STATUS_PORT, launchSpecs, snapshotSyncOn, testnetNodes, type LaunchSpec, type Placement, type TestnetNode } from './topology.ts'
+import { NODE_FLAGS, withNodeEnv } from '../src/node/runtime.ts'
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
 const NODE_INIT = path.join(ROOT, 'testnet', 'node-init.ts')
@@ -342,9 +343,9 @@ export class Testnet {
 
   private spawnIn (name: string | undefined, args: string[], opts: { env?: NodeJS.ProcessEnv, stdout: 'pipe' | number, stderr: 'inherit' | number }): ChildProcess {
     const [cmd, argv] = this.mode === 'netns' && name !== undefined
-      ? ['ip', ['netns', 'exec', this.ns(name), process.execPath, ...args]]
-      : [process.execPath, args]
-    return spawn(cmd, argv, { cwd: ROOT, env: opts.env ?? baseEnv(), stdio: ['pipe', opts.stdout, opts.stderr] })
+      ? ['ip', ['netns', 'exec', this.ns(name), process.execPath, ...NODE_FLAGS, ...args]]
+      : [process.execPath, [...NODE_FLAGS, ...args]]
+    return spawn(cmd, argv, { cwd: ROOT, env: withNodeEnv(opts.env ?? baseEnv()), stdio: ['pipe', opts.stdout, opts.stderr] })
   }
 
   private async startProxy (name: string): Promise<void> {

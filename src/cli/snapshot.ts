@@ -69,7 +69,7 @@ export async function runSnapshotCommand (args: string[], config: SomaConfig, io
   if (!existsSync(path.join(chainDir, 'CURRENT'))) {
     throw new StoreError(`no soma-sync store in ${config.dataDir} (${chainDir} does not exist or holds no database); create one with \`soma-sync devnet\` or \`soma-sync start\``)
   }
-  const store = await ChainStore.openDataDir(config.dataDir)
+  const store = await ChainStore.openDataDir(config.dataDir, { writeBufferSize: config.storeWriteBufferBytes, cacheSize: config.storeCacheBytes })
   try {
     return await def.run(store, config, io, commit)
   } finally {

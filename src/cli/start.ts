@@ -10,6 +10,7 @@ import type { SomaConfig } from '../config.ts'
 import { createNode, type CreateNodeOptions, type SomaNode } from '../node/node.ts'
 import { createLogger, type Logger } from '../utils/logger.ts'
 import type { SnapshotSyncProgress } from '../snapshot/sync/snapshot-sync.ts'
+import { missingProcessSettings } from '../node/runtime.ts'
 
 export interface StartOptions extends Pick<CreateNodeOptions, 'genesis' | 'services' | 'components' | 'statusServer'> {
   /** @default a logger named 'start' at config.logLevel */
@@ -75,6 +76,8 @@ export async function runStart (config: SomaConfig, opts: StartOptions = {}): Pr
     logger: log.child('node')
   })
   await node.start()
+  const missing = missingProcessSettings()
+  if (missing.length > 0) log.info('this process runs without %s: its peak memory is higher (README, "Memory"; the soma-sync executable and `npm start` set them)', missing.join(' '))
   if (config.entrypoints.length === 0) log.warn('no --entrypoints: waiting for peers to dial this node')
   else log.info('joining through %d entrypoint(s): %s', config.entrypoints.length, config.entrypoints.join(', '))
 
