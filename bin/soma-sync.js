@@ -1,4 +1,4 @@
-#!/usr/bin/env -S MALLOC_ARENA_MAX=2 node --max-semi-space-size=16
+#!/usr/bin/env -S MALLOC_ARENA_MAX=2 node
 // The soma-sync executable: runs the compiled CLI (dist/src/cli/main.js, built by `npm run build`), with
 // the node process's memory settings of src/node/runtime.ts on the line above (`env -S`: coreutils 8.30+).
 import { existsSync } from 'node:fs'

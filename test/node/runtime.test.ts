@@ -19,10 +19,14 @@ const ALL = [...NODE_FLAGS, ...Object.entries(NODE_ENV).map(([k, v]) => `${k}=${
 test('missingProcessSettings: flags from execArgv or NODE_OPTIONS, variables from the environment', () => {
   assert.deepEqual(missingProcessSettings([], {}), ALL)
   assert.deepEqual(missingProcessSettings([...NODE_FLAGS], { ...NODE_ENV }), [])
-  assert.deepEqual(missingProcessSettings([], { ...NODE_ENV, NODE_OPTIONS: `--inspect ${NODE_FLAGS.join(' ')}` }), [])
-  // another value is the operator's choice, not a missing setting
-  assert.deepEqual(missingProcessSettings(['--max-semi-space-size=4'], { MALLOC_ARENA_MAX: '1' }), [])
-  assert.deepEqual(missingProcessSettings(['--max_semi_space_size=8'], {}), Object.entries(NODE_ENV).map(([k, v]) => `${k}=${v}`))
+  const flags = ['--max-semi-space-size=16']
+  const vars = { MALLOC_ARENA_MAX: '2' }
+  assert.deepEqual(missingProcessSettings([], {}, flags, vars), ['--max-semi-space-size=16', 'MALLOC_ARENA_MAX=2'])
+  assert.deepEqual(missingProcessSettings([], { ...vars, NODE_OPTIONS: '--inspect --max-semi-space-size=16' }, flags, vars), [])
+  // another value is the operator's choice, not a missing setting; V8 takes _ for -
+  assert.deepEqual(missingProcessSettings(['--max-semi-space-size=4'], { MALLOC_ARENA_MAX: '1' }, flags, vars), [])
+  assert.deepEqual(missingProcessSettings(['--max_semi_space_size=8'], {}, flags, vars), ['MALLOC_ARENA_MAX=2'])
+  assert.deepEqual(missingProcessSettings(['--inspect'], vars, flags, vars), ['--max-semi-space-size=16'])
   // withNodeEnv adds the variables without overriding the caller's
   assert.equal(withNodeEnv({ MALLOC_ARENA_MAX: '4', X: '1' }).MALLOC_ARENA_MAX, '4')
   assert.equal(withNodeEnv({ X: '1' }).MALLOC_ARENA_MAX, NODE_ENV.MALLOC_ARENA_MAX)
