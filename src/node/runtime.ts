@@ -15,9 +15,10 @@
  *   arena, and freed memory stays with its arena: with two arenas a 1 GiB snapshot sync peaked
  *   ~200–300 MiB lower, and commit sync ran as fast.
  * - No V8 flag: `--max-semi-space-size=16` held V8's young generation at 32 MiB instead of the 128 MiB
- *   it reaches on this 24 GiB machine (~100 MiB less at the peak of a snapshot sync), but commit sync,
- *   which allocates many short-lived objects, verified ~10 % fewer transactions per second with it.
- *   An operator short of memory adds it (NODE_FLAGS is where a flag every launcher passes goes).
+ *   it reaches on this 24 GiB machine (~100 MiB less at the peak of a snapshot sync). Commit sync
+ *   allocates many short-lived objects; one pair of runs verified ~13 % fewer transactions per second
+ *   with it, but runs vary that much here, so the cost is not settled. An operator short of memory adds
+ *   it (NODE_FLAGS is where a flag every launcher passes goes).
  */
 
 /** V8 flags for the node process (none: see above). */
