@@ -178,7 +178,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'verifyWorkers', type: 'int', group: 'node', commands: ALL, min: 0, max: 64, doc: 'worker threads for signature checks, and for the state hashes of snapshot chunks as snapshot sync receives them; 0: on the main thread' },
   { key: 'dhtEnabled', type: 'bool', group: 'node', commands: ALL, doc: 'run the chain-scoped kad-dht' },
   { key: 'maxConnections', type: 'int', group: 'node', commands: ALL, min: 1, max: 100000, doc: 'libp2p connection manager limit' },
-  { key: 'storeWriteBufferBytes', type: 'bytes', group: 'node', commands: [...ALL, 'snapshot'], min: 1024 * 1024, doc: 'LevelDB write buffer (memtable) of the store; up to two are in memory while one is flushed. Smaller saves memory at a cost in write speed (a 1 GiB snapshot sync: 16 MiB took 60 % longer and held ~90 MiB less)' },
+  { key: 'storeWriteBufferBytes', type: 'bytes', group: 'node', commands: [...ALL, 'snapshot'], min: 1024 * 1024, doc: 'LevelDB write buffer (memtable) of the store; up to two are in memory while one is flushed. Smaller saves memory at a cost in write speed (a 1 GiB snapshot sync, one run each: 16 MiB took 60 % longer and held ~90 MiB less)' },
   { key: 'storeCacheBytes', type: 'bytes', group: 'node', commands: [...ALL, 'snapshot'], min: 1024 * 1024, doc: 'LevelDB block cache of the store' },
 
   { key: 'devnetSeed', type: 'string', group: 'devnet', commands: [...DEVNET, 'snapshot'], doc: 'seed every devnet key derives from (`snapshot create` signs with the devnet committee when the store\'s genesis is of this seed)' },

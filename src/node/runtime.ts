@@ -13,7 +13,7 @@
  *   threads that run LevelDB's reads and writes, LevelDB's compaction thread, worker threads). The
  *   multi-MiB buffers a sync moves between them (chunks, write batches, memtables) fragment every
  *   arena, and freed memory stays with its arena: with two arenas a 1 GiB snapshot sync peaked
- *   ~200–300 MiB lower, and commit sync ran as fast.
+ *   ~200–300 MiB lower; commit sync measured within its usual run-to-run range.
  * - No V8 flag: `--max-semi-space-size=16` held V8's young generation at 32 MiB instead of the 128 MiB
  *   it reaches on this 24 GiB machine (~100 MiB less at the peak of a snapshot sync). Commit sync
  *   allocates many short-lived objects; one pair of runs verified ~13 % fewer transactions per second

@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { DEFAULTS, type SomaConfig } from '../../src/config.ts'
@@ -195,4 +195,27 @@ test('a devnet stops promptly while it waits between rounds', { timeout: 30_000 
   await devnet.stop()
   assert.ok(Date.now() - t0 < 2000, `stop took ${Date.now() - t0}ms`)
   assert.ok(devnet.node.store.isClosed)
+})
+
+test('the store\'s LevelDB write buffer comes from the config (--store-write-buffer-bytes)', { timeout: 60_000 }, async t => {
+  // 6 MiB of writes: flushed to table files with a 1 MiB write buffer, still in the memtable with the default
+  const tables = async (writeBuffer: number | undefined): Promise<number> => {
+    const dir = tempDir(t)
+    const node = await createNode(config(dir, writeBuffer === undefined ? {} : { storeWriteBufferBytes: writeBuffer }), { genesis, logger: silentLogger() })
+    try {
+      const value = new Uint8Array(64 * 1024).fill(7)
+      for (let i = 0; i < 96; i++) {
+        const id = new Uint8Array(32)
+        new DataView(id.buffer).setUint32(0, i)
+        await node.store.batch().putEmbedding(id, value).write()
+      }
+      // a flush is LevelDB's background work: give it a moment
+      await new Promise(resolve => setTimeout(resolve, 500))
+      return readdirSync(path.join(dir, 'chain')).filter(f => f.endsWith('.ldb')).length
+    } finally {
+      await node.stop()
+    }
+  }
+  assert.equal(await tables(undefined), 0, `the default write buffer (${DEFAULTS.storeWriteBufferBytes} bytes) holds 6 MiB`)
+  assert.ok(await tables(1024 * 1024) > 0, 'a 1 MiB write buffer is flushed to table files')
 })
