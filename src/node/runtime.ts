@@ -14,11 +14,13 @@
  *   multi-MiB buffers a sync moves between them (chunks, write batches, memtables) fragment every
  *   arena, and freed memory stays with its arena: with two arenas a 1 GiB snapshot sync peaked
  *   ~200–300 MiB lower; commit sync measured within its usual run-to-run range.
- * - No V8 flag: `--max-semi-space-size=16` held V8's young generation at 32 MiB instead of the 128 MiB
- *   it reaches on this 24 GiB machine (~100 MiB less at the peak of a snapshot sync). Commit sync
- *   allocates many short-lived objects; one pair of runs verified ~13 % fewer transactions per second
- *   with it, but runs vary that much here, so the cost is not settled. An operator short of memory adds
- *   it (NODE_FLAGS is where a flag every launcher passes goes).
+ * - No V8 flag: `--max-semi-space-size=16` holds V8's young generation at 32 MiB instead of the 128 MiB
+ *   it reaches on this 24 GiB machine: ~100 MiB less at the peak of a snapshot sync, and of commit sync
+ *   (~550 instead of ~640 MiB with the worker pool). But commit sync, which allocates many short-lived
+ *   objects, verified fewer transactions per second with it: 5,038 vs 5,227 on the main thread and
+ *   8,168 vs 8,734 with the pool (means of 3 and 4 runs of bench/commit-sync.ts; spread ~±400), and
+ *   its throughput targets are the closer ones. An operator short of memory adds it (NODE_FLAGS is
+ *   where a flag every launcher passes goes).
  */
 
 /** V8 flags for the node process (none: see above). */
