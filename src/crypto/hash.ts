@@ -29,6 +29,11 @@ export function compareBytes (a: Uint8Array, b: Uint8Array): number {
   return Buffer.from(a.buffer, a.byteOffset, a.byteLength).compare(Buffer.from(b.buffer, b.byteOffset, b.byteLength))
 }
 
+/** A Map key for bytes: one latin1 char per byte (half the length of hex, and faster to make). */
+export function bytesKey (bytes: Uint8Array): string {
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1')
+}
+
 /** Short printable form of a digest or key: the first 8 hex chars. */
 export function short (bytes: Uint8Array): string {
   return toHex(bytes.subarray(0, 4))

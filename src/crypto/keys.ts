@@ -4,7 +4,7 @@
  * 4.9k/s measured here).
  */
 import { createPrivateKey, createPublicKey, sign as nodeSign, verify as nodeVerify, randomBytes, type KeyObject } from 'node:crypto'
-import { sha256, utf8 } from './hash.ts'
+import { bytesKey, sha256, utf8 } from './hash.ts'
 
 const PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex')
 const SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex')
@@ -43,7 +43,7 @@ const keyCache = new Map<string, KeyObject>()
 /** A cached verification KeyObject; throws TypeError for a key that is not 32 bytes. */
 export function publicKeyObject (publicKey: Uint8Array): KeyObject {
   if (publicKey.byteLength !== 32) throw new TypeError(`an ed25519 public key is 32 bytes, got ${publicKey.byteLength}`)
-  const id = Buffer.from(publicKey.buffer, publicKey.byteOffset, 32).toString('latin1')
+  const id = bytesKey(publicKey)
   let ko = keyCache.get(id)
   if (ko === undefined) {
     ko = createPublicKey({ key: Buffer.concat([SPKI_PREFIX, publicKey]), format: 'der', type: 'spki' })

@@ -25,7 +25,7 @@ import { Codecs } from '../chain/codecs.ts'
 import { ExecutionStatus, type AccountState } from '../chain/types.ts'
 import { LtHash } from '../crypto/lthash.ts'
 import { accountElement, embeddingElement, encodeAccount, encodeEmbedding } from './state-hash.ts'
-import { bytesEqual, sha256, toHex } from '../crypto/hash.ts'
+import { bytesEqual, bytesKey, sha256, toHex } from '../crypto/hash.ts'
 import { refsEqual } from '../chain/block.ts'
 import { pruningRule } from '../chain/genesis.ts'
 import { Bucket, u64 } from '../store/keys.ts'
@@ -84,10 +84,6 @@ interface TxItem {
   inLeader: boolean
   /** executed before (effects stored) or earlier in this batch */
   skip?: boolean
-}
-
-function latin1 (b: Uint8Array): string {
-  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1')
 }
 
 /** Accounts kept by the executor's write-through cache (about 100 bytes each). */
@@ -178,7 +174,7 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
     const executedMask = await this.store.executedMask(all.map(t => t.digest))
     const seen = new Set<string>()
     all.forEach((t, i) => {
-      const k = latin1(t.digest)
+      const k = bytesKey(t.digest)
       if (executedMask[i] || seen.has(k)) { t.skip = true; return }
       seen.add(k)
     })
@@ -187,7 +183,7 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
     const slots = new Map<string, AccountSlot>()
     const addrs: Uint8Array[] = []
     const want = (a: Uint8Array): void => {
-      const k = latin1(a)
+      const k = bytesKey(a)
       if (!slots.has(k)) { slots.set(k, undefined as any); addrs.push(a) }
     }
     for (const t of all) {
@@ -200,7 +196,7 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
     addrs.forEach((a, i) => {
       const before = raw[i]
       const state = before === undefined ? { balance: 0, nonce: 0, lastModifiedEpoch: firstEpoch } : Codecs.AccountState.decode(before)
-      slots.set(latin1(a), { address: a, before, state: { balance: state.balance, nonce: state.nonce, lastModifiedEpoch: state.lastModifiedEpoch }, firstChanged: 0 })
+      slots.set(bytesKey(a), { address: a, before, state: { balance: state.balance, nonce: state.nonce, lastModifiedEpoch: state.lastModifiedEpoch }, firstChanged: 0 })
     })
 
     // 4. execute, commit by commit, on the batch's in-memory account states
@@ -240,12 +236,12 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
           batch.putEffects({ txDigest: t.digest, commitIndex: index, status: ExecutionStatus.SUCCESS })
           continue
         }
-        const sender = slots.get(latin1(tx.sender))!
+        const sender = slots.get(bytesKey(tx.sender))!
         if (tx.nonce !== sender.state.nonce) { fail(ExecutionStatus.BAD_NONCE, `nonce ${tx.nonce}, account is at ${sender.state.nonce}`); continue }
         if (tx.kind === 'transfer') {
           const amount = tx.transfer!.amount
           if (amount > sender.state.balance) { fail(ExecutionStatus.INSUFFICIENT_BALANCE, `transfer of ${amount} with a balance of ${sender.state.balance}`); continue }
-          const to = slots.get(latin1(tx.transfer!.to))!
+          const to = slots.get(bytesKey(tx.transfer!.to))!
           if (!Number.isSafeInteger(to.state.balance + amount)) throw new StoreError(`balance overflow on ${toHex(to.address)}`)
           sender.state.balance -= amount
           sender.state.nonce++
@@ -320,7 +316,7 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
     const out: Array<Uint8Array | undefined> = new Array(addrs.length)
     const missing: number[] = []
     addrs.forEach((a, i) => {
-      const hit = this.accountCache.get(Buffer.from(a.buffer, a.byteOffset, a.byteLength).toString('latin1'))
+      const hit = this.accountCache.get(bytesKey(a))
       if (hit !== undefined) out[i] = hit
       else missing.push(i)
     })
@@ -332,7 +328,7 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
   }
 
   private cacheAccount (address: Uint8Array, enc: Uint8Array): void {
-    const key = Buffer.from(address.buffer, address.byteOffset, address.byteLength).toString('latin1')
+    const key = bytesKey(address)
     this.accountCache.delete(key) // re-insert: the Map's order is the eviction order
     if (this.accountCache.size >= ACCOUNT_CACHE_SIZE) this.accountCache.delete(this.accountCache.keys().next().value as string)
     this.accountCache.set(key, enc)

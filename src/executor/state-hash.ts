@@ -4,6 +4,7 @@
  * of AccountState / Embedding. state root = sha256(LtHash lanes).
  */
 import { LtHash } from '../crypto/lthash.ts'
+import { bytesKey } from '../crypto/hash.ts'
 import { Bucket } from '../store/keys.ts'
 import { Codecs } from '../chain/codecs.ts'
 import type { AccountState, Embedding } from '../chain/types.ts'
@@ -20,7 +21,7 @@ const ELEMENT_CACHE_SIZE = 8192
 const elementCache = new Map<string, { enc: Buffer, lanes: Uint16Array }>()
 
 export function accountElement (address: Uint8Array, encodedState: Uint8Array): Uint16Array {
-  const key = Buffer.from(address.buffer, address.byteOffset, address.byteLength).toString('latin1')
+  const key = bytesKey(address)
   const hit = elementCache.get(key)
   if (hit !== undefined && hit.enc.equals(encodedState)) return hit.lanes
   const lanes = LtHash.element(ACCOUNT_TAG, address, encodedState)

@@ -36,7 +36,7 @@
 import type { ChainStore } from '../store/chain-store.ts'
 import { Bucket, Keys, keySuffix, parseChangeKey, decodeChangeValue, readU64 } from '../store/keys.ts'
 import { LtHash } from '../crypto/lthash.ts'
-import { sha256, bytesEqual, compareBytes, toHex } from '../crypto/hash.ts'
+import { sha256, bytesEqual, bytesKey, compareBytes, toHex } from '../crypto/hash.ts'
 import { CorruptStoreError, StoreError } from '../errors.ts'
 import { embeddingMeta } from '../executor/pruning.ts'
 import { CuckooFilter, DEFAULT_FINGERPRINT_BITS } from './cuckoo-filter.ts'
@@ -130,10 +130,6 @@ export async function snapshotPoint (store: ChainStore): Promise<SnapshotPoint> 
     epoch = c.epoch
   }
   return { commitIndex, epoch, stateRoot }
-}
-
-function hexKey (b: Uint8Array): string {
-  return Buffer.from(b.buffer, b.byteOffset, b.byteLength).toString('latin1')
 }
 
 function groupId (kind: number, group: number): string { return `${kind}/${group}` }
@@ -426,7 +422,7 @@ async function incrementalBuild (store: ChainStore, snaps: SnapshotStore, point:
   for await (const rows of scanRange(store, lo, hi)) {
     for (const [k, v] of rows) {
       const p = parseChangeKey(k)
-      const id = `${p.kind}:${hexKey(p.key)}`
+      const id = `${p.kind}:${bytesKey(p.key)}`
       if (!changes.has(id)) changes.set(id, { kind: p.kind, key: p.key, before: decodeChangeValue(v) })
     }
   }
@@ -442,7 +438,7 @@ async function incrementalBuild (store: ChainStore, snaps: SnapshotStore, point:
     const gid = groupId(kind, group)
     let d = deltas.get(gid)
     if (d === undefined) { d = new Map(); deltas.set(gid, d) }
-    d.set(hexKey(key), { key, entry })
+    d.set(bytesKey(key), { key, entry })
   }
   accounts.forEach((c, i) => {
     const now = accountNow[i]
@@ -492,7 +488,7 @@ async function incrementalBuild (store: ChainStore, snaps: SnapshotStore, point:
       const entries = await load(info)
       cache.set(toHex(info.hash), entries)
       for (const e of entries) {
-        if (changes.has(`${Bucket.ACCOUNT}:${hexKey(e.key)}`)) continue
+        if (changes.has(`${Bucket.ACCOUNT}:${bytesKey(e.key)}`)) continue
         if (!isHot(accountLastModifiedEpoch(e.value), point.epoch, K)) {
           addDelta(ChunkKind.ACCOUNTS, AccountGroup.HOT, e.key, null)
           addDelta(ChunkKind.ACCOUNTS, AccountGroup.COLD, e.key, e)
