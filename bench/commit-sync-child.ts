@@ -15,6 +15,8 @@ import { commitSyncServices } from '../src/sync/state-sync.ts'
 import { VerifyPool } from '../src/crypto/verify-pool.ts'
 import { decodeGenesis } from '../src/chain/genesis.ts'
 import { readFileSync } from 'node:fs'
+import { PerformanceObserver, constants as perf } from 'node:perf_hooks'
+import { threadCpu, cpuDelta } from './util.ts'
 
 const [mode, storeDir, ...rest] = process.argv.slice(2)
 
@@ -44,10 +46,23 @@ if (mode === 'serve') {
   let peakRss = 0
   const sampler = setInterval(() => { peakRss = Math.max(peakRss, process.memoryUsage.rss()) }, 50)
   const n = await node(store, executor, true, pool)
+  // the main thread's GC pauses during the sync: minor (scavenges) and the rest (mark-compact, its
+  // incremental steps, weak callbacks)
+  const gc = { minor: 0, minorMs: 0, major: 0, majorMs: 0 }
+  const gcObserver = new PerformanceObserver((list) => {
+    for (const e of list.getEntries()) {
+      const kind = (e as { detail?: { kind?: number } }).detail?.kind
+      if (kind === perf.NODE_PERFORMANCE_GC_MINOR) { gc.minor++; gc.minorMs += e.duration } else { gc.major++; gc.majorMs += e.duration }
+    }
+  })
+  gcObserver.observe({ entryTypes: ['gc'] })
+  const cpu0 = threadCpu()
   const t0 = performance.now()
   await n.dial(multiaddr(addr))
   while (store.highestExecuted < target) await new Promise(resolve => setTimeout(resolve, 20))
   const ms = performance.now() - t0
+  const cpu1 = threadCpu()
+  gcObserver.disconnect()
   const loop = (n.services as any).stateSync.eventLoop
   const figures = {
     ms,
@@ -56,6 +71,9 @@ if (mode === 'serve') {
     bytes: loop.downloader.stats.bytes,
     transactions: executor.stats.transactions,
     verifiedTxSignatures: loop.deps.txVerifier.verified,
+    signatureChecks: pool.checks,
+    gc,
+    cpu: cpu0 !== undefined && cpu1 !== undefined ? cpuDelta(cpu0, cpu1) : undefined,
     peakRssMiB: Math.max(peakRss, process.memoryUsage.rss()) / 1024 / 1024
   }
   clearInterval(sampler)

@@ -19,7 +19,8 @@ import { ChainStore } from '../src/store/chain-store.ts'
 import { CommitExecutor } from '../src/executor/commit-executor.ts'
 import { DevnetProducer } from '../src/devnet/producer.ts'
 import { generateKeyPair, sign, verify } from '../src/crypto/keys.ts'
-import { TempDirs, isMain, printFigures, log, type Figures, type BenchOptions } from './util.ts'
+import { TempDirs, isMain, printFigures, log, threadCpu, cpuDelta, type Figures, type BenchOptions, type ThreadCpu } from './util.ts'
+import { availableParallelism } from 'node:os'
 import { NODE_FLAGS, withNodeEnv } from '../src/node/runtime.ts'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -34,7 +35,9 @@ function verifyRate (n: number): number {
   return n / ((performance.now() - t0) / 1000)
 }
 
-async function runSync (clientDir: string, addr: string, target: number, workers: number, genesisPath: string): Promise<Record<string, number>> {
+interface SyncFigures { ms: number, commits: number, blocks: number, bytes: number, transactions: number, verifiedTxSignatures: number, signatureChecks: number, peakRssMiB: number, gc: { minor: number, minorMs: number, major: number, majorMs: number }, cpu?: ThreadCpu }
+
+async function runSync (clientDir: string, addr: string, target: number, workers: number, genesisPath: string): Promise<SyncFigures> {
   const child = spawn(process.execPath, [...NODE_FLAGS, CHILD, 'sync', clientDir, addr, String(target), String(workers), genesisPath], { stdio: ['ignore', 'pipe', 'inherit'], env: withNodeEnv() })
   let out = ''
   child.stdout.on('data', (d) => { out += String(d) })
@@ -77,7 +80,9 @@ export async function run (opts: BenchOptions & { commits?: number } = {}): Prom
         const label = workers === 0 ? 'main thread' : '2 workers'
         const before = verifyRate(n)
         log(`syncing with verifyWorkers=${workers}...`)
+        const server0 = threadCpu(server.pid!)
         const r = await runSync(tmp.make(`cs-client-${workers}`), addr, commits, workers, genesisPath)
+        const server1 = threadCpu(server.pid!)
         const after = verifyRate(n)
         rates.push(before, after)
         const baseline = (before + after) / 2
@@ -91,6 +96,30 @@ export async function run (opts: BenchOptions & { commits?: number } = {}): Prom
         figures[`verified tx sig/s (${label})`] = r.verifiedTxSignatures / s
         figures[`ratio verified tx/s to one core (${label})`] = r.verifiedTxSignatures / s / baseline
         figures[`peak RSS MiB (${label})`] = r.peakRssMiB
+        figures[`main-thread GC pauses, % of the sync, scavenges (${label})`] = r.gc.minorMs / r.ms * 100
+        figures[`main-thread GC pauses, % of the sync, mark-compact (${label})`] = r.gc.majorMs / r.ms * 100
+        if (r.cpu !== undefined && server0 !== undefined && server1 !== undefined) {
+          // where the CPU went, per transaction executed (Linux: /proc/<pid>/task)
+          const served = cpuDelta(server0, server1).total
+          const us = (sec: number): number => sec * 1e6 / r.transactions
+          figures[`CPU µs/tx, syncing main thread (${label})`] = us(r.cpu.main)
+          figures[`CPU µs/tx, verify workers (${label})`] = us(r.cpu.workers)
+          figures[`CPU µs/tx, syncing process's V8 helper threads (${label})`] = us(r.cpu.v8)
+          figures[`CPU µs/tx, syncing process's libuv and other threads (${label})`] = us(r.cpu.libuv + r.cpu.other)
+          figures[`CPU µs/tx, serving process (${label})`] = us(served)
+          figures[`cores busy, both processes (${label})`] = (r.cpu.total + served) / s
+          figures[`signature checks per tx (${label})`] = r.signatureChecks / r.transactions
+          // everything but the signature checks, each check costed at the baseline's rate: on the main
+          // thread when it verifies alone, across both processes (which share the cores) with the pool
+          const checksSec = r.signatureChecks / baseline
+          const rest = workers === 0 ? r.cpu.main - checksSec : r.cpu.total + served - checksSec
+          figures[`CPU µs/tx besides signature checks, ${workers === 0 ? 'main thread' : 'both processes'} (${label})`] = us(rest)
+          // the ratio these costs leave room for with no idle time at all: one busy main thread, or
+          // every core of the machine busy
+          const perTx = (checksSec + rest) / r.transactions
+          const cores = workers === 0 ? 1 : availableParallelism()
+          figures[`ratio these CPU costs allow (${label})`] = cores / perTx / baseline
+        }
       }
       figures['ed25519 verify/s, one core (baseline)'] = rates.reduce((a, b) => a + b, 0) / rates.length
     } finally {

@@ -5,7 +5,7 @@
  * Benchmarks run on a shared, noisy machine: they report throughputs and ratios against a baseline
  * measured in the same run, never absolute pass/fail verdicts.
  */
-import { mkdirSync, mkdtempSync, realpathSync, rmSync } from 'node:fs'
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 
@@ -189,4 +189,63 @@ export function isMain (metaUrl: string): boolean {
   const self = fileURLToPath(metaUrl)
   const real = (p: string): string => { try { return realpathSync(p) } catch { return path.resolve(p) } }
   return real(self) === real(argv1)
+}
+
+// ---------------------------------------------------------------------------------------------------
+// CPU time by thread
+
+/** CPU seconds (user + system) of a process's threads, summed by kind of thread. */
+export interface ThreadCpu {
+  /** the JavaScript main thread */
+  main: number
+  /** worker_threads (the verify and chunk-hash pools) */
+  workers: number
+  /** V8's helper threads (concurrent and parallel GC, compilation) */
+  v8: number
+  /** libuv's thread pool (LevelDB reads and writes, fs) */
+  libuv: number
+  /** any other thread (LevelDB's compaction thread, ...) */
+  other: number
+  /** all of them */
+  total: number
+}
+
+/** Linux's USER_HZ: the unit of the CPU times in /proc/<pid>/task/<tid>/stat. */
+const CLOCK_TICKS_PER_SECOND = 100
+
+/**
+ * CPU time of every live thread of process `pid` (default: this one), by kind, read from Linux's
+ * /proc/<pid>/task/<tid>/{comm,stat} (Node names its threads MainThread, WorkerThread, V8Worker and
+ * libuv-worker). Undefined where /proc is not there. A thread that has exited is no longer counted, so
+ * compare two readings taken while the same threads live (e.g. around one sync).
+ */
+export function threadCpu (pid: number | 'self' = 'self'): ThreadCpu | undefined {
+  const dir = `/proc/${pid}/task`
+  if (!existsSync(dir)) return undefined
+  const out: ThreadCpu = { main: 0, workers: 0, v8: 0, libuv: 0, other: 0, total: 0 }
+  for (const tid of readdirSync(dir)) {
+    let comm: string, stat: string
+    try {
+      comm = readFileSync(`${dir}/${tid}/comm`, 'utf8').trim()
+      stat = readFileSync(`${dir}/${tid}/stat`, 'utf8')
+    } catch {
+      continue // the thread exited meanwhile
+    }
+    // fields after the parenthesized name: state is field 3, utime 14, stime 15
+    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
+    const s = (Number(f[11]) + Number(f[12])) / CLOCK_TICKS_PER_SECOND
+    const kind: keyof ThreadCpu = tid === String(pid === 'self' ? process.pid : pid)
+      ? 'main'
+      : comm === 'WorkerThread' ? 'workers' : comm.startsWith('V8') ? 'v8' : comm.startsWith('libuv') ? 'libuv' : 'other'
+    out[kind] += s
+    out.total += s
+  }
+  return out
+}
+
+/** `after - before`, kind by kind. */
+export function cpuDelta (before: ThreadCpu, after: ThreadCpu): ThreadCpu {
+  const d = { ...after }
+  for (const k of Object.keys(d) as Array<keyof ThreadCpu>) d[k] = after[k] - before[k]
+  return d
 }

@@ -33,6 +33,8 @@ export class VerifyPool {
   private pending = new Map<number, Pending>()
   private nextId = 1
   private closed = false
+  /** signature checks verified (or refused) since the pool was made, for metrics and benchmarks */
+  checks = 0
 
   constructor (init: VerifyPoolInit = {}) {
     this.workers = init.workers ?? Math.min(2, availableParallelism())
@@ -84,6 +86,7 @@ export class VerifyPool {
 
   /** One boolean per check, in order. */
   async verifyBatch (items: readonly SignatureCheck[]): Promise<boolean[]> {
+    this.checks += items.length
     if (this.workers === 0 || items.length < this.minBatchForWorkers) {
       return items.map(it => verify(it.publicKey, it.message, it.signature))
     }
