@@ -2,10 +2,17 @@
  * CommitExecutor: executes CommittedSubDags strictly in commit-index order.
  *
  * For each commit: transactions are taken in a deterministic order (blocks in commit order — sorted by
- * round, then author — and transactions in block order); those already executed (effects stored, or
- * earlier in the same batch) are skipped; transfers move balances and advance nonces; embedding
- * submissions are stored with owner and commit; a failure (bad nonce, overdraft) is a failed effect
- * that changes nothing, never a crash. At an end-of-epoch commit, the genesis' embedding pruning rule
+ * round, then author — and transactions in block order); transfers move balances and advance nonces;
+ * embedding submissions are stored with owner and commit; a failure (a nonce ahead of the account's,
+ * an overdraft) is a failed effect that changes nothing, never a crash.
+ *
+ * Which transactions run depends on the state alone, never on the history of effects, so that a node
+ * that loaded a snapshot (the state at a commit, without the effects before it) executes every later
+ * commit exactly as a node that executed from genesis: a user transaction whose nonce is below its
+ * sender's (a replay of one already executed, here or earlier in the batch, or another transaction for
+ * a nonce already used) is skipped and records nothing. A transaction that failed did not use its
+ * nonce: included again, it runs again. Only transactions that can change no state (those that do not
+ * parse, and the sender-less ChangeEpoch) are skipped by digest when they already have effects. At an end-of-epoch commit, the genesis' embedding pruning rule
  * (if any, see src/executor/pruning.ts) deletes the embeddings it selects.
  *
  * Commits run in batches of consecutive commits (`executeBatch`; `run` batches what sync has already
@@ -82,7 +89,7 @@ interface TxItem {
   error?: string
   digest: Uint8Array
   inLeader: boolean
-  /** executed before (effects stored) or earlier in this batch */
+  /** a transaction that changes no state and has effects already (stored, or earlier in this batch) */
   skip?: boolean
 }
 
@@ -170,10 +177,12 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
       }
       perCommit.push(txs)
     }
-    // 2. skip executed ones (stored effects, or seen earlier in this batch)
-    const executedMask = await this.store.executedMask(all.map(t => t.digest))
+    // 2. transactions that change no state (they do not parse, or ChangeEpoch) are skipped when they
+    // have effects already (stored, or earlier in this batch); user transactions are skipped by nonce
+    const stateless = all.filter(t => t.parsed === undefined || t.parsed.tx.kind === 'changeEpoch')
+    const executedMask = await this.store.executedMask(stateless.map(t => t.digest))
     const seen = new Set<string>()
-    all.forEach((t, i) => {
+    stateless.forEach((t, i) => {
       const k = bytesKey(t.digest)
       if (executedMask[i] || seen.has(k)) { t.skip = true; return }
       seen.add(k)
@@ -237,7 +246,9 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
           continue
         }
         const sender = slots.get(bytesKey(tx.sender))!
-        if (tx.nonce !== sender.state.nonce) { fail(ExecutionStatus.BAD_NONCE, `nonce ${tx.nonce}, account is at ${sender.state.nonce}`); continue }
+        // below the account's nonce: a replay (or a second transaction for a used nonce), nothing to record
+        if (tx.nonce < sender.state.nonce) { executed--; skipped++; continue }
+        if (tx.nonce > sender.state.nonce) { fail(ExecutionStatus.BAD_NONCE, `nonce ${tx.nonce}, account is at ${sender.state.nonce}`); continue }
         if (tx.kind === 'transfer') {
           const amount = tx.transfer!.amount
           if (amount > sender.state.balance) { fail(ExecutionStatus.INSUFFICIENT_BALANCE, `transfer of ${amount} with a balance of ${sender.state.balance}`); continue }

@@ -227,7 +227,7 @@ describe('transactions', () => {
     assert.deepEqual(await h.account(0), { balance: 0, nonce: 1 })
   })
 
-  test('bad nonce: BAD_NONCE, no balance or nonce changes; later valid ones still run', async (t) => {
+  test('nonce ahead: BAD_NONCE, no balance or nonce changes; a used nonce: skipped; later valid ones still run', async (t) => {
     const h = await handChain(t, 'exec-nonce')
     const ahead = transfer(h.c, 0, 1, 11, 1)
     const ok0 = transfer(h.c, 0, 1, 10, 0)
@@ -237,9 +237,9 @@ describe('transactions', () => {
     // block order: author 0's block first
     assert.equal(await h.status(ahead), ExecutionStatus.BAD_NONCE)
     assert.equal(await h.status(ok0), ExecutionStatus.SUCCESS)
-    assert.equal(await h.status(replayNonce), ExecutionStatus.BAD_NONCE)
+    assert.equal(await h.status(replayNonce), undefined, 'a transaction for a used nonce records nothing')
     assert.equal(await h.status(ok1), ExecutionStatus.SUCCESS)
-    assert.equal(r.failed, 2)
+    assert.deepEqual([r.executed, r.skipped, r.failed], [3, 1, 1])
     assert.deepEqual(await h.account(0), { balance: 980, nonce: 2 })
     assert.deepEqual(await h.account(1), { balance: 1020, nonce: 0 })
     assert.deepEqual(await h.account(2), { balance: 1000, nonce: 0 })
@@ -265,6 +265,53 @@ describe('transactions', () => {
     assert.equal(e.commitIndex, 1, 'the effects of the first execution stay')
     assert.equal(e.status, ExecutionStatus.SUCCESS)
     assert.equal(h.ex.stats.skipped, 3)
+  })
+
+  test('replays run the same on a node without the history of effects (one that loaded a snapshot)', async (t) => {
+    // A executes from genesis; B executes the same commits up to the snapshot commit and then forgets
+    // every effect, as a node that loaded the state of that commit from a snapshot has none
+    const a = await handChain(t, 'exec-history')
+    const b = await handChain(t, 'exec-history')
+    const overdraft = transfer(a.c, 0, 1, 1500, 0) // fails: balance 1000
+    const ahead = transfer(a.c, 1, 2, 10, 1) // fails: account 1 is at nonce 0
+    const ok = transfer(a.c, 2, 3, 10, 0)
+    const invalid = { tx: Uint8Array.from([0x0a, 0x30]), signature: new Uint8Array(64) }
+    const before = [[overdraft, ahead], [ok, invalid]]
+    // one block per commit
+    const after = [
+      [[transfer(a.c, 3, 0, 1000, 0)]], // account 0 now has 2000
+      [[overdraft, transfer(a.c, 1, 0, 1, 0)]], // the overdraft runs now; account 1 reaches nonce 1
+      [[ahead, ok]] // ahead runs now; ok is a replay
+    ]
+    for (const h of [a, b]) await h.exec(before)
+    const snapshotCommit = b.store.highestExecuted
+    const del = b.store.db.batch()
+    for await (const [k] of b.store.iterateBucket(Bucket.EFFECTS)) del.del(k)
+    await del.write()
+    const results = []
+    for (const h of [a, b]) {
+      const rs = []
+      for (const txs of after) rs.push(await h.exec(txs))
+      results.push(rs.map(r => [r.executed, r.skipped, r.failed]))
+    }
+    assert.deepEqual(results[1], results[0], 'the same transactions executed, skipped and failed')
+    assert.deepEqual(results[0], [[1, 0, 0], [2, 0, 0], [1, 1, 0]])
+    assert.equal(hex((await b.store.getStateRoot(b.store.highestExecuted))!), hex((await a.store.getStateRoot(a.store.highestExecuted))!))
+    assert.deepEqual(await dumpBucket(b.store, Bucket.ACCOUNT), await dumpBucket(a.store, Bucket.ACCOUNT))
+    // the effects of every commit after the snapshot commit are the same
+    const later = async (h: typeof a): Promise<string[]> => {
+      const out: string[] = []
+      for await (const [k, v] of h.store.iterateBucket(Bucket.EFFECTS)) {
+        if (Codecs.TransactionEffects.decode(v).commitIndex > snapshotCommit) out.push(`${hex(k)}=${hex(v)}`)
+      }
+      return out
+    }
+    assert.deepEqual(await later(b), await later(a))
+    assert.equal((await later(a)).length, 4)
+    assert.equal(await a.status(overdraft), ExecutionStatus.SUCCESS)
+    assert.equal(await a.status(ahead), ExecutionStatus.SUCCESS)
+    assert.equal((await a.store.getEffects(sha256(ok.tx)))!.commitIndex, 1, 'a replay keeps the effects of its first execution')
+    assert.deepEqual(await a.account(0), { balance: 501, nonce: 1 })
   })
 
   test('a transaction that does not parse gives an INVALID_TRANSACTION effect and changes nothing', async (t) => {
