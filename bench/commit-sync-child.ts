@@ -70,6 +70,7 @@ if (mode === 'serve') {
     blocks: loop.downloader.stats.blocks,
     bytes: loop.downloader.stats.bytes,
     transactions: executor.stats.transactions,
+    executionBatches: executor.stats.batches,
     verifiedTxSignatures: loop.deps.txVerifier.verified,
     signatureChecks: pool.checks,
     gc,

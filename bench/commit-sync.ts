@@ -35,7 +35,7 @@ function verifyRate (n: number): number {
   return n / ((performance.now() - t0) / 1000)
 }
 
-interface SyncFigures { ms: number, commits: number, blocks: number, bytes: number, transactions: number, verifiedTxSignatures: number, signatureChecks: number, peakRssMiB: number, gc: { minor: number, minorMs: number, major: number, majorMs: number }, cpu?: ThreadCpu }
+interface SyncFigures { ms: number, commits: number, blocks: number, bytes: number, transactions: number, executionBatches: number, verifiedTxSignatures: number, signatureChecks: number, peakRssMiB: number, gc: { minor: number, minorMs: number, major: number, majorMs: number }, cpu?: ThreadCpu }
 
 async function runSync (clientDir: string, addr: string, target: number, workers: number, genesisPath: string): Promise<SyncFigures> {
   const child = spawn(process.execPath, [...NODE_FLAGS, CHILD, 'sync', clientDir, addr, String(target), String(workers), genesisPath], { stdio: ['ignore', 'pipe', 'inherit'], env: withNodeEnv() })
@@ -96,6 +96,7 @@ export async function run (opts: BenchOptions & { commits?: number } = {}): Prom
         figures[`verified tx sig/s (${label})`] = r.verifiedTxSignatures / s
         figures[`ratio verified tx/s to one core (${label})`] = r.verifiedTxSignatures / s / baseline
         figures[`peak RSS MiB (${label})`] = r.peakRssMiB
+        figures[`commits per execution batch (${label})`] = r.commits / r.executionBatches
         figures[`main-thread GC pauses, % of the sync, scavenges (${label})`] = r.gc.minorMs / r.ms * 100
         figures[`main-thread GC pauses, % of the sync, mark-compact (${label})`] = r.gc.majorMs / r.ms * 100
         if (r.cpu !== undefined && server0 !== undefined && server1 !== undefined) {
@@ -105,7 +106,7 @@ export async function run (opts: BenchOptions & { commits?: number } = {}): Prom
           figures[`CPU µs/tx, syncing main thread (${label})`] = us(r.cpu.main)
           figures[`CPU µs/tx, verify workers (${label})`] = us(r.cpu.workers)
           figures[`CPU µs/tx, syncing process's V8 helper threads (${label})`] = us(r.cpu.v8)
-          figures[`CPU µs/tx, syncing process's libuv and other threads (${label})`] = us(r.cpu.libuv + r.cpu.other)
+          figures[`CPU µs/tx, syncing process's libuv and other threads (${label})`] = us(r.cpu.libuv + r.cpu.other + r.cpu.exited)
           figures[`CPU µs/tx, serving process (${label})`] = us(served)
           figures[`cores busy, both processes (${label})`] = (r.cpu.total + served) / s
           figures[`signature checks per tx (${label})`] = r.signatureChecks / r.transactions

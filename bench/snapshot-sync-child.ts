@@ -5,11 +5,13 @@
  *       A Soma libp2p node (createLibp2pNode: tcp + noise + yamux, identify, ping, kad-dht, gossipsub)
  *       serving the raw bench protocol and, with a store, the commit sync and snapshot sync protocols
  *       (serve only). Prints `LISTEN <multiaddr>`; runs until stdin closes.
- *   fetch <multiaddr> <rawBytes> <streams,...> <reps> [<storeDir> <genesisFile> <verifyWorkers>]
- *       The same node kind: dials the server, downloads <rawBytes> over 1, 4, ... parallel streams of
- *       the raw protocol (64 KiB writes, best of <reps>); then, with a store, a second node in this
- *       same process (fresh store, snapshot sync on with <verifyWorkers> chunk-hash workers, commit sync
- *       held) dials the server and syncs the snapshot it offers. Prints one JSON line of figures.
+ *   fetch <multiaddr> <serverPid> <rawBytes> <streams,...> <reps> [<storeDir> <genesisFile> <verifyWorkers>]
+ *       With a store, first a node with a fresh store (snapshot sync on with <verifyWorkers> chunk-hash
+ *       workers, commit sync held) dials the server and syncs the snapshot it offers; then a second
+ *       node of the same kind in this same process downloads <rawBytes> over 1, 4, ... parallel streams
+ *       of the raw protocol (64 KiB writes, best of <reps>). Each phase also reports the CPU time of
+ *       this process's threads and of the server process (<serverPid>) over it (Linux /proc). Prints
+ *       one JSON line of figures.
  *   helia-serve <blocks> <blockBytes> <cidsFile>
  *       Helia 7 (createHeliaLight + withLibp2pLight + withBitswap; tcp + noise + yamux + identify),
  *       memory blockstore holding <blocks> raw blocks of <blockBytes> (deterministic bytes); writes their
@@ -31,6 +33,7 @@ import { CommitExecutor } from '../src/executor/commit-executor.ts'
 import { decodeGenesis } from '../src/chain/genesis.ts'
 import { commitSyncServices } from '../src/sync/state-sync.ts'
 import { snapshotSyncServices, snapshotSyncConfig, type SnapshotSyncService } from '../src/snapshot/sync/service.ts'
+import { threadCpu, cpuDelta, type ThreadCpu } from './util.ts'
 
 const RAW_PROTOCOL = '/soma-bench/raw/1.0.0'
 const WRITE_BYTES = 64 * 1024
@@ -180,19 +183,36 @@ if (mode === 'serve') {
   process.stdout.write(`LISTEN ${node.getMultiaddrs()[0].toString()}\n`)
   waitForStdinEnd(async () => { await node.stop(); await store?.close() })
 } else if (mode === 'fetch') {
-  const [addr, rawBytesStr, streamsStr, repsStr, storeDir, genesisFile, verifyWorkersStr] = args
+  const [addr, serverPidStr, rawBytesStr, streamsStr, repsStr, storeDir, genesisFile, verifyWorkersStr] = args
   const rawBytes = Number(rawBytesStr)
   const reps = Number(repsStr)
+  const serverPid = Number(serverPidStr)
   const figures: Record<string, number | string> = {}
+  // CPU seconds of this process (by kind of thread) and of the serving process over a phase (Linux)
+  const cpuNow = (): { client?: ThreadCpu, server?: ThreadCpu } => ({ client: threadCpu(), server: threadCpu(serverPid) })
+  const cpuFigures = (prefix: string, a: ReturnType<typeof cpuNow>, b: ReturnType<typeof cpuNow>): void => {
+    if (a.client === undefined || b.client === undefined || a.server === undefined || b.server === undefined) return
+    const c = cpuDelta(a.client, b.client)
+    figures[`${prefix}.cpu.main`] = c.main
+    figures[`${prefix}.cpu.workers`] = c.workers
+    figures[`${prefix}.cpu.v8`] = c.v8
+    figures[`${prefix}.cpu.libuv`] = c.libuv
+    figures[`${prefix}.cpu.other`] = c.other
+    figures[`${prefix}.cpu.exited`] = c.exited
+    figures[`${prefix}.cpu.client`] = c.total
+    figures[`${prefix}.cpu.server`] = cpuDelta(a.server, b.server).total
+  }
   // 1. the snapshot sync, from a fresh node with a fresh store: first, so that its peak RSS is its own
   //    (a process keeps the heap and malloc arenas a 1 GiB download grew)
   if (storeDir !== undefined) {
     const store = await ChainStore.open(storeDir, { genesis: decodeGenesis(readFileSync(genesisFile)) })
     const r = new Rss()
+    const cpu0 = cpuNow()
     const t0 = performance.now()
     const synced = await somaNode(store.chainId, syncServices(store, true, Number(verifyWorkersStr)))
     const extra = await syncSnapshot(synced, addr)
     figures.snapshotMs = performance.now() - t0
+    cpuFigures('snapshot', cpu0, cpuNow())
     figures.snapshotPeakRssMiB = r.stop()
     figures.snapshotPeakRssAnonMiB = r.peakAnonMiB
     for (const [k, v] of Object.entries(extra)) figures[`snapshot.${k}`] = v
@@ -203,11 +223,18 @@ if (mode === 'serve') {
   // 2. raw streams, in the same process towards the same server, from a node without a store
   const node = await somaNode(new Uint8Array(32))
   const rss = new Rss()
+  const cpu0 = cpuNow()
+  const t0 = performance.now()
+  let rawTotal = 0
   for (const streams of streamsStr.split(',').map(Number)) {
     let best = 0
-    for (let r = 0; r < reps; r++) best = Math.max(best, await rawThroughput(node, addr, rawBytes, streams))
+    for (let r = 0; r < reps; r++) { best = Math.max(best, await rawThroughput(node, addr, rawBytes, streams)); rawTotal += rawBytes }
     figures[`raw${streams}`] = best
   }
+  // every raw download together: their bytes, time and CPU
+  figures.rawMs = performance.now() - t0
+  figures.rawBytes = rawTotal
+  cpuFigures('raw', cpu0, cpuNow())
   figures.rawPeakRssMiB = rss.stop()
   await node.stop()
   process.stdout.write(JSON.stringify(figures) + '\n')

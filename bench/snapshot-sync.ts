@@ -37,6 +37,7 @@
  * ('raw', 'helia', 'snapshot'); without the snapshot part, the raw baseline runs between two processes
  * with no store.
  */
+import { availableParallelism } from 'node:os'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
 import { writeFileSync } from 'node:fs'
@@ -228,7 +229,7 @@ export async function run (opts: SnapshotSyncBenchOptions = {}): Promise<Figures
       const server = await serve(snap === undefined ? ['serve'] : ['serve', snap.storeDir, snap.genesisFile])
       try {
         log(`${snap !== undefined ? 'the snapshot sync, then ' : ''}raw libp2p download of ${(s.rawBytes / MiB).toFixed(0)} MiB over 1 and 4 streams`)
-        const clientArgs = ['fetch', server.addr, String(s.rawBytes), '1,4', String(s.rawReps)]
+        const clientArgs = ['fetch', server.addr, String(server.child.pid), String(s.rawBytes), '1,4', String(s.rawReps)]
         if (snap !== undefined) clientArgs.push(path.join(tmp.make('snapshot-sync-client'), 'chain'), snap.genesisFile, String(opts.verifyWorkers ?? DEFAULTS.verifyWorkers))
         const r = await fetch(clientArgs)
         figures['raw.1stream.MiBPerSec'] = r.raw1 as number
@@ -246,6 +247,29 @@ export async function run (opts: SnapshotSyncBenchOptions = {}): Promise<Figures
           figures['snapshotSync/raw'] = mibs / rawBest
           figures['snapshotSync.fetchedMiB'] = (r['snapshot.fetchedBytes'] as number) / MiB
           figures['snapshotSync.requests'] = r['snapshot.requests'] as number
+          if (r['snapshot.cpu.client'] !== undefined && r['raw.cpu.client'] !== undefined) {
+            // where the CPU goes (Linux: /proc/<pid>/task), in CPU seconds per GiB moved
+            const gib = snap.bytes / (1024 * MiB)
+            const rawGib = (r.rawBytes as number) / (1024 * MiB)
+            const n = (k: string): number => r[k] as number
+            figures['snapshotSync.cpuSecPerGiB.clientMain'] = n('snapshot.cpu.main') / gib
+            // the chunk-hash workers stop when the chunks phase ends: their threads have exited by then
+            figures['snapshotSync.cpuSecPerGiB.clientHashWorkers'] = (n('snapshot.cpu.workers') + n('snapshot.cpu.exited')) / gib
+            figures['snapshotSync.cpuSecPerGiB.clientV8Helpers'] = n('snapshot.cpu.v8') / gib
+            // LevelDB's compaction thread is started from libuv's pool and carries its name
+            figures['snapshotSync.cpuSecPerGiB.clientLibuvAndLevelDB'] = (n('snapshot.cpu.libuv') + n('snapshot.cpu.other')) / gib
+            figures['snapshotSync.cpuSecPerGiB.server'] = n('snapshot.cpu.server') / gib
+            const syncPerGib = (n('snapshot.cpu.client') + n('snapshot.cpu.server')) / gib
+            figures['snapshotSync.cpuSecPerGiB'] = syncPerGib
+            figures['snapshotSync.coresBusy'] = syncPerGib * gib / (n('snapshotMs') / 1000)
+            figures['raw.cpuSecPerGiB.client'] = n('raw.cpu.client') / rawGib
+            figures['raw.cpuSecPerGiB.server'] = n('raw.cpu.server') / rawGib
+            const rawPerGib = (n('raw.cpu.client') + n('raw.cpu.server')) / rawGib
+            figures['raw.cpuSecPerGiB'] = rawPerGib
+            figures['raw.coresBusy'] = rawPerGib * rawGib / (n('rawMs') / 1000)
+            // the ratio a sync with these CPU costs would reach with every core busy and no waiting
+            figures['snapshotSync/raw allowed by its CPU'] = availableParallelism() / syncPerGib * 1024 / rawBest
+          }
         }
       } finally {
         await stop(server.child)

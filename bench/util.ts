@@ -206,7 +206,9 @@ export interface ThreadCpu {
   libuv: number
   /** any other thread (LevelDB's compaction thread, ...) */
   other: number
-  /** all of them */
+  /** threads that have exited (the process's total less its live threads': a stopped worker pool) */
+  exited: number
+  /** all of them: the process's CPU time */
   total: number
 }
 
@@ -216,13 +218,14 @@ const CLOCK_TICKS_PER_SECOND = 100
 /**
  * CPU time of every live thread of process `pid` (default: this one), by kind, read from Linux's
  * /proc/<pid>/task/<tid>/{comm,stat} (Node names its threads MainThread, WorkerThread, V8Worker and
- * libuv-worker). Undefined where /proc is not there. A thread that has exited is no longer counted, so
- * compare two readings taken while the same threads live (e.g. around one sync).
+ * libuv-worker). Undefined where /proc is not there. A thread that has exited is counted only in
+ * `exited` (and `total`): compare two readings of the same process, e.g. around one sync.
  */
 export function threadCpu (pid: number | 'self' = 'self'): ThreadCpu | undefined {
   const dir = `/proc/${pid}/task`
   if (!existsSync(dir)) return undefined
-  const out: ThreadCpu = { main: 0, workers: 0, v8: 0, libuv: 0, other: 0, total: 0 }
+  const out: ThreadCpu = { main: 0, workers: 0, v8: 0, libuv: 0, other: 0, exited: 0, total: 0 }
+  let live = 0
   for (const tid of readdirSync(dir)) {
     let comm: string, stat: string
     try {
@@ -231,16 +234,27 @@ export function threadCpu (pid: number | 'self' = 'self'): ThreadCpu | undefined
     } catch {
       continue // the thread exited meanwhile
     }
-    // fields after the parenthesized name: state is field 3, utime 14, stime 15
-    const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ')
-    const s = (Number(f[11]) + Number(f[12])) / CLOCK_TICKS_PER_SECOND
+    const s = statCpu(stat)
     const kind: keyof ThreadCpu = tid === String(pid === 'self' ? process.pid : pid)
       ? 'main'
       : comm === 'WorkerThread' ? 'workers' : comm.startsWith('V8') ? 'v8' : comm.startsWith('libuv') ? 'libuv' : 'other'
     out[kind] += s
-    out.total += s
+    live += s
   }
+  // the process's own line counts the threads that have exited too
+  try {
+    out.total = Math.max(live, statCpu(readFileSync(`/proc/${pid}/stat`, 'utf8')))
+  } catch {
+    out.total = live
+  }
+  out.exited = out.total - live
   return out
+}
+
+/** utime + stime of a /proc stat line, in seconds (fields 14 and 15; the name in parentheses may hold spaces). */
+function statCpu (stat: string): number {
+  const f = stat.slice(stat.lastIndexOf(')') + 2).split(' ') // f[0] is field 3 (state)
+  return (Number(f[11]) + Number(f[12])) / CLOCK_TICKS_PER_SECOND
 }
 
 /** `after - before`, kind by kind. */

@@ -102,7 +102,7 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
   private lthash?: LtHash
   private queue: Promise<unknown> = Promise.resolve()
   /** totals since start, for metrics */
-  readonly stats = { commits: 0, transactions: 0, failed: 0, skipped: 0 }
+  readonly stats = { commits: 0, batches: 0, transactions: 0, failed: 0, skipped: 0 }
 
   /** most commits `run` executes as one batch */
   readonly maxBatchCommits: number
@@ -308,6 +308,7 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
     batch.setHighestExecuted(last.index)
     await batch.write()
     for (const [a, enc] of written) this.cacheAccount(a, enc)
+    this.stats.batches++
     for (const r of results) {
       this.stats.commits++
       this.stats.transactions += r.executed
