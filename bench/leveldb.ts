@@ -14,12 +14,14 @@
  * - `write.sequential4KiB`: the same under increasing 8-byte keys, which LevelDB moves down its levels
  *   without rewriting them: what a layout with sequential keys would allow.
  *
- * 1 GiB per figure (`--quick`: 32 MiB), one run each on a fresh store; MiB/s of values.
+ * 1 GiB per figure (`--quick`: 32 MiB), one run each on a fresh store; MiB/s of values, and the CPU
+ * seconds per GiB the process spent writing them (all its threads, until close() returns; `.levelDB`:
+ * libuv's pool and LevelDB's compaction thread).
  */
 import { randomBytes } from 'node:crypto'
 import path from 'node:path'
 import { ClassicLevel } from 'classic-level'
-import { TempDirs, isMain, printFigures, log, type Figures, type BenchOptions } from './util.ts'
+import { TempDirs, isMain, printFigures, log, threadCpu, cpuDelta, type Figures, type BenchOptions } from './util.ts'
 
 type Db = ClassicLevel<Uint8Array, Uint8Array>
 
@@ -69,9 +71,23 @@ export async function run (opts: BenchOptions = {}): Promise<Figures> {
     for (const [name, valueBytes, sequential] of [['random1MiB', 1024 * 1024, false], ['random4KiB', 4096, false], ['sequential4KiB', 4096, true]] as const) {
       log(`writing ${total / 1024 / 1024} MiB of ${valueBytes} B values under ${sequential ? 'sequential' : 'random'} keys`)
       const db = await open(path.join(tmp.make(`leveldb-${name}`), 'db'))
+      let cpu0 = threadCpu()
       try {
         const w = await write(db, total, valueBytes, sequential)
         figures[`write.${name}.MiBPerSec`] = w.MiBPerSec
+        // CPU of the whole process while it wrote, and until close() had let LevelDB finish the
+        // compaction it was running: the main thread making the batches, libuv's threads writing them,
+        // the compaction thread (Linux /proc)
+        await db.close()
+        const cpu1 = threadCpu()
+        if (cpu0 !== undefined && cpu1 !== undefined) {
+          const d = cpuDelta(cpu0, cpu1)
+          const gib = total / (1024 * 1024 * 1024)
+          figures[`write.${name}.cpuSecPerGiB`] = d.total / gib
+          figures[`write.${name}.cpuSecPerGiB.levelDB`] = (d.libuv + d.other) / gib
+        }
+        cpu0 = undefined
+        await db.open()
         if (name === 'random1MiB') {
           log('reading them back, 4 at a time')
           const t0 = performance.now()
