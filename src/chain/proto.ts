@@ -92,18 +92,45 @@ export function codec<T> (typeName: string): Codec<T> {
 
 const LONG_TYPES = new Set(['uint64', 'int64', 'sint64', 'fixed64', 'sfixed64'])
 
+/** The fields of a message type that checkLongs looks at: 64-bit integers and nested messages. */
+interface LongField { name: string, map: boolean, repeated: boolean, long: boolean, type?: any }
+
+/** Per message type, its LongFields (worked out once: decoding is on the hot path of sync). */
+const longFields = new Map<any, LongField[]>()
+
+function longFieldsOf (type: any): LongField[] {
+  let fields = longFields.get(type)
+  if (fields === undefined) {
+    fields = []
+    for (const f of type.fieldsArray) {
+      f.resolve()
+      const long = LONG_TYPES.has(f.type)
+      if (long || f.resolvedType instanceof protobuf.Type) fields.push({ name: f.name, map: f.map === true, repeated: f.repeated === true, long, type: long ? undefined : f.resolvedType })
+    }
+    longFields.set(type, fields)
+  }
+  return fields
+}
+
+function checkLong (x: any, f: LongField, where: string): void {
+  if (f.long) {
+    if (!Number.isSafeInteger(x)) throw new MalformedMessageError(`malformed ${where}: ${f.name} ${x} is beyond 2^53-1`)
+  } else {
+    checkLongs(f.type, x, where)
+  }
+}
+
 /** Refuses 64-bit values beyond 2^53-1 anywhere in a decoded message (they would have lost precision). */
 function checkLongs (type: any, msg: any, where: string): void {
-  for (const f of type.fieldsArray) {
+  for (const f of longFieldsOf(type)) {
     const v = msg[f.name]
     if (v == null) continue
-    const values: any[] = f.map ? Object.values(v) : f.repeated ? v : [v]
-    if (LONG_TYPES.has(f.type)) {
-      for (const x of values) {
-        if (!Number.isSafeInteger(x)) throw new MalformedMessageError(`malformed ${where}: ${f.name} ${x} is beyond 2^53-1`)
-      }
-    } else if (f.resolvedType instanceof protobuf.Type) {
-      for (const x of values) checkLongs(f.resolvedType, x, where)
+    if (f.map) {
+      for (const x of Object.values(v)) checkLong(x, f, where)
+    } else if (f.repeated) {
+      for (let i = 0; i < v.length; i++) checkLong(v[i], f, where)
+    } else {
+      checkLong(v, f, where)
     }
   }
 }

@@ -12,6 +12,11 @@ export interface ParsedTransaction {
   readonly signed: SignedTransaction
   readonly tx: Transaction
   readonly digest: Uint8Array
+  /**
+   * `tx.kind`, read once: on a decoded message it is protobufjs's oneof getter, which lists the
+   * object's keys on every read
+   */
+  readonly kind: NonNullable<Transaction['kind']>
 }
 
 export function txSigningMessage (digest: Uint8Array): Uint8Array {
@@ -58,7 +63,8 @@ function parseUncached (signed: SignedTransaction, chainId: Uint8Array, embeddin
   }
   const digest = sha256(signed.tx)
   if (!bytesEqual(tx.chainId, chainId)) throw new InvalidTransactionError('transaction is for another chain')
-  switch (tx.kind) {
+  const kind = tx.kind
+  switch (kind) {
     case 'transfer':
       if (tx.sender.byteLength !== 32) throw new InvalidTransactionError('transfer sender is not a 32-byte key')
       if (tx.transfer!.to.byteLength !== 32) throw new InvalidTransactionError('transfer recipient is not a 32-byte address')
@@ -78,11 +84,11 @@ function parseUncached (signed: SignedTransaction, chainId: Uint8Array, embeddin
       throw new InvalidTransactionError('transaction has no kind')
   }
   if (!Number.isSafeInteger(tx.nonce) || tx.nonce < 0) throw new InvalidTransactionError('nonce out of range')
-  return { signed, tx, digest }
+  return { signed, tx, digest, kind }
 }
 
 /** The signature check of a user transaction; null for system transactions (no account signature). */
 export function txSignatureCheck (p: ParsedTransaction): SignatureCheck | null {
-  if (p.tx.kind === 'changeEpoch') return null
+  if (p.kind === 'changeEpoch') return null
   return { publicKey: p.tx.sender, message: txSigningMessage(p.digest), signature: p.signed.signature }
 }

@@ -29,9 +29,14 @@ export function compareBytes (a: Uint8Array, b: Uint8Array): number {
   return Buffer.from(a.buffer, a.byteOffset, a.byteLength).compare(Buffer.from(b.buffer, b.byteOffset, b.byteLength))
 }
 
-/** A Map key for bytes: one latin1 char per byte (half the length of hex, and faster to make). */
+const latin1Slice = (Buffer.prototype as unknown as { latin1Slice: (this: Uint8Array, start: number, end: number) => string }).latin1Slice
+
+/**
+ * A Map key for bytes: one latin1 char per byte (half the length of hex, and faster to make). Reads the
+ * bytes in place (Buffer's latin1Slice takes any Uint8Array): no Buffer object per key.
+ */
 export function bytesKey (bytes: Uint8Array): string {
-  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('latin1')
+  return latin1Slice.call(bytes, 0, bytes.byteLength)
 }
 
 /** Short printable form of a digest or key: the first 8 hex chars. */

@@ -91,6 +91,9 @@ interface TxItem {
   inLeader: boolean
   /** a transaction that changes no state and has effects already (stored, or earlier in this batch) */
   skip?: boolean
+  /** bytesKey of the sender and of a transfer's recipient: the keys of their AccountSlots */
+  senderKey?: string
+  toKey?: string
 }
 
 /** Accounts kept by the executor's write-through cache (about 100 bytes each). */
@@ -179,7 +182,7 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
     }
     // 2. transactions that change no state (they do not parse, or ChangeEpoch) are skipped when they
     // have effects already (stored, or earlier in this batch); user transactions are skipped by nonce
-    const stateless = all.filter(t => t.parsed === undefined || t.parsed.tx.kind === 'changeEpoch')
+    const stateless = all.filter(t => t.parsed === undefined || t.parsed.kind === 'changeEpoch')
     const executedMask = await this.store.executedMask(stateless.map(t => t.digest))
     const seen = new Set<string>()
     stateless.forEach((t, i) => {
@@ -191,21 +194,23 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
     // 3. load touched accounts
     const slots = new Map<string, AccountSlot>()
     const addrs: Uint8Array[] = []
-    const want = (a: Uint8Array): void => {
+    const addrKeys: string[] = []
+    const want = (a: Uint8Array): string => {
       const k = bytesKey(a)
-      if (!slots.has(k)) { slots.set(k, undefined as any); addrs.push(a) }
+      if (!slots.has(k)) { slots.set(k, undefined as any); addrs.push(a); addrKeys.push(k) }
+      return k
     }
     for (const t of all) {
-      const tx = t.parsed?.tx
-      if (tx == null || t.skip === true) continue
-      if (tx.kind === 'transfer') { want(tx.sender); want(tx.transfer!.to) } else if (tx.kind === 'submitEmbedding') want(tx.sender)
+      const p = t.parsed
+      if (p === undefined || t.skip === true) continue
+      if (p.kind === 'transfer') { t.senderKey = want(p.tx.sender); t.toKey = want(p.tx.transfer!.to) } else if (p.kind === 'submitEmbedding') t.senderKey = want(p.tx.sender)
     }
-    const raw = await this.readAccounts(addrs)
+    const raw = await this.readAccounts(addrs, addrKeys)
     const firstEpoch = subdags[0].commit.epoch
     addrs.forEach((a, i) => {
       const before = raw[i]
       const state = before === undefined ? { balance: 0, nonce: 0, lastModifiedEpoch: firstEpoch } : Codecs.AccountState.decode(before)
-      slots.set(bytesKey(a), { address: a, before, state: { balance: state.balance, nonce: state.nonce, lastModifiedEpoch: state.lastModifiedEpoch }, firstChanged: 0 })
+      slots.set(addrKeys[i], { address: a, before, state: { balance: state.balance, nonce: state.nonce, lastModifiedEpoch: state.lastModifiedEpoch }, firstChanged: 0 })
     })
 
     // 4. execute, commit by commit, on the batch's in-memory account states
@@ -234,7 +239,8 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
         }
         if (t.parsed === undefined) { fail(ExecutionStatus.INVALID_TRANSACTION, t.error ?? 'invalid'); continue }
         const tx = t.parsed.tx
-        if (tx.kind === 'changeEpoch') {
+        const kind = t.parsed.kind
+        if (kind === 'changeEpoch') {
           const eoe = commit.commit.endOfEpoch
           const ce = tx.changeEpoch!
           if (eoe == null || !t.inLeader) { fail(ExecutionStatus.INVALID_TRANSACTION, 'ChangeEpoch outside the leader block of an end-of-epoch commit'); continue }
@@ -245,21 +251,21 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
           batch.putEffects({ txDigest: t.digest, commitIndex: index, status: ExecutionStatus.SUCCESS })
           continue
         }
-        const sender = slots.get(bytesKey(tx.sender))!
+        const sender = slots.get(t.senderKey!)!
         // below the account's nonce: a replay (or a second transaction for a used nonce), nothing to record
         if (tx.nonce < sender.state.nonce) { executed--; skipped++; continue }
         if (tx.nonce > sender.state.nonce) { fail(ExecutionStatus.BAD_NONCE, `nonce ${tx.nonce}, account is at ${sender.state.nonce}`); continue }
-        if (tx.kind === 'transfer') {
+        if (kind === 'transfer') {
           const amount = tx.transfer!.amount
           if (amount > sender.state.balance) { fail(ExecutionStatus.INSUFFICIENT_BALANCE, `transfer of ${amount} with a balance of ${sender.state.balance}`); continue }
-          const to = slots.get(bytesKey(tx.transfer!.to))!
+          const to = slots.get(t.toKey!)!
           if (!Number.isSafeInteger(to.state.balance + amount)) throw new StoreError(`balance overflow on ${toHex(to.address)}`)
           sender.state.balance -= amount
           sender.state.nonce++
           touch(sender)
           to.state.balance += amount
           touch(to)
-        } else if (tx.kind === 'submitEmbedding') {
+        } else if (kind === 'submitEmbedding') {
           sender.state.nonce++
           touch(sender)
           const se = tx.submitEmbedding!
@@ -292,15 +298,15 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
     }
 
     // 5. state changes (one element out, one in, per account and batch), effects, root, progress: one batch
-    const written: Array<[Uint8Array, Uint8Array]> = []
-    for (const s of slots.values()) {
+    const written: Array<[string, Uint8Array]> = []
+    for (const [key, s] of slots) {
       if (s.firstChanged === 0) continue
       const enc = encodeAccount(s.state)
-      if (s.before !== undefined) lthash.removeLanes(accountElement(s.address, s.before))
-      lthash.addLanes(accountElement(s.address, enc))
+      if (s.before !== undefined) lthash.removeLanes(accountElement(s.address, s.before, key))
+      lthash.addLanes(accountElement(s.address, enc, key))
       batch.putAccount(s.address, enc)
       batch.putChange(s.firstChanged, Bucket.ACCOUNT, s.address, s.before)
-      written.push([s.address, enc])
+      written.push([key, enc])
     }
     const last = results[results.length - 1]
     last.stateRoot = lthash.checksum()
@@ -324,11 +330,11 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
    * executor is the only writer of accounts while it runs); misses are read from the store in one
    * getMany. Whoever writes accounts outside the executor (a snapshot load) calls resetCaches().
    */
-  private async readAccounts (addrs: Uint8Array[]): Promise<Array<Uint8Array | undefined>> {
+  private async readAccounts (addrs: Uint8Array[], keys: readonly string[]): Promise<Array<Uint8Array | undefined>> {
     const out: Array<Uint8Array | undefined> = new Array(addrs.length)
     const missing: number[] = []
     addrs.forEach((a, i) => {
-      const hit = this.accountCache.get(bytesKey(a))
+      const hit = this.accountCache.get(keys[i])
       if (hit !== undefined) out[i] = hit
       else missing.push(i)
     })
@@ -339,8 +345,8 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
     return out
   }
 
-  private cacheAccount (address: Uint8Array, enc: Uint8Array): void {
-    const key = bytesKey(address)
+  /** `key`: bytesKey(address) */
+  private cacheAccount (key: string, enc: Uint8Array): void {
     this.accountCache.delete(key) // re-insert: the Map's order is the eviction order
     if (this.accountCache.size >= ACCOUNT_CACHE_SIZE) this.accountCache.delete(this.accountCache.keys().next().value as string)
     this.accountCache.set(key, enc)

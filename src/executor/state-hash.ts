@@ -20,8 +20,8 @@ const EMBEDDING_TAG = Uint8Array.of(Bucket.EMBEDDING)
 const ELEMENT_CACHE_SIZE = 8192
 const elementCache = new Map<string, { enc: Buffer, lanes: Uint16Array }>()
 
-export function accountElement (address: Uint8Array, encodedState: Uint8Array): Uint16Array {
-  const key = bytesKey(address)
+/** `key`: bytesKey(address), when the caller has it already */
+export function accountElement (address: Uint8Array, encodedState: Uint8Array, key = bytesKey(address)): Uint16Array {
   const hit = elementCache.get(key)
   if (hit !== undefined && hit.enc.equals(encodedState)) return hit.lanes
   const lanes = LtHash.element(ACCOUNT_TAG, address, encodedState)

@@ -1,4 +1,5 @@
 import { test } from 'node:test'
+import { createHash } from 'node:crypto'
 import assert from 'node:assert/strict'
 import { LtHash, LTHASH_BYTES, LTHASH_LANES } from '../../src/crypto/lthash.ts'
 import { sha256, toHex, utf8 } from '../../src/crypto/hash.ts'
@@ -34,6 +35,17 @@ test('add then remove gives zero; remove then add too', () => {
 
 test('multi-part elements: parts are concatenated (element of (a, b) = element of (ab))', () => {
   assert.deepEqual(LtHash.element(el('ab'), el('c')), LtHash.element(el('abc')))
+})
+
+test('an element is shake256 with 2048 bytes of output, read as little-endian u16 lanes', () => {
+  for (const parts of [[el('one part')], [el('tag'), el('key'), new Uint8Array(4096).fill(7)]]) {
+    const want = createHash('shake256', { outputLength: LTHASH_BYTES })
+    for (const p of parts) want.update(p)
+    const bytes = want.digest()
+    const lanes = LtHash.element(...parts)
+    assert.equal(lanes.length, LTHASH_LANES)
+    for (const i of [0, 1, 511, 1023]) assert.equal(lanes[i], bytes.readUInt16LE(2 * i))
+  }
 })
 
 test('fromBytes/toBytes round trip, also from an unaligned view', () => {
