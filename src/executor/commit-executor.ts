@@ -218,11 +218,17 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
     const added: LiveEmbedding[] = []
     const results: ExecutionResult[] = []
     const rule = pruningRule(g.genesis)
+    // a failed transaction: its effect, nothing else (one closure per batch, not one per transaction)
+    let failed = 0
+    const fail = (t: TxItem, index: number, status: ExecutionStatus, error: string): void => {
+      failed++
+      batch.putEffects({ txDigest: t.digest, commitIndex: index, status, error })
+    }
     for (let ci = 0; ci < subdags.length; ci++) {
       const commit = subdags[ci].commit
       const epoch = commit.epoch
       const index = commit.index
-      let failed = 0
+      failed = 0
       let executed = 0
       let skipped = 0
       let nextEpoch: number | undefined
@@ -233,19 +239,15 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
       for (const t of perCommit[ci]) {
         if (t.skip === true) { skipped++; continue }
         executed++
-        const fail = (status: ExecutionStatus, error: string): void => {
-          failed++
-          batch.putEffects({ txDigest: t.digest, commitIndex: index, status, error })
-        }
-        if (t.parsed === undefined) { fail(ExecutionStatus.INVALID_TRANSACTION, t.error ?? 'invalid'); continue }
+        if (t.parsed === undefined) { fail(t, index, ExecutionStatus.INVALID_TRANSACTION, t.error ?? 'invalid'); continue }
         const tx = t.parsed.tx
         const kind = t.parsed.kind
         if (kind === 'changeEpoch') {
           const eoe = commit.commit.endOfEpoch
           const ce = tx.changeEpoch!
-          if (eoe == null || !t.inLeader) { fail(ExecutionStatus.INVALID_TRANSACTION, 'ChangeEpoch outside the leader block of an end-of-epoch commit'); continue }
+          if (eoe == null || !t.inLeader) { fail(t, index, ExecutionStatus.INVALID_TRANSACTION, 'ChangeEpoch outside the leader block of an end-of-epoch commit'); continue }
           if (ce.nextEpoch !== epoch + 1 || ce.nextCommittee == null || !bytesEqual(Codecs.Committee.encode(ce.nextCommittee), Codecs.Committee.encode(eoe.nextCommittee))) {
-            fail(ExecutionStatus.INVALID_TRANSACTION, 'ChangeEpoch does not match the commit\'s next committee'); continue
+            fail(t, index, ExecutionStatus.INVALID_TRANSACTION, 'ChangeEpoch does not match the commit\'s next committee'); continue
           }
           nextEpoch = ce.nextEpoch
           batch.putEffects({ txDigest: t.digest, commitIndex: index, status: ExecutionStatus.SUCCESS })
@@ -254,10 +256,10 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
         const sender = slots.get(t.senderKey!)!
         // below the account's nonce: a replay (or a second transaction for a used nonce), nothing to record
         if (tx.nonce < sender.state.nonce) { executed--; skipped++; continue }
-        if (tx.nonce > sender.state.nonce) { fail(ExecutionStatus.BAD_NONCE, `nonce ${tx.nonce}, account is at ${sender.state.nonce}`); continue }
+        if (tx.nonce > sender.state.nonce) { fail(t, index, ExecutionStatus.BAD_NONCE, `nonce ${tx.nonce}, account is at ${sender.state.nonce}`); continue }
         if (kind === 'transfer') {
           const amount = tx.transfer!.amount
-          if (amount > sender.state.balance) { fail(ExecutionStatus.INSUFFICIENT_BALANCE, `transfer of ${amount} with a balance of ${sender.state.balance}`); continue }
+          if (amount > sender.state.balance) { fail(t, index, ExecutionStatus.INSUFFICIENT_BALANCE, `transfer of ${amount} with a balance of ${sender.state.balance}`); continue }
           const to = slots.get(t.toKey!)!
           if (!Number.isSafeInteger(to.state.balance + amount)) throw new StoreError(`balance overflow on ${toHex(to.address)}`)
           sender.state.balance -= amount

@@ -23,21 +23,23 @@ export class TxVerifier {
   /** Throws InvalidTransactionError naming the block and transaction that fail. */
   async verifyBlocks (blocks: readonly ParsedBlock[]): Promise<void> {
     const checks: SignatureCheck[] = []
-    const where: string[] = []
-    for (const b of blocks) {
-      b.block.transactions.forEach((stx, i) => {
+    // where each check comes from: block index and transaction index (the error names them, if any)
+    const where: number[] = []
+    for (let bi = 0; bi < blocks.length; bi++) {
+      const txs = blocks[bi].block.transactions
+      for (let i = 0; i < txs.length; i++) {
         let parsed
         try {
-          parsed = parseTransaction(stx, this.chainId, this.embeddingDim)
+          parsed = parseTransaction(txs[i], this.chainId, this.embeddingDim)
         } catch (err: any) {
-          throw new InvalidTransactionError(`block ${refString(b.ref)} transaction ${i}: ${err.message}`)
+          throw new InvalidTransactionError(`block ${refString(blocks[bi].ref)} transaction ${i}: ${err.message}`)
         }
         const c = txSignatureCheck(parsed)
-        if (c !== null) { checks.push(c); where.push(`block ${refString(b.ref)} transaction ${i}`) }
-      })
+        if (c !== null) { checks.push(c); where.push(bi, i) }
+      }
     }
     const bad = await this.pool.firstInvalid(checks)
-    if (bad >= 0) throw new InvalidTransactionError(`${where[bad]}: bad signature`)
+    if (bad >= 0) throw new InvalidTransactionError(`block ${refString(blocks[where[2 * bad]].ref)} transaction ${where[2 * bad + 1]}: bad signature`)
     this.verified += checks.length
   }
 }
