@@ -5,7 +5,7 @@
  */
 import { createLibp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
-import { noise } from '@chainsafe/libp2p-noise'
+import { somaNoise } from '../src/net/noise-crypto.ts'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify } from '@libp2p/identify'
 import { multiaddr } from '@multiformats/multiaddr'
@@ -24,7 +24,7 @@ async function node (store: ChainStore, executor: CommitExecutor, sync: boolean,
   return await createLibp2p({
     addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
     transports: [tcp()],
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [somaNoise()],
     streamMuxers: [yamux()],
     services: { identify: identify(), ...commitSyncServices({ store, executor, sync, verifyPool: pool, tickIntervalMs: 10, blockFetchStaggerMs: 0, peerHeightQueryIntervalMs: 500, inboundRequestsPerSecond: 100000 }) }
   })

@@ -22,6 +22,7 @@ export { ChainStore, StoreBatch, type ChainStoreOptions, type Progress } from '.
 export { CommitExecutor, ExecutionOrderError, type ExecutionResult } from './executor/commit-executor.ts'
 export { DevnetProducer, type DevnetProducerInit } from './devnet/producer.ts'
 export { RpcProtocol, type RpcInit, type RpcComponents } from './net/rpc.ts'
+export { somaNoise, nodeNoiseCrypto } from './net/noise-crypto.ts'
 export * from './sync/protocols/messages.ts'
 export { commitAvailability, CommitAvailability, type CommitAvailabilityInit, type PeerAvailability } from './sync/protocols/commit-availability.ts'
 export { fetchCommits, FetchCommits, type FetchCommitsInit } from './sync/protocols/fetch-commits.ts'

@@ -12,7 +12,7 @@
  */
 import { createLibp2p, type Libp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
-import { noise } from '@chainsafe/libp2p-noise'
+import { somaNoise } from '../net/noise-crypto.ts'
 import { yamux } from '@chainsafe/libp2p-yamux'
 import { identify, type Identify } from '@libp2p/identify'
 import { ping, type Ping } from '@libp2p/ping'
@@ -162,7 +162,7 @@ export async function createLibp2pNode (opts: CreateLibp2pNodeOptions): Promise<
     start: opts.start ?? false,
     addresses: { listen: [...config.listen], announce: [...config.announce] },
     transports: [tcp()],
-    connectionEncrypters: [noise()],
+    connectionEncrypters: [somaNoise()],
     streamMuxers: [yamux()],
     connectionManager: { maxConnections: config.maxConnections },
     peerDiscovery: entrypoints.length > 0
