@@ -12,8 +12,10 @@
  * sender's (a replay of one already executed, here or earlier in the batch, or another transaction for
  * a nonce already used) is skipped and records nothing. A transaction that failed did not use its
  * nonce: included again, it runs again. Only transactions that can change no state (those that do not
- * parse, and the sender-less ChangeEpoch) are skipped by digest when they already have effects. At an end-of-epoch commit, the genesis' embedding pruning rule
- * (if any, see src/executor/pruning.ts) deletes the embeddings it selects.
+ * parse, and the sender-less ChangeEpoch) are skipped by digest when they already have effects.
+ *
+ * At an end-of-epoch commit, the genesis' embedding pruning rule (if any, see
+ * src/executor/pruning.ts) deletes the embeddings it selects.
  *
  * Commits run in batches of consecutive commits (`executeBatch`; `run` batches what sync has already
  * queued, `execute` is a batch of one). A batch executes its commits one after the other on in-memory
