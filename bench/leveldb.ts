@@ -71,7 +71,7 @@ export async function run (opts: BenchOptions = {}): Promise<Figures> {
     for (const [name, valueBytes, sequential] of [['random1MiB', 1024 * 1024, false], ['random4KiB', 4096, false], ['sequential4KiB', 4096, true]] as const) {
       log(`writing ${total / 1024 / 1024} MiB of ${valueBytes} B values under ${sequential ? 'sequential' : 'random'} keys`)
       const db = await open(path.join(tmp.make(`leveldb-${name}`), 'db'))
-      let cpu0 = threadCpu()
+      const cpu0 = threadCpu()
       try {
         const w = await write(db, total, valueBytes, sequential)
         figures[`write.${name}.MiBPerSec`] = w.MiBPerSec
@@ -86,10 +86,9 @@ export async function run (opts: BenchOptions = {}): Promise<Figures> {
           figures[`write.${name}.cpuSecPerGiB`] = d.total / gib
           figures[`write.${name}.cpuSecPerGiB.levelDB`] = (d.libuv + d.other) / gib
         }
-        cpu0 = undefined
-        await db.open()
         if (name === 'random1MiB') {
           log('reading them back, 4 at a time')
+          await db.open()
           const t0 = performance.now()
           let bytes = 0
           for (let i = 0; i < w.keys.length; i += 4) {

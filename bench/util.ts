@@ -202,9 +202,12 @@ export interface ThreadCpu {
   workers: number
   /** V8's helper threads (concurrent and parallel GC, compilation) */
   v8: number
-  /** libuv's thread pool (LevelDB reads and writes, fs) */
+  /**
+   * libuv's thread pool (LevelDB reads and writes, fs), and LevelDB's compaction thread: classic-level
+   * opens the database from that pool, so the thread LevelDB starts carries its name
+   */
   libuv: number
-  /** any other thread (LevelDB's compaction thread, ...) */
+  /** any other thread */
   other: number
   /** threads that have exited (the process's total less its live threads': a stopped worker pool) */
   exited: number

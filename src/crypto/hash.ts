@@ -29,11 +29,18 @@ export function compareBytes (a: Uint8Array, b: Uint8Array): number {
   return Buffer.from(a.buffer, a.byteOffset, a.byteLength).compare(Buffer.from(b.buffer, b.byteOffset, b.byteLength))
 }
 
-const latin1Slice = (Buffer.prototype as unknown as { latin1Slice: (this: Uint8Array, start: number, end: number) => string }).latin1Slice
+type Latin1Slice = (this: Uint8Array, start: number, end: number) => string
+
+/**
+ * Buffer's own `latin1Slice` (undocumented, in every Node this package runs on) reads any Uint8Array in
+ * place; where it is missing, a Buffer view per call does the same.
+ */
+const latin1Slice: Latin1Slice = (Buffer.prototype as unknown as { latin1Slice?: Latin1Slice }).latin1Slice ??
+  function (this: Uint8Array, start: number, end: number) { return Buffer.from(this.buffer, this.byteOffset, this.byteLength).toString('latin1', start, end) }
 
 /**
  * A Map key for bytes: one latin1 char per byte (half the length of hex, and faster to make). Reads the
- * bytes in place (Buffer's latin1Slice takes any Uint8Array): no Buffer object per key.
+ * bytes in place: no Buffer object per key.
  */
 export function bytesKey (bytes: Uint8Array): string {
   return latin1Slice.call(bytes, 0, bytes.byteLength)

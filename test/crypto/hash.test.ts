@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { sha256, toHex, fromHex, bytesEqual, compareBytes, short, utf8 } from '../../src/crypto/hash.ts'
+import { sha256, toHex, fromHex, bytesEqual, compareBytes, short, utf8, bytesKey } from '../../src/crypto/hash.ts'
 
 test('sha256 matches the FIPS 180-2 vectors', () => {
   assert.equal(toHex(sha256(utf8.encode('abc'))), 'ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad')
@@ -26,4 +26,15 @@ test('hex helpers and byte comparison respect views (offset/length)', () => {
   assert.ok(compareBytes(Uint8Array.from([1, 2]), Uint8Array.from([1, 3])) < 0)
   assert.equal(compareBytes(view, Uint8Array.from([1, 2, 3])), 0)
   assert.equal(short(fromHex('deadbeef0011')), 'deadbeef')
+})
+
+test('bytesKey: one latin1 char per byte of a view, equal for equal bytes wherever they sit', () => {
+  const backing = Uint8Array.from({ length: 64 }, (_, i) => (i * 37) & 0xff)
+  const view = backing.subarray(5, 37)
+  const key = bytesKey(view)
+  assert.equal(key.length, 32)
+  for (let i = 0; i < 32; i++) assert.equal(key.charCodeAt(i), view[i])
+  assert.equal(bytesKey(new Uint8Array(view)), key, 'a copy in another buffer')
+  assert.notEqual(bytesKey(backing.subarray(6, 38)), key)
+  assert.equal(bytesKey(new Uint8Array(0)), '')
 })
