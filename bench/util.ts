@@ -222,7 +222,9 @@ const CLOCK_TICKS_PER_SECOND = 100
  * CPU time of every live thread of process `pid` (default: this one), by kind, read from Linux's
  * /proc/<pid>/task/<tid>/{comm,stat} (Node names its threads MainThread, WorkerThread, V8Worker and
  * libuv-worker). Undefined where /proc is not there. A thread that has exited is counted only in
- * `exited` (and `total`): compare two readings of the same process, e.g. around one sync.
+ * `exited` (and `total`): compare two readings of the same process, e.g. around one sync. The kernel
+ * rounds each thread's time and the process's to 10 ms ticks separately, so `exited` (the difference)
+ * is good to a few ticks.
  */
 export function threadCpu (pid: number | 'self' = 'self'): ThreadCpu | undefined {
   const dir = `/proc/${pid}/task`

@@ -34,7 +34,8 @@ test('threadCpu: main-thread, worker-thread and exited-thread time', { skip: !ex
   // 300 ms of wall time spinning: at least 100 ms of CPU even on a loaded machine, none of it a worker's
   assert.ok(onMain.main >= 0.1, `main thread: ${onMain.main} s`)
   assert.equal(onMain.workers, 0)
-  assert.ok(onMain.total >= onMain.main)
+  // per-thread and per-process times are rounded to ticks separately: they agree within a few 10 ms ticks
+  assert.ok(onMain.total >= onMain.main - 0.05, `total ${onMain.total} s, main ${onMain.main} s`)
 
   const w = new Worker(WORKER, { eval: true })
   await once(w, 'message')
