@@ -17,6 +17,13 @@ import { decodeGenesis } from '../src/chain/genesis.ts'
 import { readFileSync } from 'node:fs'
 import { PerformanceObserver, constants as perf } from 'node:perf_hooks'
 import { threadCpu, cpuDelta } from './util.ts'
+import { parseBlock } from '../src/chain/block.ts'
+import { parseTransaction, txSignatureCheck } from '../src/chain/transaction.ts'
+import type { CommittedSubDag } from '../src/chain/subdag.ts'
+import type { SignatureCheck } from '../src/crypto/verify-pool.ts'
+import type { GenesisBundle } from '../src/chain/genesis.ts'
+import { DEFAULTS } from '../src/config.ts'
+import { bytesEqual, toHex } from '../src/crypto/hash.ts'
 
 const [mode, storeDir, ...rest] = process.argv.slice(2)
 
@@ -79,8 +86,77 @@ if (mode === 'serve') {
   }
   clearInterval(sampler)
   await n.stop()
+  const alone = await floors(store, genesis, `${storeDir}-reexec`, pool, target)
   await pool.close()
   await store.close()
-  process.stdout.write(JSON.stringify(figures) + '\n')
+  process.stdout.write(JSON.stringify({ ...figures, ...alone }) + '\n')
   process.exit(0)
+}
+
+/**
+ * Two parts of the sync's work, each measured alone on the synced chain (nothing else running in this
+ * process; the serving process idle):
+ * - `execution`: the CommitExecutor re-executing every synced commit on a fresh store with the same
+ *   genesis, in batches as sync's executor takes them (`executionBatchCommits`, cut after end-of-epoch
+ *   commits): transaction decoding, execution, state root, effects, LevelDB writes. Blocks are read and
+ *   parsed before timing. It must end at the synced store's state root.
+ * - `checks`: the chain's first 20,000 transaction signature checks through the sync's own VerifyPool
+ *   (the main thread for 0 workers), in batches of 1,000: verification alone, at the rate the sync's pool
+ *   reaches on this machine at the time.
+ */
+async function floors (store: ChainStore, genesis: GenesisBundle, dir: string, pool: VerifyPool, target: number): Promise<{
+  executionAlone: { ms: number, transactions: number, cpu?: ReturnType<typeof cpuDelta> }
+  checksAlone: { ms: number, checks: number }
+}> {
+  const subdags: CommittedSubDag[] = []
+  for (let i = 1; i <= target; i++) {
+    const commit = await store.getCommit(i)
+    if (commit === undefined) throw new Error(`synced store has no commit ${i}`)
+    const raw = await store.getBlocks(commit.commit.blocks)
+    subdags.push({ commit, blocks: raw.map((b, j) => { if (b === undefined) throw new Error(`synced store has no block ${j} of commit ${i}`); return parseBlock(b, store.chainId) }) })
+  }
+  const expected = await store.getStateRoot(target)
+  if (expected === undefined) throw new Error(`synced store has no state root for commit ${target}`)
+
+  // the checks first: the executor below parses (and caches) the same transactions
+  const checks: SignatureCheck[] = []
+  for (const sd of subdags) {
+    for (const b of sd.blocks) {
+      for (const tx of b.block.transactions) {
+        const c = txSignatureCheck(parseTransaction(tx, store.chainId, genesis.genesis.embeddingDim))
+        if (c !== null) checks.push(c)
+        if (checks.length >= 20_000) break
+      }
+    }
+    if (checks.length >= 20_000) break
+  }
+  await pool.firstInvalid(checks.slice(0, 2_000)) // warm-up: key caches, JIT
+  const c0 = performance.now()
+  for (let i = 0; i < checks.length; i += 1_000) {
+    if (await pool.firstInvalid(checks.slice(i, i + 1_000)) >= 0) throw new Error('a synced transaction signature failed to verify')
+  }
+  const checksAlone = { ms: performance.now() - c0, checks: checks.length }
+
+  const fresh = await ChainStore.open(dir, { genesis })
+  try {
+    const ex = new CommitExecutor(fresh)
+    let root: Uint8Array | undefined
+    const cpu0 = threadCpu()
+    const t0 = performance.now()
+    let batch: CommittedSubDag[] = []
+    for (const sd of subdags) {
+      batch.push(sd)
+      if (batch.length >= DEFAULTS.executionBatchCommits || sd.commit.commit.endOfEpoch != null || sd === subdags[subdags.length - 1]) {
+        const rs = await ex.executeBatch(batch)
+        root = rs[rs.length - 1].stateRoot
+        batch = []
+      }
+    }
+    const ms = performance.now() - t0
+    const cpu1 = threadCpu()
+    if (root === undefined || !bytesEqual(root, expected)) throw new Error(`re-execution ended at state root ${root === undefined ? 'none' : toHex(root)}, the synced store has ${toHex(expected)}`)
+    return { executionAlone: { ms, transactions: ex.stats.transactions, cpu: cpu0 !== undefined && cpu1 !== undefined ? cpuDelta(cpu0, cpu1) : undefined }, checksAlone }
+  } finally {
+    await fresh.close()
+  }
 }

@@ -35,7 +35,7 @@ function verifyRate (n: number): number {
   return n / ((performance.now() - t0) / 1000)
 }
 
-interface SyncFigures { ms: number, commits: number, blocks: number, bytes: number, transactions: number, executionBatches: number, verifiedTxSignatures: number, signatureChecks: number, peakRssMiB: number, gc: { minor: number, minorMs: number, major: number, majorMs: number }, cpu?: ThreadCpu }
+interface SyncFigures { executionAlone: { ms: number, transactions: number, cpu?: ThreadCpu }, checksAlone: { ms: number, checks: number }, ms: number, commits: number, blocks: number, bytes: number, transactions: number, executionBatches: number, verifiedTxSignatures: number, signatureChecks: number, peakRssMiB: number, gc: { minor: number, minorMs: number, major: number, majorMs: number }, cpu?: ThreadCpu }
 
 async function runSync (clientDir: string, addr: string, target: number, workers: number, genesisPath: string): Promise<SyncFigures> {
   const child = spawn(process.execPath, [...NODE_FLAGS, CHILD, 'sync', clientDir, addr, String(target), String(workers), genesisPath], { stdio: ['ignore', 'pipe', 'inherit'], env: withNodeEnv() })
@@ -120,6 +120,26 @@ export async function run (opts: BenchOptions & { commits?: number } = {}): Prom
           const perTx = (checksSec + rest) / r.transactions
           const cores = workers === 0 ? 1 : availableParallelism()
           figures[`ratio these CPU costs allow (${label})`] = cores / perTx / baseline
+        }
+        // parts of the work alone on the synced chain, measured by the sync child after the sync: what
+        // any sync of this chain must do at least bounds the ratio, whatever the pipeline around it
+        const checksPerTx = r.signatureChecks / r.transactions
+        const checkRate = r.checksAlone.checks / (r.checksAlone.ms / 1000)
+        figures[`signature checks alone, verify/s (${label})`] = checkRate
+        figures[`signature checks alone ÷ baseline (${label})`] = checkRate / baseline
+        figures[`ceiling: ratio with signature checks alone (${label})`] = checkRate / checksPerTx / baseline
+        const ex = r.executionAlone
+        if (ex.cpu !== undefined) {
+          const exUs = (sec: number): number => sec * 1e6 / ex.transactions
+          figures[`execution alone, CPU µs/tx, main thread (${label})`] = exUs(ex.cpu.main)
+          figures[`execution alone, CPU µs/tx, all threads (${label})`] = exUs(ex.cpu.total)
+          // the checks (at the rate measured alone) and the execution's CPU, nothing else, no idle time:
+          // on the one main thread, or with the checks on the pool and every core busy
+          const perTx = workers === 0
+            ? checksPerTx / checkRate + ex.cpu.main / ex.transactions
+            : checksPerTx / baseline + ex.cpu.total / ex.transactions
+          const cores = workers === 0 ? 1 : availableParallelism()
+          figures[`ceiling: ratio with signature checks and execution alone (${label})`] = cores / perTx / baseline
         }
       }
       figures['ed25519 verify/s, one core (baseline)'] = rates.reduce((a, b) => a + b, 0) / rates.length

@@ -270,6 +270,19 @@ export async function run (opts: SnapshotSyncBenchOptions = {}): Promise<Figures
             // the ratio a sync with these CPU costs would reach with every core busy and no waiting
             figures['snapshotSync/raw allowed by its CPU'] = availableParallelism() / syncPerGib * 1024 / rawBest
           }
+          // the floor of any sync into LevelDB: the raw download, each 1 MiB hashed and written once as
+          // a chunk is, nothing else (the snapshot sync also verifies, and writes the state a second time)
+          const intoStoreMiB = (r.rawIntoStoreBytes as number) / MiB
+          const intoStore = intoStoreMiB / ((r.rawIntoStoreMs as number) / 1000)
+          figures['rawIntoLevelDB.MiBPerSec'] = intoStore
+          figures['rawIntoLevelDB/raw'] = intoStore / rawBest
+          if (r['rawIntoStore.cpu.client'] !== undefined) {
+            const perGib = ((r['rawIntoStore.cpu.client'] as number) + (r['rawIntoStore.cpu.server'] as number)) / (intoStoreMiB / 1024)
+            figures['rawIntoLevelDB.cpuSecPerGiB.clientLibuvAndLevelDB'] = ((r['rawIntoStore.cpu.libuv'] as number) + (r['rawIntoStore.cpu.other'] as number)) / (intoStoreMiB / 1024)
+            figures['rawIntoLevelDB.cpuSecPerGiB'] = perGib
+            figures['rawIntoLevelDB.coresBusy'] = perGib * (intoStoreMiB / 1024) / ((r.rawIntoStoreMs as number) / 1000)
+            figures['rawIntoLevelDB/raw allowed by its CPU'] = availableParallelism() / perGib * 1024 / rawBest
+          }
         }
       } finally {
         await stop(server.child)

@@ -1,7 +1,7 @@
 /**
  * Keeps bench/snapshot-sync.ts from rotting: its quick run (a small attested snapshot, the raw libp2p
- * baseline between two child processes, the snapshot sync between the same two, Helia bitswap between
- * two more) must complete in under 30 s with positive, finite figures. No threshold on the
+ * baseline between two child processes, the snapshot sync between the same two, the raw download
+ * into LevelDB, Helia bitswap between two more) must complete in under 30 s with positive, finite figures. No threshold on the
  * values: the machine is shared and noisy.
  */
 import { test } from 'node:test'
@@ -14,7 +14,7 @@ test('bench/snapshot-sync.ts quick run gives positive finite figures', { timeout
   const seconds = (performance.now() - t0) / 1000
 
   const expected = ['raw.1stream.MiBPerSec', 'raw.4streams.MiBPerSec', 'raw.peakRssMiB', 'helia.MiBPerSec', 'helia.peakRssMiB', 'raw.best/helia', 'snapshot.MiB', 'snapshot.chunks',
-    'snapshotSync.MiBPerSec', 'snapshotSync.peakRssMiB', 'snapshotSync/raw', 'snapshotSync/helia']
+    'snapshotSync.MiBPerSec', 'snapshotSync.peakRssMiB', 'snapshotSync/raw', 'snapshotSync/helia', 'rawIntoLevelDB.MiBPerSec', 'rawIntoLevelDB/raw']
   for (const key of expected) assert.ok(key in figures, `figure ${key} is missing`)
   for (const [key, value] of Object.entries(figures)) {
     assert.equal(typeof value, 'number', `${key} is not a number`)
@@ -32,6 +32,7 @@ test('bench/snapshot-sync.ts quick run gives positive finite figures', { timeout
   const rawBest = Math.max(figures['raw.1stream.MiBPerSec'], figures['raw.4streams.MiBPerSec'])
   assert.ok(Math.abs(figures['raw.best/helia'] - rawBest / figures['helia.MiBPerSec']) < 1e-9)
   assert.ok(Math.abs(figures['snapshotSync/raw'] - figures['snapshotSync.MiBPerSec'] / rawBest) < 1e-9)
+  assert.ok(Math.abs(figures['rawIntoLevelDB/raw'] - figures['rawIntoLevelDB.MiBPerSec'] / rawBest) < 1e-9)
   // every chunk came over the network (a fresh store reuses none)
   assert.ok(Math.abs(figures['snapshotSync.fetchedMiB'] - figures['snapshot.MiB']) < 1e-6)
   assert.equal(figures['helia.MiB'], 32)

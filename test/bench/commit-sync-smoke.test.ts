@@ -1,0 +1,38 @@
+/**
+ * Keeps bench/commit-sync.ts from rotting: its quick run (a 200-commit devnet chain served by one child
+ * process and synced by another, once with the signature checks on the main thread and once on the
+ * 2-worker pool, then each part measured alone on the synced chain) must complete with positive,
+ * finite figures that add up. No threshold on the values: the machine is shared and noisy.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { run } from '../../bench/commit-sync.ts'
+
+test('bench/commit-sync.ts quick run gives positive finite figures', { timeout: 120_000 }, async () => {
+  const figures = await run({ quick: true })
+  for (const label of ['main thread', '2 workers']) {
+    for (const key of ['commits/s', 'tx/s executed', 'ratio verified tx/s to one core', 'signature checks alone, verify/s', 'ceiling: ratio with signature checks alone']) {
+      assert.ok(`${key} (${label})` in figures, `figure ${key} (${label}) is missing`)
+    }
+  }
+  for (const [key, value] of Object.entries(figures)) {
+    assert.equal(typeof value, 'number', `${key} is not a number`)
+    // CPU times come in 10 ms ticks: a thread kind the short quick run barely used may measure 0
+    const cpu = key.startsWith('CPU µs/tx') || key.startsWith('execution alone')
+    assert.ok(Number.isFinite(value) && (cpu ? value >= 0 : value > 0), `${key} = ${value} is not a positive finite number`)
+  }
+  for (const label of ['main thread', '2 workers']) {
+    const f = (k: string): number => figures[`${k} (${label})`]
+    // every transaction's signature is checked once, and each block's
+    assert.ok(f('signature checks per tx') > 1, `signature checks per tx (${label}) = ${f('signature checks per tx')}`)
+    // the ceilings are what they say they are
+    const baseline = figures[`ed25519 verify/s, one core (baseline, ${label})`]
+    const ceiling = f('signature checks alone, verify/s') / f('signature checks per tx') / baseline
+    assert.ok(Math.abs(f('ceiling: ratio with signature checks alone') - ceiling) < 1e-9)
+    assert.ok(Math.abs(f('signature checks alone ÷ baseline') - f('signature checks alone, verify/s') / baseline) < 1e-9)
+  }
+  // on one thread, adding the execution's CPU can only lower the ceiling the checks alone leave
+  if (figures['ceiling: ratio with signature checks and execution alone (main thread)'] !== undefined) {
+    assert.ok(figures['ceiling: ratio with signature checks and execution alone (main thread)'] < figures['ceiling: ratio with signature checks alone (main thread)'])
+  }
+})
