@@ -133,11 +133,10 @@ export async function run (opts: BenchOptions & { commits?: number } = {}): Prom
           const exUs = (sec: number): number => sec * 1e6 / ex.transactions
           figures[`execution alone, CPU µs/tx, main thread (${label})`] = exUs(ex.cpu.main)
           figures[`execution alone, CPU µs/tx, all threads (${label})`] = exUs(ex.cpu.total)
-          // the checks (at the rate measured alone) and the execution's CPU, nothing else, no idle time:
-          // on the one main thread, or with the checks on the pool and every core busy
-          const perTx = workers === 0
-            ? checksPerTx / checkRate + ex.cpu.main / ex.transactions
-            : checksPerTx / baseline + ex.cpu.total / ex.transactions
+          // the checks (each at the baseline's one-core cost, as the targets count them) and the
+          // execution's CPU, nothing else, no idle time: on the one main thread (the execution's
+          // main-thread CPU), or with the checks on the pool and every core busy (all its threads)
+          const perTx = checksPerTx / baseline + (workers === 0 ? ex.cpu.main : ex.cpu.total) / ex.transactions
           const cores = workers === 0 ? 1 : availableParallelism()
           figures[`ceiling: ratio with signature checks and execution alone (${label})`] = cores / perTx / baseline
         }

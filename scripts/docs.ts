@@ -21,6 +21,8 @@ const HEADLINES: Array<[string, string, string, string]> = [
   ['commit-sync', 'ratio verified tx/s to one core (2 workers)', 'the same with the 2-thread verify pool', '≥ 1.5'],
   ['commit-sync', 'ratio these CPU costs allow (main thread)', 'the ratio the main thread\'s measured CPU per transaction allows, with no idle time', '—'],
   ['commit-sync', 'ratio these CPU costs allow (2 workers)', 'the ratio both processes\' measured CPU per transaction allows, every core busy', '—'],
+  ['commit-sync', 'ceiling: ratio with signature checks and execution alone (main thread)', 'upper bound measured in the same run: the ratio the signature checks and the execution alone would reach on one thread, with nothing else', '—'],
+  ['commit-sync', 'ceiling: ratio with signature checks and execution alone (2 workers)', 'the same with the pool, every core busy', '—'],
   ['commit-sync', 'commits/s (2 workers)', 'commit sync, commits/s (about 4 blocks of 10 transactions per commit)', '—'],
   ['commit-sync', 'peak RSS MiB (2 workers)', 'commit sync, peak RSS of the syncing process (MiB)', '—'],
   ['foundation', 'executor.txPerSec', 'CommitExecutor, transactions/s, one commit at a time', '—'],
@@ -33,6 +35,7 @@ const HEADLINES: Array<[string, string, string, string]> = [
   ['snapshot', 'incremental/full', 'snapshot: incremental update (1% hot accounts changed) ÷ full build', '≤ 0.05'],
   ['snapshot-sync', 'snapshotSync/raw', 'snapshot sync of ~1 GiB into LevelDB ÷ raw libp2p stream throughput, same processes', '≥ 0.7'],
   ['snapshot-sync', 'snapshotSync/raw allowed by its CPU', 'the ratio the sync\'s measured CPU per GiB allows, every core busy', '—'],
+  ['snapshot-sync', 'rawIntoLevelDB/raw', 'upper bound measured in the same run: the raw download into LevelDB (each MiB hashed and stored as a chunk, nothing else) ÷ raw', '—'],
   ['snapshot-sync', 'snapshotSync/helia', 'snapshot sync ÷ Helia bitswap fetching the same bytes', '> 1'],
   ['snapshot-sync', 'snapshotSync.peakRssMiB', 'snapshot sync, peak RSS of the syncing process (MiB, includes LevelDB\'s mapped files)', '≤ 300 MB'],
   ['snapshot-sync', 'snapshotSync.peakRssAnonMiB', 'the same without the mapped files (anonymous memory: heap, buffers, LevelDB\'s memtables and cache)', '≤ 300 MB']
