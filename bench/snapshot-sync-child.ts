@@ -5,9 +5,9 @@
  *       A Soma libp2p node (createLibp2pNode: tcp + noise + yamux, identify, ping, kad-dht, gossipsub)
  *       serving the raw bench protocol and, with a store, the commit sync and snapshot sync protocols
  *       (serve only). Prints `LISTEN <multiaddr>`; runs until stdin closes.
- *   fetch <multiaddr> <serverPid> <rawBytes> <streams,...> <reps> [<storeDir> <genesisFile> <verifyWorkers>]
- *       With a store, first a node with a fresh store (snapshot sync on with <verifyWorkers> chunk-hash
- *       workers, commit sync held) dials the server and syncs the snapshot it offers; then a second
+ *   fetch <multiaddr> <serverPid> <rawBytes> <streams,...> <reps> [<storeDir> <genesisFile> <verifyWorkers> <writeBufferBytes> <maxInflightBytes>]
+ *       With a store, first a node with a fresh store (LevelDB write buffer <writeBufferBytes>; snapshot
+ *       sync on with <verifyWorkers> chunk-hash workers and <maxInflightBytes>, commit sync held) dials the server and syncs the snapshot it offers; then a second
  *       node of the same kind in this same process downloads <rawBytes> over 1, 4, ... parallel streams
  *       of the raw protocol (64 KiB writes, best of <reps>); with a store, last, the raw download once
  *       more over the most streams into a fresh store (each 1 MiB hashed and written as a chunk is).
@@ -194,10 +194,10 @@ function waitForStdinEnd (onEnd: () => Promise<void>): void {
  * sync (`snapshotManifest`/`Filter`/`Listing`/`Chunks` serve the store's snapshots; `snapshotSync`
  * syncs when `sync`).
  */
-function syncServices (store: ChainStore, sync: boolean, hashWorkers = DEFAULTS.verifyWorkers): Record<string, ServiceFactory> {
+function syncServices (store: ChainStore, sync: boolean, hashWorkers = DEFAULTS.verifyWorkers, maxInflightBytes = DEFAULTS.snapshotMaxInflightBytes): Record<string, ServiceFactory> {
   return {
     ...commitSyncServices({ store, executor: new CommitExecutor(store), sync, startPaused: sync, verifyWorkers: 0 }),
-    ...snapshotSyncServices({ ...snapshotSyncConfig(DEFAULTS), hashWorkers, store, sync, minPeers: 1 })
+    ...snapshotSyncServices({ ...snapshotSyncConfig({ ...DEFAULTS, snapshotMaxInflightBytes: maxInflightBytes }), hashWorkers, store, sync, minPeers: 1 })
   }
 }
 
@@ -232,7 +232,7 @@ if (mode === 'serve') {
   process.stdout.write(`LISTEN ${node.getMultiaddrs()[0].toString()}\n`)
   waitForStdinEnd(async () => { await node.stop(); await store?.close() })
 } else if (mode === 'fetch') {
-  const [addr, serverPidStr, rawBytesStr, streamsStr, repsStr, storeDir, genesisFile, verifyWorkersStr] = args
+  const [addr, serverPidStr, rawBytesStr, streamsStr, repsStr, storeDir, genesisFile, verifyWorkersStr, writeBufferStr, inflightStr] = args
   const rawBytes = Number(rawBytesStr)
   const reps = Number(repsStr)
   const serverPid = Number(serverPidStr)
@@ -254,11 +254,11 @@ if (mode === 'serve') {
   // 1. the snapshot sync, from a fresh node with a fresh store: first, so that its peak RSS is its own
   //    (a process keeps the heap and malloc arenas a 1 GiB download grew)
   if (storeDir !== undefined) {
-    const store = await ChainStore.open(storeDir, { genesis: decodeGenesis(readFileSync(genesisFile)) })
+    const store = await ChainStore.open(storeDir, { genesis: decodeGenesis(readFileSync(genesisFile)), writeBufferSize: Number(writeBufferStr ?? DEFAULTS.storeWriteBufferBytes) })
     const r = new Rss()
     const cpu0 = cpuNow()
     const t0 = performance.now()
-    const synced = await somaNode(store.chainId, syncServices(store, true, Number(verifyWorkersStr)))
+    const synced = await somaNode(store.chainId, syncServices(store, true, Number(verifyWorkersStr), Number(inflightStr ?? DEFAULTS.snapshotMaxInflightBytes)))
     const extra = await syncSnapshot(synced, addr)
     figures.snapshotMs = performance.now() - t0
     cpuFigures('snapshot', cpu0, cpuNow())

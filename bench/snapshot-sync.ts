@@ -98,6 +98,10 @@ export interface SnapshotSyncBenchOptions extends BenchOptions {
   sizes?: Partial<Sizes>
   /** the syncing node's `verifyWorkers` (its chunk-hash pool). @default the config default (2) */
   verifyWorkers?: number
+  /** the syncing node's `storeWriteBufferBytes` (LevelDB memtable). @default the config default (64 MiB) */
+  storeWriteBufferBytes?: number
+  /** the syncing node's `snapshotMaxInflightBytes`. @default the config default (64 MiB) */
+  snapshotMaxInflightBytes?: number
 }
 
 /** Writes the synthetic state; returns the bytes of vectors written. */
@@ -230,7 +234,7 @@ export async function run (opts: SnapshotSyncBenchOptions = {}): Promise<Figures
       try {
         log(`${snap !== undefined ? 'the snapshot sync, then ' : ''}raw libp2p download of ${(s.rawBytes / MiB).toFixed(0)} MiB over 1 and 4 streams`)
         const clientArgs = ['fetch', server.addr, String(server.child.pid), String(s.rawBytes), '1,4', String(s.rawReps)]
-        if (snap !== undefined) clientArgs.push(path.join(tmp.make('snapshot-sync-client'), 'chain'), snap.genesisFile, String(opts.verifyWorkers ?? DEFAULTS.verifyWorkers))
+        if (snap !== undefined) clientArgs.push(path.join(tmp.make('snapshot-sync-client'), 'chain'), snap.genesisFile, String(opts.verifyWorkers ?? DEFAULTS.verifyWorkers), String(opts.storeWriteBufferBytes ?? DEFAULTS.storeWriteBufferBytes), String(opts.snapshotMaxInflightBytes ?? DEFAULTS.snapshotMaxInflightBytes))
         const r = await fetch(clientArgs)
         figures['raw.1stream.MiBPerSec'] = r.raw1 as number
         figures['raw.4streams.MiBPerSec'] = r.raw4 as number
@@ -317,7 +321,20 @@ export async function run (opts: SnapshotSyncBenchOptions = {}): Promise<Figures
 if (isMain(import.meta.url)) {
   const quick = process.argv.includes('--quick')
   const only = process.argv.find(a => a.startsWith('--parts='))?.slice('--parts='.length).split(',') as Part[] | undefined
-  const embeddings = process.argv.find(a => a.startsWith('--embeddings='))?.slice('--embeddings='.length)
-  const workers = process.argv.find(a => a.startsWith('--verify-workers='))?.slice('--verify-workers='.length)
-  printFigures(`snapshot-sync${quick ? ' (quick)' : ''}`, await run({ quick, parts: only, sizes: embeddings === undefined ? undefined : { embeddings: Number(embeddings) }, verifyWorkers: workers === undefined ? undefined : Number(workers) }))
+  const arg = (name: string): number | undefined => {
+    const v = process.argv.find(a => a.startsWith(`--${name}=`))?.slice(name.length + 3)
+    if (v === undefined) return undefined
+    if (!/^\d+$/.test(v)) throw new Error(`--${name}=${v}: expected a whole number`)
+    return Number(v)
+  }
+  const embeddings = arg('embeddings')
+  const mib = (v: number | undefined): number | undefined => v === undefined ? undefined : v * MiB
+  printFigures(`snapshot-sync${quick ? ' (quick)' : ''}`, await run({
+    quick,
+    parts: only,
+    sizes: embeddings === undefined ? undefined : { embeddings },
+    verifyWorkers: arg('verify-workers'),
+    storeWriteBufferBytes: mib(arg('write-buffer-mib')),
+    snapshotMaxInflightBytes: mib(arg('inflight-mib'))
+  }))
 }
