@@ -2,6 +2,11 @@
  * Child process of bench/commit-sync.ts. Modes:
  *   serve <storeDir>                       serve a chain (prints `LISTEN <multiaddr>`), until stdin closes
  *   sync <storeDir> <multiaddr> <target> <verifyWorkers>   sync to <target>, print one JSON line of figures
+ *                                          (the re-execution below uses a fresh store in <storeDir>-reexec)
+ *
+ * After the sync, with its network stopped, the sync child also measures two parts of the sync's work
+ * alone on the chain it synced (`floors` below): the signature checks, and the execution. What any
+ * sync of this chain must do at least bounds the ratios it can reach on this machine.
  */
 import { createLibp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'

@@ -38,7 +38,7 @@ function verifyRate (n: number): number {
 interface SyncFigures { executionAlone: { ms: number, transactions: number, cpu?: ThreadCpu }, checksAlone: { ms: number, checks: number }, ms: number, commits: number, blocks: number, bytes: number, transactions: number, executionBatches: number, verifiedTxSignatures: number, signatureChecks: number, peakRssMiB: number, gc: { minor: number, minorMs: number, major: number, majorMs: number }, cpu?: ThreadCpu }
 
 async function runSync (clientDir: string, addr: string, target: number, workers: number, genesisPath: string): Promise<SyncFigures> {
-  const child = spawn(process.execPath, [...NODE_FLAGS, CHILD, 'sync', clientDir, addr, String(target), String(workers), genesisPath], { stdio: ['ignore', 'pipe', 'inherit'], env: withNodeEnv() })
+  const child = spawn(process.execPath, [...NODE_FLAGS, CHILD, 'sync', path.join(clientDir, 'chain'), addr, String(target), String(workers), genesisPath], { stdio: ['ignore', 'pipe', 'inherit'], env: withNodeEnv() })
   let out = ''
   child.stdout.on('data', (d) => { out += String(d) })
   const [code] = await once(child, 'exit')
