@@ -6,14 +6,14 @@
  *       serving the raw bench protocol and, with a store, the commit sync and snapshot sync protocols
  *       (serve only). Prints `LISTEN <multiaddr>`; runs until stdin closes.
  *   fetch <multiaddr> <serverPid> <rawBytes> <streams,...> <reps> [<storeDir> <genesisFile> <verifyWorkers> <writeBufferBytes> <maxInflightBytes>]
- *       With a store, first a node with a fresh store (LevelDB write buffer <writeBufferBytes>; snapshot
- *       sync on with <verifyWorkers> chunk-hash workers and <maxInflightBytes>, commit sync held) dials the server and syncs the snapshot it offers; then a second
- *       node of the same kind in this same process downloads <rawBytes> over 1, 4, ... parallel streams
- *       of the raw protocol (64 KiB writes, best of <reps>); with a store, last, the raw download once
- *       more over the most streams into a fresh store (each 1 MiB hashed and written as a chunk is).
- *       Each phase also reports the CPU time of
- *       this process's threads and of the server process (<serverPid>) over it (Linux /proc). Prints
- *       one JSON line of figures.
+ *       With a store, first a node with a fresh store (LevelDB write buffer <writeBufferBytes>;
+ *       snapshot sync on with <verifyWorkers> chunk-hash workers and <maxInflightBytes> in flight,
+ *       commit sync held) dials the server and syncs the snapshot it offers; then a second node of the
+ *       same kind in this same process downloads <rawBytes> over 1, 4, ... parallel streams of the raw
+ *       protocol (64 KiB writes, best of <reps>); with a store, last, the raw download once more over
+ *       the most streams into a fresh store (each 1 MiB hashed and written as a chunk is). Each phase
+ *       also reports the CPU time of this process's threads and of the server process (<serverPid>)
+ *       over it (Linux /proc). Prints one JSON line of figures.
  *   helia-serve <blocks> <blockBytes> <cidsFile>
  *       Helia 7 (createHeliaLight + withLibp2pLight + withBitswap; tcp + noise + yamux + identify),
  *       memory blockstore holding <blocks> raw blocks of <blockBytes> (deterministic bytes); writes their
@@ -44,6 +44,7 @@ const RAW_PROTOCOL = '/soma-bench/raw/1.0.0'
 const WRITE_BYTES = 64 * 1024
 /** piece size of the raw download into LevelDB: the snapshot's target chunk size (1 MiB) */
 const PIECE_BYTES = 1024 * 1024
+/** pieces fetchRawIntoStore has written, over all its streams */
 let pieces = 0
 
 const [mode, ...args] = process.argv.slice(2)
@@ -132,9 +133,9 @@ async function fetchRaw (node: SomaLibp2p, addr: string, size: number): Promise<
 
 /**
  * Downloads `size` bytes over one stream of the raw protocol into `store`: the bytes are cut into
- * pieces of PIECE_BYTES, and each piece is hashed (sha256) and written under its hash in the chunk
- * bucket (under a unique key), one LevelDB batch per piece, as the snapshot sync writes a verified chunk. Nothing else: no
- * protocol, no verification against anything, no state.
+ * pieces of PIECE_BYTES, and each piece is hashed (sha256) and written in the chunk bucket under a
+ * unique random key, one LevelDB batch per piece, as the snapshot sync writes a verified chunk.
+ * Nothing else: no protocol, no verification against anything, no state.
  */
 async function fetchRawIntoStore (node: SomaLibp2p, addr: string, size: number, store: ChainStore): Promise<number> {
   const stream = await node.dialProtocol(multiaddr(addr), RAW_PROTOCOL)

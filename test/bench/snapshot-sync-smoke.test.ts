@@ -1,8 +1,8 @@
 /**
  * Keeps bench/snapshot-sync.ts from rotting: its quick run (a small attested snapshot, the raw libp2p
  * baseline between two child processes, the snapshot sync between the same two, the raw download
- * into LevelDB, Helia bitswap between two more) must complete in under 30 s with positive, finite figures. No threshold on the
- * values: the machine is shared and noisy.
+ * into LevelDB, Helia bitswap between two more) must complete in under 30 s with positive, finite
+ * figures. No threshold on the values: the machine is shared and noisy.
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
