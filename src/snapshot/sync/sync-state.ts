@@ -200,14 +200,13 @@ export class SyncState {
    * The entries of [gte, lt) in key order, read in pages of `PAGE_ENTRIES`, each by its own iterator that
    * is closed before the page is yielded. A LevelDB iterator pins the memtables that exist when it is
    * made, until it is closed: one held open by a consumer that writes meanwhile (the load writes a GiB
-   * of state between its first row and its last) kept every memtable written since in memory as well
-   * as the chunks phase's, ~270 MiB at the peak of a snapshot sync with 64 MiB write buffers.
+   * of state between its first row and its last) kept the chunks phase's memtables in memory next to
+   * the load's own, ~270 MiB of them at the peak of a snapshot sync with 64 MiB write buffers.
    */
   private async * paged (gte: Uint8Array, lt: Uint8Array): AsyncGenerator<[Uint8Array, Uint8Array]> {
     let range: { gte: Uint8Array } | { gt: Uint8Array } = { gte }
     for (;;) {
-      const page: Array<[Uint8Array, Uint8Array]> = []
-      for await (const e of this.db.iterator({ ...range, lt, limit: PAGE_ENTRIES })) page.push(e)
+      const page: Array<[Uint8Array, Uint8Array]> = await this.db.iterator({ ...range, lt, limit: PAGE_ENTRIES }).all()
       yield * page
       if (page.length < PAGE_ENTRIES) return
       range = { gt: page[page.length - 1][0] }
