@@ -376,6 +376,7 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
             executor,
             sync: mode === 'sync',
             startPaused: snapshot.snapshot,
+            logger: log.child('commit-sync'),
             verifyWorkers: config.verifyWorkers,
             handlerTimeoutMs: config.handlerTimeoutMs,
             inboundRequestsPerSecond: config.inboundRequestsPerSecond,
@@ -387,6 +388,7 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
             store,
             sync: snapshot.snapshot,
             rpc,
+            logger: log.child('snapshot-sync'),
             candidates: [discovered],
             onDone: (r) => {
               if (r?.outcome === 'synced') void currentEpoch(store).then(e => { if (node !== undefined) node.epoch = e }).catch(() => {})

@@ -8,7 +8,8 @@
  * States: stopped → replaying (stored but unexecuted commits go to the executor first) → discovering
  * (no peer heights yet) ⇄ syncing ⇄ waiting-for-peers / synced.
  */
-import type { ComponentLogger, Logger, PeerId } from '@libp2p/interface'
+import type { PeerId } from '@libp2p/interface'
+import type { Logger } from '../utils/logger.ts'
 import type { ChainStore } from '../store/chain-store.ts'
 import type { CommitExecutor } from '../executor/commit-executor.ts'
 import type { CommittedSubDag } from '../chain/subdag.ts'
@@ -59,7 +60,8 @@ export interface EventLoopDeps {
   connectedPeers: () => PeerId[]
   /** closes connections to a banned peer */
   disconnect: (peer: PeerId) => Promise<void>
-  logger: ComponentLogger
+  /** the node's logger (operator-facing: info/warn/error reach the log without DEBUG) */
+  logger: Logger
 }
 
 export interface SyncProgress {
@@ -108,7 +110,7 @@ export class StateSyncEventLoop {
     this.config = config
     this.heights = new PeerHeights(deps.store.chainId)
     this.scores = new PeerScores(config.peerBanMs)
-    this.log = deps.logger.forComponent('soma:state-sync')
+    this.log = deps.logger
     this.downloader = new BlockDownloader({
       store: deps.store,
       fetchBlocks: deps.fetchBlocks,
@@ -135,7 +137,7 @@ export class StateSyncEventLoop {
 
   private setPhase (p: SyncPhase): void {
     if (p === this._phase) return
-    this.log('phase %s -> %s', this._phase, p)
+    this.log.info('phase %s -> %s', this._phase, p)
     this._phase = p
     for (const fn of this.listeners.phase) fn(p)
   }
@@ -273,16 +275,16 @@ export class StateSyncEventLoop {
       const info = await this.deps.availability.query(peer, { signal: AbortSignal.timeout(Math.min(this.config.timeoutMs, 10_000)) })
       if (!this.heights.update(peer, info, Date.now() - t0)) {
         this.penalize(peer, new WrongChainError(`${peer.toString()} is on another chain`))
-        this.log('peer %p is on another chain: dropped', peer)
+        this.log.warn('peer %p is on another chain: dropped', peer)
       }
     } catch (err: any) {
       // a peer without our protocols, or unreachable: not a lie, just not a sync peer
-      this.log.trace('availability query to %p failed: %s', peer, err.message)
+      this.log.debug('availability query to %p failed: %s', peer, err.message)
     }
   }
 
   private penalize (peer: PeerId, err: unknown): void {
-    this.log('peer %p: %s', peer, (err as any)?.message ?? err)
+    this.log.warn('peer %p: %s', peer, (err as any)?.message ?? err)
     if (this.scores.penalize(peer, err) || err instanceof WrongChainError) {
       this.heights.remove(peer)
       void this.deps.disconnect(peer).catch(() => {})
@@ -308,7 +310,7 @@ export class StateSyncEventLoop {
     this.syncTask = this.syncOnce(start, target, signal)
       .catch(err => {
         if (signal.aborted) return
-        this.log('sync task failed: %s', err.message)
+        this.log.warn('sync task failed: %s', err.message)
         // back off: retrying at once hammers the peers that just failed (a rate-limited peer would
         // be penalized until banned)
         this.noPeerUntil = Date.now() + this.config.waitIntervalWhenNoPeerToSyncContentMs

@@ -28,6 +28,7 @@ import { StateSyncEventLoop, STATE_SYNC_KEYS, type StateSyncConfig, type SyncPro
 import { SignedBlockVerifier } from './block-verifier.ts'
 import { TxVerifier } from './tx-verifier.ts'
 import type { RpcInit } from '../net/rpc.ts'
+import { createLogger, type Logger } from '../utils/logger.ts'
 
 export interface StateSyncInit extends Partial<StateSyncConfig> {
   store: ChainStore
@@ -43,6 +44,11 @@ export interface StateSyncInit extends Partial<StateSyncConfig> {
    * until the snapshot is loaded). @default false
    */
   startPaused?: boolean
+  /**
+   * Where the sync logic logs (phase changes, penalties, fallbacks, failures at info/warn/error).
+   * @default a logger named 'commit-sync' at level info, to stderr
+   */
+  logger?: Logger
 }
 
 export interface StateSyncComponents {
@@ -111,7 +117,7 @@ export class StateSync implements Startable {
       txVerifier: new TxVerifier(this.pool, store.chainId, store.genesis.genesis.embeddingDim),
       connectedPeers: () => [...new Map(c.connectionManager.getConnections().map(conn => [conn.remotePeer.toString(), conn.remotePeer])).values()],
       disconnect: async (peer) => { await c.connectionManager.closeConnections(peer) },
-      logger: c.logger
+      logger: this.init.logger ?? createLogger('commit-sync')
     }, this.config)
     c.events.addEventListener('peer:connect', this.onConnect)
     c.events.addEventListener('peer:disconnect', this.onDisconnect)

@@ -1,7 +1,8 @@
 /**
  * A tiny leveled logger: one line per message, `<ISO time> <LEVEL> [<component>] <message>`, to stderr
  * (stdout stays free for command output such as `keygen`'s peer id or `config --print`'s JSON).
- * Messages below the logger's level (config.logLevel) are dropped.
+ * Messages below the logger's level (config.logLevel) are dropped. `%p` (libp2p's peer id placeholder) is
+ * written like `%s`, so messages read the same as libp2p's debug logs.
  */
 import { format } from 'node:util'
 
@@ -42,7 +43,7 @@ export function createLogger (component: string, opts: LoggerOptions = {}): Logg
   const write = opts.write ?? ((line: string) => { process.stderr.write(line) })
   const emit = (l: LogLevel, message: string, args: unknown[]): void => {
     if (rank(l) > max) return
-    write(`${new Date().toISOString()} ${l.toUpperCase().padEnd(5)} [${component}] ${format(message, ...args)}\n`)
+    write(`${new Date().toISOString()} ${l.toUpperCase().padEnd(5)} [${component}] ${format(message.replaceAll('%p', '%s'), ...args)}\n`)
   }
   return {
     component,

@@ -24,6 +24,7 @@ import type { ConnectionManager } from '@libp2p/interface-internal'
 import type { ChainStore } from '../../store/chain-store.ts'
 import { DEFAULTS, type SomaConfig } from '../../config.ts'
 import type { RpcInit } from '../../net/rpc.ts'
+import { createLogger, type Logger } from '../../utils/logger.ts'
 import { VerifyPool } from '../../crypto/verify-pool.ts'
 import { SignedBlockVerifier } from '../../sync/block-verifier.ts'
 import type { EpochProofs } from '../../sync/protocols/epoch-proofs.ts'
@@ -46,6 +47,11 @@ export interface SnapshotSyncInit extends Partial<SnapshotSyncConfig> {
   verifyPool?: VerifyPool
   /** Called when snapshot sync ends (synced, none found, or failed). */
   onDone?: (result: SnapshotSyncResult | undefined, err?: Error) => void
+  /**
+   * Where the sync logic logs (phases, chosen snapshot, penalties, fallbacks, failures at info/warn/error).
+   * @default a logger named 'snapshot-sync' at level info, to stderr
+   */
+  logger?: Logger
 }
 
 export interface SnapshotSyncComponents {
@@ -67,6 +73,7 @@ export class SnapshotSyncService implements Startable {
   readonly [serviceDependencies]: string[]
   private readonly components: SnapshotSyncComponents
   private readonly init: SnapshotSyncInit
+  private readonly log: Logger
   private sync?: SnapshotSync
   private controller?: AbortController
   private task?: Promise<void>
@@ -80,6 +87,7 @@ export class SnapshotSyncService implements Startable {
   constructor (components: SnapshotSyncComponents, init: SnapshotSyncInit) {
     this.components = components
     this.init = init
+    this.log = init.logger ?? createLogger('snapshot-sync')
     this[serviceDependencies] = init.sync === true
       ? ['@soma/snapshot-manifest', '@soma/snapshot-filter', '@soma/snapshot-listing', '@soma/snapshot-chunks', '@soma/epoch-proofs', '@soma/fetch-commits']
       : []
@@ -108,7 +116,7 @@ export class SnapshotSyncService implements Startable {
       connectedPeers: () => [...new Map(c.connectionManager.getConnections().map(conn => [conn.remotePeer.toString(), conn.remotePeer])).values()],
       disconnect: async (peer) => { await c.connectionManager.closeConnections(peer) },
       candidates: this.init.candidates,
-      logger: c.logger
+      logger: this.log
     }, this.init)
     c.events.addEventListener('peer:connect', this.onConnect)
     c.events.addEventListener('peer:identify', this.onIdentify as any)
@@ -127,7 +135,7 @@ export class SnapshotSyncService implements Startable {
     }, (err: Error) => {
       if (signal.aborted) return
       this.error = err
-      this.components.logger.forComponent('soma:snapshot-sync').error('snapshot sync failed: %s', err.message)
+      this.log.error('snapshot sync failed: %s', err.message)
       this.init.onDone?.(undefined, err)
     })
   }

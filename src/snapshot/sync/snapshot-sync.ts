@@ -27,7 +27,8 @@
  * the manifest request for its commit with the same manifest bytes (probed every `probeIntervalMs` and
  * when a peer connects), so peers found later join the download.
  */
-import type { ComponentLogger, Logger, PeerId } from '@libp2p/interface'
+import type { PeerId } from '@libp2p/interface'
+import type { Logger } from '../../utils/logger.ts'
 import type { ChainStore } from '../../store/chain-store.ts'
 import { sha256, bytesEqual, toHex } from '../../crypto/hash.ts'
 import { WrongChainError, InvalidSnapshotError, StoreError } from '../../errors.ts'
@@ -113,7 +114,8 @@ export interface SnapshotSyncDeps {
   disconnect?: (peer: PeerId) => Promise<void>
   /** discovery (gossip, DHT, …): more candidates besides asking connected peers */
   candidates?: SnapshotCandidateSource[]
-  logger: ComponentLogger
+  /** the node's logger (operator-facing: info/warn/error reach the log without DEBUG) */
+  logger: Logger
 }
 
 export interface SnapshotSyncProgress {
@@ -194,7 +196,7 @@ export class SnapshotSync {
     this.config = { ...SNAPSHOT_SYNC_DEFAULTS, ...Object.fromEntries(Object.entries(config).filter(([, v]) => v !== undefined)) }
     this.scores = new PeerScores(this.config.peerBanMs)
     this.state = new SyncState(deps.store)
-    this.log = deps.logger.forComponent('soma:snapshot-sync')
+    this.log = deps.logger
   }
 
   on<K extends keyof SnapshotSyncEvents>(event: K, fn: SnapshotSyncEvents[K]): void { (this.listeners[event] as any[]).push(fn) }
@@ -203,7 +205,7 @@ export class SnapshotSync {
 
   private setPhase (p: SnapshotSyncPhase): void {
     if (p === this._phase) return
-    this.log('phase %s -> %s', this._phase, p)
+    this.log.info('phase %s -> %s', this._phase, p)
     this._phase = p
     for (const fn of this.listeners.phase) fn(p)
   }
@@ -219,7 +221,7 @@ export class SnapshotSync {
 
   /** Applies the penalty for `err`; a banned peer is dropped and disconnected. Returns whether banned. */
   penalize (peer: PeerId, err: unknown): boolean {
-    this.log('peer %p: %s', peer, (err as any)?.message ?? err)
+    this.log.warn('peer %p: %s', peer, (err as any)?.message ?? err)
     const banned = this.scores.penalize(peer, err)
     if (banned) {
       this.current?.servers.delete(peer.toString())
@@ -288,7 +290,7 @@ export class SnapshotSync {
         if (persisted !== undefined) {
           const m = decodeManifest(decodeAttestation(persisted.attestation).manifest)
           if (m.commitIndex <= this.deps.store.highestSynced && !await this.state.stateReplaced()) {
-            this.log('dropping the sync of the snapshot of commit %d: the store is at commit %d already', m.commitIndex, this.deps.store.highestSynced)
+            this.log.info('dropping the sync of the snapshot of commit %d: the store is at commit %d already', m.commitIndex, this.deps.store.highestSynced)
             await this.state.clear()
             persisted = undefined
             resumed = false
@@ -416,7 +418,7 @@ export class SnapshotSync {
         onPeerError: (p, e) => { this.penalize(p, e) }
       })
       if (got < epoch) {
-        this.log('the snapshot of commit %d is of epoch %d; the committees are known up to epoch %d only: cannot verify it yet', c.manifest.commitIndex, epoch, got)
+        this.log.info('the snapshot of commit %d is of epoch %d; the committees are known up to epoch %d only: cannot verify it yet', c.manifest.commitIndex, epoch, got)
         return false
       }
     }
@@ -450,7 +452,7 @@ export class SnapshotSync {
       try {
         const a = await this.deps.manifest.get(peer, c.manifest.commitIndex, { signal: AbortSignal.any([signal, AbortSignal.timeout(5000)]) })
         if (bytesEqual(sha256(decodeAttestation(a.attestationBytes).manifest), c.digest) && !this.scores.isBanned(peer)) {
-          if (!c.servers.has(peer.toString())) this.log('%p serves the snapshot of commit %d', peer, c.manifest.commitIndex)
+          if (!c.servers.has(peer.toString())) this.log.info('%p serves the snapshot of commit %d', peer, c.manifest.commitIndex)
           c.servers.set(peer.toString(), peer)
         }
       } catch {}
@@ -474,7 +476,7 @@ export class SnapshotSync {
     const c: Current = { manifest, digest: sha256(manifestBytes), servers: new Map(offered.map(x => [x.toString(), x])), probed: new Map() }
     this.current = c
     for (const fn of this.listeners.chosen) fn(manifest, resumed)
-    this.log('%s the snapshot of commit %d (epoch %d, %d chunks, %d bytes) at phase %s', resumed ? 'resuming' : 'syncing', manifest.commitIndex, manifest.epoch, manifest.chunkCount, manifest.totalBytes, p.phase)
+    this.log.info('%s the snapshot of commit %d (epoch %d, %d chunks, %d bytes) at phase %s', resumed ? 'resuming' : 'syncing', manifest.commitIndex, manifest.epoch, manifest.chunkCount, manifest.totalBytes, p.phase)
     const probing = new AbortController()
     const probeSignal = AbortSignal.any([signal, probing.signal])
     const prober = this.probeLoop(c, probeSignal)
@@ -511,7 +513,7 @@ export class SnapshotSync {
             servers: () => this.servers(),
             penalize: (peer, err) => this.penalize(peer, err),
             reward: (peer) => { this.scores.reward(peer) },
-            log: (msg, ...args) => { this.log(msg, ...args) },
+            log: (msg, ...args) => { this.log.warn(msg, ...args) },
             hashPool: this.hashPool
           }, this.config)
           this.downloader = d
@@ -535,7 +537,7 @@ export class SnapshotSync {
             signal.throwIfAborted()
           } catch (err) {
             if (!(err instanceof MissingChunksError)) throw err
-            this.log('final check: %s; back to the chunks', err.message)
+            this.log.warn('final check: %s; back to the chunks', err.message)
             await this.state.enter('chunks')
             phase = 'chunks'
             continue
@@ -545,12 +547,12 @@ export class SnapshotSync {
         } else if (phase === 'load') {
           this.setPhase('load')
           try {
-            const r = await loadState(store, this.state, manifest, { batchBytes: this.config.loadBatchBytes, hashPool: this.hashPool, signal, onProgress: (done) => { this.loadDone = done }, log: (msg, ...args) => { this.log(msg, ...args) } })
-            this.log('loaded %d accounts and %d embeddings from %d chunks (partial state hashes: %d stored, %d computed, %d repaired)', r.accounts, r.embeddings, r.chunks, r.storedPartials, r.computedPartials, r.repairedPartials)
+            const r = await loadState(store, this.state, manifest, { batchBytes: this.config.loadBatchBytes, hashPool: this.hashPool, signal, onProgress: (done) => { this.loadDone = done }, log: (msg, ...args) => { this.log.warn(msg, ...args) } })
+            this.log.info('loaded %d accounts and %d embeddings from %d chunks (partial state hashes: %d stored, %d computed, %d repaired)', r.accounts, r.embeddings, r.chunks, r.storedPartials, r.computedPartials, r.repairedPartials)
             signal.throwIfAborted()
           } catch (err) {
             if (!(err instanceof MissingChunksError)) throw err
-            this.log('load: %s; back to the chunks', err.message)
+            this.log.warn('load: %s; back to the chunks', err.message)
             await this.state.enter('chunks')
             phase = 'chunks'
             continue
@@ -562,7 +564,7 @@ export class SnapshotSync {
           const commit = await this.waitForAnchor(c, signal)
           signal.throwIfAborted()
           const r = await anchorSnapshot(store, this.state, manifest, commit, { attestation: p.attestation, filter: filterBytes!, keep: this.config.keep })
-          this.log('anchored at commit %d (pruned snapshots %o, swept %d chunks)', manifest.commitIndex, r.prunedSnapshots, r.sweptChunks)
+          this.log.info('anchored at commit %d (pruned snapshots %o, swept %d chunks)', manifest.commitIndex, r.prunedSnapshots, r.sweptChunks)
           return manifest
         }
       }
