@@ -19,7 +19,11 @@ test('bench/commit-sync.ts quick run gives positive finite figures', { timeout: 
     assert.equal(typeof value, 'number', `${key} is not a number`)
     // CPU times come in 10 ms ticks: a thread kind the short quick run barely used may measure 0
     const cpu = key.startsWith('CPU µs/tx') || key.startsWith('execution alone')
-    assert.ok(Number.isFinite(value) && (cpu ? value >= 0 : value > 0), `${key} = ${value} is not a positive finite number`)
+    // a difference of two measurements (the sync's CPU less its checks costed at the baseline's rate,
+    // measured moments apart), and the ratio derived from it: on a loaded machine the baseline's cost per
+    // check can exceed what the sync's checks cost, so these may come out negative; only finite
+    const difference = key.includes('besides signature checks') || key.startsWith('ratio these CPU costs allow')
+    assert.ok(Number.isFinite(value) && (difference || (cpu ? value >= 0 : value > 0)), `${key} = ${value} is not a positive finite number`)
   }
   for (const label of ['main thread', '2 workers']) {
     const f = (k: string): number => figures[`${k} (${label})`]
