@@ -24,13 +24,16 @@
  *    falls exactly on the start of an old chunk that holds no delta: from there on old and new cuts
  *    coincide (boundaries depend only on the entries since the last cut). Only these chunks are
  *    re-encoded and re-hashed; every other old ChunkInfo is reused as is.
- * 4. The hashes that left the listing are deleted from a copy of the previous filter and the new ones
- *    inserted (each in ascending byte order), the multiset hash is updated by removing/adding the same
- *    hashes: both O(changed chunks). The final checksum is recomputed over the sorted listing hashes:
- *    O(chunks) 32-byte hashes, which is small (a 1 GiB state is ~1,000 chunks at the default size).
+ * 4. The multiset hash is updated by removing/adding the hashes that left/joined the listing:
+ *    O(changed chunks). The final checksum is recomputed over the sorted listing hashes, and the filter
+ *    is built from them (`CuckooFilter.build`, the canonical filter of the set): O(chunks) 32-byte
+ *    hashes, which is small (a 1 GiB state is ~1,000 chunks at the default size; building the filter
+ *    of 1M hashes takes a fraction of a second, see bench/snapshot.ts). The filter is never updated in
+ *    place: an updated filter's bucket placement depends on the snapshot history, and two honest
+ *    validators with different histories would sign different manifests (issue 16).
  *
- * The result is the same listing, final checksum and multiset hash as a full build of the same state
- * (tests check it). The new snapshot's rows, its new chunks, the pruning of snapshots beyond `keep` and
+ * The result is the same listing, final checksum, multiset hash and filter, hence the same manifest
+ * bytes, as a full build of the same state (tests check it). The new snapshot's rows, its new chunks, the pruning of snapshots beyond `keep` and
  * the sweep of chunks no kept snapshot lists are one atomic batch; the change log is trimmed after it.
  */
 import type { ChainStore } from '../store/chain-store.ts'
@@ -65,7 +68,7 @@ export interface SnapshotPoint {
 export interface SnapshotOptions extends ChunkingOptions {
   /** snapshots kept (the newest); older ones are pruned with their unshared chunks. @default 3 */
   keep?: number
-  /** fingerprint width of the filter. @default 32 (see cuckoo-filter.ts) */
+  /** fingerprint width of the filter (part of what validators must agree on). @default 32 (see cuckoo-filter.ts) */
   filterFingerprintBits?: number
   /** update the previous snapshot when possible (false: always a full build). @default true */
   incremental?: boolean
@@ -101,8 +104,13 @@ export interface BuildStats {
   changedEmbeddings: number
   /** unchanged accounts moved from the hot to the cold group at an epoch change */
   agedAccounts: number
+  /** always true: the attested filter is built from the chunk set (kept for callers of the former update path) */
   filterRebuilt: boolean
   filterReason: string
+  /** hashes the canonical filter keeps in its stash (almost always 0) */
+  filterStash: number
+  /** time to build the filter, in ms */
+  filterMs: number
   prunedSnapshots: number[]
   sweptChunks: number
   ms: number
@@ -174,7 +182,6 @@ interface Base {
   commit: number
   manifest: SnapshotManifest
   listing: ChunkInfo[]
-  filterBytes: Uint8Array
   multiset: LtHash
 }
 
@@ -233,7 +240,7 @@ export async function buildSnapshot (store: ChainStore, opts: SnapshotOptions = 
   const writer = new ChunkWriter(store, opts.writeBatchBytes ?? DEFAULT_WRITE_BATCH_BYTES, write)
   const stats: BuildStats = {
     mode: 'full', fullReason: '', chunks: 0, totalBytes: 0, chunksEncoded: 0, entriesEncoded: 0, bytesEncoded: 0, chunksAdded: 0, chunksRemoved: 0,
-    chunksRead: 0, changedAccounts: 0, changedEmbeddings: 0, agedAccounts: 0, filterRebuilt: false, filterReason: '', prunedSnapshots: [], sweptChunks: 0, ms: 0
+    chunksRead: 0, changedAccounts: 0, changedEmbeddings: 0, agedAccounts: 0, filterRebuilt: true, filterReason: 'built from the chunk set (canonical)', filterStash: 0, filterMs: 0, prunedSnapshots: [], sweptChunks: 0, ms: 0
   }
 
   let base: Base | undefined
@@ -264,10 +271,11 @@ export async function buildSnapshot (store: ChainStore, opts: SnapshotOptions = 
   stats.chunksAdded = produced.added.length
   stats.chunksRemoved = produced.removed.length
 
-  // filter: previous filter updated by the listing diff, or built from the set
-  const { filter, rebuilt, reason } = updateFilter(base, produced, hashes, fingerprintBits)
-  stats.filterRebuilt = rebuilt
-  stats.filterReason = reason
+  // the canonical filter of the chunk set: a function of the set alone, never of the history
+  const tf = performance.now()
+  const filter = CuckooFilter.build(hashes, { fingerprintBits })
+  stats.filterMs = performance.now() - tf
+  stats.filterStash = filter.stashed
   // multiset hash over chunk hashes: O(changed)
   let multiset: LtHash
   if (base === undefined) {
@@ -287,7 +295,7 @@ export async function buildSnapshot (store: ChainStore, opts: SnapshotOptions = 
     stateRoot: point.stateRoot,
     chunkCount: listing.length,
     totalBytes: stats.totalBytes,
-    filter: { log2Buckets: filter.log2Buckets, fingerprintBits: filter.fingerprintBits, bucketSize: filter.bucketSize, count: filter.count },
+    filter: { log2Buckets: filter.log2Buckets, fingerprintBits: filter.fingerprintBits, bucketSize: filter.bucketSize, count: filter.count, stash: filter.stashed },
     filterHash: sha256(filterBytes),
     finalChecksum: finalChecksum(hashes),
     multisetHash: multiset.checksum(),
@@ -330,25 +338,9 @@ async function loadBase (store: ChainStore, snaps: SnapshotStore, point: Snapsho
   if (!sameChunking(m.chunking, params)) return { reason: `the chunking parameters differ from those of the snapshot of commit ${commit}` }
   if (point.epoch < m.epoch) throw new StoreError(`commit ${point.commitIndex} is of epoch ${point.epoch}, before the epoch ${m.epoch} of the snapshot of commit ${commit}`)
   return {
-    base: { commit, manifest: m, listing: await snaps.getListing(commit), filterBytes: await snaps.getFilterBytes(commit), multiset: await snaps.getMultiset(commit) },
+    base: { commit, manifest: m, listing: await snaps.getListing(commit), multiset: await snaps.getMultiset(commit) },
     reason: ''
   }
-}
-
-function updateFilter (base: Base | undefined, p: Produced, hashes: Uint8Array[], fingerprintBits: number): { filter: CuckooFilter, rebuilt: boolean, reason: string } {
-  const build = (reason: string): { filter: CuckooFilter, rebuilt: boolean, reason: string } => ({ filter: CuckooFilter.build(hashes, { fingerprintBits }), rebuilt: true, reason })
-  if (base === undefined) return build('full build')
-  let f: CuckooFilter
-  try {
-    f = CuckooFilter.fromBytes(base.filterBytes)
-  } catch (err: any) {
-    return build(`the previous filter does not load (${err.message})`)
-  }
-  if (f.fingerprintBits !== fingerprintBits) return build('the fingerprint width changed')
-  for (const h of [...p.removed].sort(compareBytes)) if (!f.delete(h)) return build('a removed chunk hash was not in the previous filter')
-  for (const h of [...p.added].sort(compareBytes)) if (!f.insert(h)) return build('an insert failed (filter full)')
-  if (CuckooFilter.forCapacity(hashes.length, { fingerprintBits }).log2Buckets !== f.log2Buckets) return build('the chunk count needs another table size')
-  return { filter: f, rebuilt: false, reason: '' }
 }
 
 // ---------------------------------------------------------------------------------------------------
