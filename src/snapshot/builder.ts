@@ -114,6 +114,8 @@ export interface BuildStats {
   prunedSnapshots: number[]
   sweptChunks: number
   ms: number
+  /** where the time went, ms per phase (base, changes, aging, recut, diff, full, filter, checksums, encode, sign, write, prune, trim) */
+  phases: Record<string, number>
 }
 
 export interface SnapshotBuildResult {
@@ -240,7 +242,14 @@ export async function buildSnapshot (store: ChainStore, opts: SnapshotOptions = 
   const writer = new ChunkWriter(store, opts.writeBatchBytes ?? DEFAULT_WRITE_BATCH_BYTES, write)
   const stats: BuildStats = {
     mode: 'full', fullReason: '', chunks: 0, totalBytes: 0, chunksEncoded: 0, entriesEncoded: 0, bytesEncoded: 0, chunksAdded: 0, chunksRemoved: 0,
-    chunksRead: 0, changedAccounts: 0, changedEmbeddings: 0, agedAccounts: 0, filterRebuilt: true, filterReason: 'built from the chunk set (canonical)', filterStash: 0, filterMs: 0, prunedSnapshots: [], sweptChunks: 0, ms: 0
+    chunksRead: 0, changedAccounts: 0, changedEmbeddings: 0, agedAccounts: 0, filterRebuilt: true, filterReason: 'the canonical filter of the chunk set', filterStash: 0, filterMs: 0, prunedSnapshots: [], sweptChunks: 0, ms: 0, phases: {}
+  }
+  let tp = performance.now()
+  /** ends the current phase: its time goes to `name` */
+  const phase = (name: string): void => {
+    const t = performance.now()
+    stats.phases[name] = (stats.phases[name] ?? 0) + t - tp
+    tp = t
   }
 
   let base: Base | undefined
@@ -251,6 +260,7 @@ export async function buildSnapshot (store: ChainStore, opts: SnapshotOptions = 
     base = r.base
     stats.fullReason = r.reason
   }
+  phase('base')
   const count = (c: Chunker): void => {
     stats.chunksEncoded += c.chunks
     stats.entriesEncoded += c.entriesEncoded
@@ -259,10 +269,11 @@ export async function buildSnapshot (store: ChainStore, opts: SnapshotOptions = 
   let produced: Produced
   if (base === undefined) {
     produced = await fullBuild(store, point, params, writer, count)
+    phase('full')
   } else {
     stats.mode = 'incremental'
     stats.baseCommit = base.commit
-    produced = await incrementalBuild(store, snaps, point, params, base, writer, stats, count)
+    produced = await incrementalBuild(store, snaps, point, params, base, writer, stats, count, phase)
   }
   const listing = produced.listing
   const hashes = listing.map(i => i.hash)
@@ -276,6 +287,7 @@ export async function buildSnapshot (store: ChainStore, opts: SnapshotOptions = 
   const filter = CuckooFilter.build(hashes, { fingerprintBits })
   stats.filterMs = performance.now() - tf
   stats.filterStash = filter.stashed
+  phase('filter')
   // multiset hash over chunk hashes: O(changed)
   let multiset: LtHash
   if (base === undefined) {
@@ -285,6 +297,9 @@ export async function buildSnapshot (store: ChainStore, opts: SnapshotOptions = 
     for (const h of produced.removed) multiset.remove(h)
     for (const h of produced.added) multiset.add(h)
   }
+  const multisetHash = multiset.checksum()
+  const finalSum = finalChecksum(hashes)
+  phase('checksums')
   const listingBytes = encodeListing(listing)
   const filterBytes = filter.toBytes()
   const manifest: SnapshotManifest = {
@@ -297,14 +312,16 @@ export async function buildSnapshot (store: ChainStore, opts: SnapshotOptions = 
     totalBytes: stats.totalBytes,
     filter: { log2Buckets: filter.log2Buckets, fingerprintBits: filter.fingerprintBits, bucketSize: filter.bucketSize, count: filter.count, stash: filter.stashed },
     filterHash: sha256(filterBytes),
-    finalChecksum: finalChecksum(hashes),
-    multisetHash: multiset.checksum(),
+    finalChecksum: finalSum,
+    multisetHash,
     listingHash: sha256(listingBytes),
     chunking: params
   }
   const manifestBytes = encodeManifest(manifest)
+  phase('encode')
   const signatures = opts.sign === undefined ? [] : await opts.sign(manifestBytes, manifest)
   const attestationBytes = encodeAttestation({ manifest: manifestBytes, signatures })
+  phase('sign')
 
   if (fromStore && store.highestExecuted !== point.commitIndex) {
     throw new StoreError(`commit ${store.highestExecuted} was executed while the snapshot of commit ${point.commitIndex} was being built; nothing was stored`)
@@ -318,12 +335,16 @@ export async function buildSnapshot (store: ChainStore, opts: SnapshotOptions = 
   const batch = store.batch()
   writer.drain(batch)
   snaps.putRows(batch, { commit: point.commitIndex, attestation: attestationBytes, listing: listingBytes, filter: filterBytes, multiset: multiset.toBytes() })
+  phase('write')
   const pr = await snaps.prune(batch, keep, { commit: point.commitIndex, listing })
+  phase('prune')
   await batch.write()
+  phase('write')
   stats.prunedSnapshots = pr.prunedSnapshots
   stats.sweptChunks = pr.sweptChunks
   // the rows an incremental update from any kept snapshot needs are those after it
   await snaps.trimChangeLog(pr.kept[0])
+  phase('trim')
   stats.ms = performance.now() - t0
   return result
 }
@@ -406,7 +427,7 @@ interface Delta {
   entry: ChunkEntry | null
 }
 
-async function incrementalBuild (store: ChainStore, snaps: SnapshotStore, point: SnapshotPoint, params: ChunkingParams, base: Base, writer: ChunkWriter, stats: BuildStats, count: (c: Chunker) => void): Promise<Produced> {
+async function incrementalBuild (store: ChainStore, snaps: SnapshotStore, point: SnapshotPoint, params: ChunkingParams, base: Base, writer: ChunkWriter, stats: BuildStats, count: (c: Chunker) => void, phase: (name: string) => void): Promise<Produced> {
   const K = params.hotEpochs
   // 1. what changed since the base snapshot, with its state then
   const changes = new Map<string, { kind: number, key: Uint8Array, before: Uint8Array | undefined }>()
@@ -424,6 +445,7 @@ async function incrementalBuild (store: ChainStore, snaps: SnapshotStore, point:
   stats.changedEmbeddings = embeddings.length
   const accountNow = await getManyBatched(store, accounts.map(c => Keys.account(c.key)))
   const embeddingNow = await getManyBatched(store, embeddings.map(c => Keys.embedding(c.key)))
+  phase('changes')
 
   const deltas = new Map<string, Map<string, Delta>>()
   const addDelta = (kind: number, group: number, key: Uint8Array, entry: ChunkEntry | null): void => {
@@ -490,6 +512,7 @@ async function incrementalBuild (store: ChainStore, snaps: SnapshotStore, point:
     }
   }
 
+  phase('aging')
   // 3. re-cut around the deltas
   const oldHashes = new Set(base.listing.map(i => toHex(i.hash)))
   const listing: ChunkInfo[] = []
@@ -506,13 +529,16 @@ async function incrementalBuild (store: ChainStore, snaps: SnapshotStore, point:
     listing.push(...chunks)
   }
   cache.clear()
+  phase('recut')
   listing.sort(compareChunkInfo)
   const newHashes = new Set(listing.map(i => toHex(i.hash)))
-  return {
+  const produced = {
     listing,
     added: listing.filter(i => !oldHashes.has(toHex(i.hash))).map(i => i.hash),
     removed: base.listing.filter(i => !newHashes.has(toHex(i.hash))).map(i => i.hash)
   }
+  phase('diff')
+  return produced
 }
 
 /**
