@@ -514,7 +514,7 @@ async function incrementalBuild (store: ChainStore, snaps: SnapshotStore, point:
 
   phase('aging')
   // 3. re-cut around the deltas
-  const oldHashes = new Set(base.listing.map(i => toHex(i.hash)))
+  const oldHashes = new Set(base.listing.map(i => bytesKey(i.hash)))
   const listing: ChunkInfo[] = []
   const gids = new Set([...old.keys(), ...deltas.keys()])
   for (const gid of gids) {
@@ -524,18 +524,18 @@ async function incrementalBuild (store: ChainStore, snaps: SnapshotStore, point:
     const [kind, group] = gid.split('/').map(Number)
     const sorted = [...d.values()].sort((a, b) => compareBytes(a.key, b.key))
     const chunks = await recut(kind as ChunkKind, group, oldChunks, sorted, chunkerParamsFor(kind, params), load, c => {
-      if (!oldHashes.has(toHex(c.info.hash))) writer.add(c)
+      if (!oldHashes.has(bytesKey(c.info.hash))) writer.add(c)
     }, count)
     listing.push(...chunks)
   }
   cache.clear()
   phase('recut')
   listing.sort(compareChunkInfo)
-  const newHashes = new Set(listing.map(i => toHex(i.hash)))
+  const newHashes = new Set(listing.map(i => bytesKey(i.hash)))
   const produced = {
     listing,
-    added: listing.filter(i => !oldHashes.has(toHex(i.hash))).map(i => i.hash),
-    removed: base.listing.filter(i => !newHashes.has(toHex(i.hash))).map(i => i.hash)
+    added: listing.filter(i => !oldHashes.has(bytesKey(i.hash))).map(i => i.hash),
+    removed: base.listing.filter(i => !newHashes.has(bytesKey(i.hash))).map(i => i.hash)
   }
   phase('diff')
   return produced

@@ -7,7 +7,7 @@
 import type { ChainStore, StoreBatch } from '../store/chain-store.ts'
 import { Keys, readU64 } from '../store/keys.ts'
 import { LtHash } from '../crypto/lthash.ts'
-import { toHex } from '../crypto/hash.ts'
+import { bytesKey, toHex } from '../crypto/hash.ts'
 import { CorruptStoreError, StoreError } from '../errors.ts'
 import { SnapshotBucket, SnapshotKeys } from './store-keys.ts'
 import { decodeAttestation, decodeListing, decodeManifest, type SnapshotAttestation, type SnapshotManifest } from './manifest.ts'
@@ -143,12 +143,12 @@ export class SnapshotStore {
     const live = new Set<string>()
     for (const c of kept) {
       const listing = added !== undefined && c === added.commit ? added.listing : await this.getListing(c)
-      for (const info of listing) live.add(toHex(info.hash))
+      for (const info of listing) live.add(bytesKey(info.hash))
     }
     // sweep
     let sweptChunks = 0
     for await (const h of this.chunkHashes()) {
-      if (!live.has(toHex(h))) { batch.del(SnapshotKeys.chunk(h)); sweptChunks++ }
+      if (!live.has(bytesKey(h))) { batch.del(SnapshotKeys.chunk(h)); sweptChunks++ }
     }
     return { kept, prunedSnapshots, sweptChunks }
   }
