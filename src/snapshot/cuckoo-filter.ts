@@ -92,7 +92,7 @@
  *
  * Lookups check the stash (binary search) only when neither bucket matches and the stash is not empty.
  * `delete` removes a stashed hash too; `insert` never stashes (it returns false when the table is full).
-
+ *
  * ## Serialization (format version 1)
  *
  *     offset size
