@@ -18,15 +18,28 @@
  * 3. incremental (random): 1% of the accounts picked uniformly (so ~99% of them were cold and move to
  *    the hot group) change in commit 10,002; the incremental snapshot of 10,002. `incrementalRandom/full`
  *    is reported for honesty: such changes touch most cold chunks, so most of the account chunks (not
- *    the embeddings) are re-cut.
+ *    the embeddings) are re-cut: `incrementalRandom.accountChunksTouched` is that share, which bounds
+ *    it. Its manifest must be byte-identical to a full build's of the same state (issue 16).
  *
- * Run directly: `node bench/snapshot.ts [--quick]`, or through `node bench/run.ts --only snapshot`.
+ * Every build's time per phase (`BuildStats.phases`: base, changes, aging, recut, diff, full, filter,
+ * checksums, encode, sign, write, prune, trim) is reported as `<build>.phase.<name>.ms`: where the fixed
+ * cost of an incremental update goes.
+ *
+ * 4. filter: the canonical filter's build against the former in-place update and the final checksum, for
+ *    1k..1M hashes ({@link filterFigures}; `--filter-only` runs just these).
+ *
+ * Run directly: `node bench/snapshot.ts [--quick] [--filter-only] [--accounts N] [--embeddings N]
+ * [--target-chunk-bytes N]` (the last three override the sizes, e.g. many small chunks to expose
+ * per-chunk costs), or through `node bench/run.ts --only snapshot`.
  */
 import { createGenesis } from '../src/chain/genesis.ts'
 import { ChainStore } from '../src/store/chain-store.ts'
 import { Bucket } from '../src/store/keys.ts'
 import { Codecs } from '../src/chain/codecs.ts'
 import { buildSnapshot, type SnapshotBuildResult, type SnapshotPoint } from '../src/snapshot/builder.ts'
+import { CuckooFilter } from '../src/snapshot/cuckoo-filter.ts'
+import { finalChecksum } from '../src/snapshot/manifest.ts'
+import { sha256 } from '../src/crypto/hash.ts'
 import { readFileSync } from 'node:fs'
 import { TempDirs, measure, maxRssMiB, maybeGc, log, printFigures, isMain, type BenchOptions, type Figures } from './util.ts'
 
@@ -40,10 +53,16 @@ interface Sizes {
   changed: number
   commits: number
   epochLength: number
+  /** snapshot chunk target (default 1 MiB); smaller values make many chunks (per-chunk costs) */
+  targetChunkBytes?: number
 }
 
 const FULL: Sizes = { accounts: 1_000_000, embeddings: 100_000, dim: 768, hot: 0.02, changed: 0.01, commits: 10_000, epochLength: 1000 }
 const QUICK: Sizes = { accounts: 20_000, embeddings: 2_000, dim: 64, hot: 0.02, changed: 0.01, commits: 1_000, epochLength: 100 }
+
+/** Hash counts of the filter figures (FULL: up to a million chunks, a ~1 TiB state at 1 MiB chunks). */
+const FILTER_COUNTS_FULL = [1_000, 10_000, 100_000, 1_000_000]
+const FILTER_COUNTS_QUICK = [1_000, 10_000]
 
 /** xorshift32: fast deterministic bytes for the synthetic state. */
 class Rand {
@@ -138,8 +157,15 @@ function distinct (n: number, from: number, to: number, rnd: Rand): number[] {
   return [...picked]
 }
 
-export async function run (opts: BenchOptions = {}): Promise<Figures> {
-  const s = opts.quick === true ? QUICK : FULL
+/** The build's time per phase (BuildStats.phases) as figures `<prefix>.phase.<name>.ms`. */
+function phaseFigures (prefix: string, r: SnapshotBuildResult): Figures {
+  const out: Figures = {}
+  for (const [name, ms] of Object.entries(r.stats.phases)) out[`${prefix}.phase.${name}.ms`] = ms
+  return out
+}
+
+export async function run (opts: BenchOptions & { sizes?: Partial<Sizes> } = {}): Promise<Figures> {
+  const s = { ...(opts.quick === true ? QUICK : FULL), ...opts.sizes }
   const tmp = new TempDirs()
   const rnd = new Rand(0x5eed)
   try {
@@ -162,7 +188,8 @@ export async function run (opts: BenchOptions = {}): Promise<Figures> {
       log('full build')
       const anon = new AnonRssSampler()
       const baselineAnon = anon.current
-      const full = await measure(async () => await buildSnapshot(store, { point: point(s.commits) }))
+      const chunking = s.targetChunkBytes === undefined ? {} : { targetChunkBytes: s.targetChunkBytes }
+      const full = await measure(async () => await buildSnapshot(store, { ...chunking, point: point(s.commits) }))
       const fullAnon = anon.stop()
       const f = full.result
       const changed = Math.round(s.accounts * s.changed)
@@ -171,17 +198,17 @@ export async function run (opts: BenchOptions = {}): Promise<Figures> {
       log(`incremental: ${changed.toLocaleString()} hot accounts change again`)
       await changeAccounts(store, accounts, distinct(changed, 0, hotCount, rnd), s.commits + 1, epoch)
       maybeGc()
-      const hot = await measure(async () => await buildSnapshot(store, { point: point(s.commits + 1) }))
+      const hot = await measure(async () => await buildSnapshot(store, { ...chunking, point: point(s.commits + 1) }))
       check(hot.result, 'hot')
 
       log(`incremental: ${changed.toLocaleString()} random accounts change`)
       await changeAccounts(store, accounts, distinct(changed, 0, s.accounts, rnd), s.commits + 2, epoch)
       maybeGc()
-      const random = await measure(async () => await buildSnapshot(store, { point: point(s.commits + 2) }))
+      const random = await measure(async () => await buildSnapshot(store, { ...chunking, point: point(s.commits + 2) }))
       check(random.result, 'random')
       // the incremental result is what a full build gives
-      const again = await buildSnapshot(store, { point: point(s.commits + 2), incremental: false, write: false })
-      if (Buffer.compare(again.manifest.finalChecksum, random.result.manifest.finalChecksum) !== 0) throw new Error('the incremental snapshot differs from a full build of the same state')
+      const again = await buildSnapshot(store, { ...chunking, point: point(s.commits + 2), incremental: false, write: false })
+      if (Buffer.compare(again.manifestBytes, random.result.manifestBytes) !== 0) throw new Error('the incremental snapshot\'s manifest differs from a full build\'s of the same state')
 
       const stateMiB = f.stats.totalBytes / (1024 * 1024)
       const groupCount = (r: SnapshotBuildResult, kind: number, group?: number): number => r.listing.filter(i => i.kind === kind && (group === undefined || i.group === group)).length
@@ -212,6 +239,12 @@ export async function run (opts: BenchOptions = {}): Promise<Figures> {
         'incrementalRandom.chunksRead': random.result.stats.chunksRead,
         'incrementalRandom.MiBEncoded': random.result.stats.bytesEncoded / (1024 * 1024),
         'incrementalRandom/full': random.ms / full.ms,
+        // what bounds the uniform case: the share of the account chunks it re-cuts
+        'incrementalRandom.accountChunksTouched': random.result.stats.chunksEncoded / Math.max(1, groupCount(random.result, 1)),
+        ...phaseFigures('full', f),
+        ...phaseFigures('incrementalHot', hot.result),
+        ...phaseFigures('incrementalRandom', random.result),
+        ...filterFigures([f.stats.chunks]),
         maxRssMiB: maxRssMiB()
       }
     } finally {
@@ -220,6 +253,51 @@ export async function run (opts: BenchOptions = {}): Promise<Figures> {
   } finally {
     tmp.cleanup()
   }
+}
+
+/** Median time of `reps` runs of fn, ms. */
+function medianMs (reps: number, fn: () => void): number {
+  const t: number[] = []
+  for (let i = 0; i < reps; i++) {
+    const t0 = performance.now()
+    fn()
+    t.push(performance.now() - t0)
+  }
+  return t.sort((a, b) => a - b)[Math.floor(reps / 2)]
+}
+
+/**
+ * What the attested filter costs a snapshot (issue 16, protocols/README.md "Canonical filter"), for n
+ * chunk hashes: `filter.n.build.ms` builds the canonical filter (what every snapshot now attests),
+ * `filter.n.update9.ms` / `filter.n.update1pct.ms` the former in-place update of the previous filter
+ * (load its bytes, delete the hashes that left, insert the new ones, serialize and hash) with 9 hashes
+ * (the hot-group case) or 1 % of them replaced, and `filter.n.finalChecksum.ms` the final checksum over
+ * the same hashes (sort + sha256), which every snapshot, full or incremental, computes anyway.
+ */
+export function filterFigures (counts: readonly number[]): Figures {
+  const out: Figures = {}
+  const rnd = new Rand(0xf1175)
+  for (const n of counts) {
+    const reps = n >= 1_000_000 ? 3 : n >= 100_000 ? 5 : 21
+    const old = Array.from({ length: n }, () => rnd.fill(new Uint8Array(32)))
+    const base = CuckooFilter.build(old).toBytes()
+    for (const [label, k] of [['update9', 9], ['update1pct', Math.max(1, Math.round(n / 100))]] as const) {
+      const removed = old.slice(0, k)
+      const added = Array.from({ length: k }, () => rnd.fill(new Uint8Array(32)))
+      out[`filter.${n}.${label}.ms`] = medianMs(reps, () => {
+        const f = CuckooFilter.fromBytes(base)
+        for (const h of removed) f.delete(h)
+        for (const h of added) f.insert(h)
+        sha256(f.toBytes())
+      })
+      if (label === 'update9') {
+        const now = [...added, ...old.slice(k)]
+        out[`filter.${n}.build.ms`] = medianMs(reps, () => { sha256(CuckooFilter.build(now).toBytes()) })
+        out[`filter.${n}.finalChecksum.ms`] = medianMs(reps, () => { finalChecksum(now) })
+      }
+    }
+  }
+  return out
 }
 
 /**
@@ -262,6 +340,19 @@ function check (r: SnapshotBuildResult, what: string): void {
 
 if (isMain(import.meta.url)) {
   const quick = process.argv.includes('--quick')
-  const figures = await run({ quick })
-  printFigures(`snapshot${quick ? ' (quick)' : ''}`, figures)
+  if (process.argv.includes('--filter-only')) {
+    printFigures(`snapshot filter${quick ? ' (quick)' : ''}`, filterFigures(quick ? FILTER_COUNTS_QUICK : FILTER_COUNTS_FULL))
+  } else {
+    // --accounts N / --embeddings N override the sizes (profiling at an intermediate size)
+    const num = (flag: string): number | undefined => {
+      const i = process.argv.indexOf(flag)
+      return i < 0 ? undefined : Number(process.argv[i + 1])
+    }
+    const sizes: Partial<Sizes> = {}
+    if (num('--accounts') !== undefined) sizes.accounts = num('--accounts')
+    if (num('--embeddings') !== undefined) sizes.embeddings = num('--embeddings')
+    if (num('--target-chunk-bytes') !== undefined) sizes.targetChunkBytes = num('--target-chunk-bytes')
+    const figures = await run({ quick, sizes })
+    printFigures(`snapshot${quick ? ' (quick)' : ''}`, figures)
+  }
 }

@@ -24,13 +24,16 @@
  *    falls exactly on the start of an old chunk that holds no delta: from there on old and new cuts
  *    coincide (boundaries depend only on the entries since the last cut). Only these chunks are
  *    re-encoded and re-hashed; every other old ChunkInfo is reused as is.
- * 4. The hashes that left the listing are deleted from a copy of the previous filter and the new ones
- *    inserted (each in ascending byte order), the multiset hash is updated by removing/adding the same
- *    hashes: both O(changed chunks). The final checksum is recomputed over the sorted listing hashes:
- *    O(chunks) 32-byte hashes, which is small (a 1 GiB state is ~1,000 chunks at the default size).
+ * 4. The multiset hash is updated by removing/adding the hashes that left/joined the listing:
+ *    O(changed chunks). The final checksum is recomputed over the sorted listing hashes, and the filter
+ *    is built from them (`CuckooFilter.build`, the canonical filter of the set): O(chunks) 32-byte
+ *    hashes, which is small (a 1 GiB state is ~1,000 chunks at the default size; building the filter
+ *    of 1M hashes takes a fraction of a second, see bench/snapshot.ts). The filter is never updated in
+ *    place: an updated filter's bucket placement depends on the snapshot history, and two honest
+ *    validators with different histories would sign different manifests (issue 16).
  *
- * The result is the same listing, final checksum and multiset hash as a full build of the same state
- * (tests check it). The new snapshot's rows, its new chunks, the pruning of snapshots beyond `keep` and
+ * The result is the same listing, final checksum, multiset hash and filter, hence the same manifest
+ * bytes, as a full build of the same state (tests check it). The new snapshot's rows, its new chunks, the pruning of snapshots beyond `keep` and
  * the sweep of chunks no kept snapshot lists are one atomic batch; the change log is trimmed after it.
  */
 import type { ChainStore } from '../store/chain-store.ts'
@@ -65,7 +68,7 @@ export interface SnapshotPoint {
 export interface SnapshotOptions extends ChunkingOptions {
   /** snapshots kept (the newest); older ones are pruned with their unshared chunks. @default 3 */
   keep?: number
-  /** fingerprint width of the filter. @default 32 (see cuckoo-filter.ts) */
+  /** fingerprint width of the filter (part of what validators must agree on). @default 32 (see cuckoo-filter.ts) */
   filterFingerprintBits?: number
   /** update the previous snapshot when possible (false: always a full build). @default true */
   incremental?: boolean
@@ -101,11 +104,18 @@ export interface BuildStats {
   changedEmbeddings: number
   /** unchanged accounts moved from the hot to the cold group at an epoch change */
   agedAccounts: number
+  /** always true: the attested filter is built from the chunk set (kept for callers of the former update path) */
   filterRebuilt: boolean
   filterReason: string
+  /** hashes the canonical filter keeps in its stash (almost always 0) */
+  filterStash: number
+  /** time to build the filter, in ms */
+  filterMs: number
   prunedSnapshots: number[]
   sweptChunks: number
   ms: number
+  /** where the time went, ms per phase (base, changes, aging, recut, diff, full, filter, checksums, encode, sign, write, prune, trim) */
+  phases: Record<string, number>
 }
 
 export interface SnapshotBuildResult {
@@ -174,7 +184,6 @@ interface Base {
   commit: number
   manifest: SnapshotManifest
   listing: ChunkInfo[]
-  filterBytes: Uint8Array
   multiset: LtHash
 }
 
@@ -233,7 +242,14 @@ export async function buildSnapshot (store: ChainStore, opts: SnapshotOptions = 
   const writer = new ChunkWriter(store, opts.writeBatchBytes ?? DEFAULT_WRITE_BATCH_BYTES, write)
   const stats: BuildStats = {
     mode: 'full', fullReason: '', chunks: 0, totalBytes: 0, chunksEncoded: 0, entriesEncoded: 0, bytesEncoded: 0, chunksAdded: 0, chunksRemoved: 0,
-    chunksRead: 0, changedAccounts: 0, changedEmbeddings: 0, agedAccounts: 0, filterRebuilt: false, filterReason: '', prunedSnapshots: [], sweptChunks: 0, ms: 0
+    chunksRead: 0, changedAccounts: 0, changedEmbeddings: 0, agedAccounts: 0, filterRebuilt: true, filterReason: 'the canonical filter of the chunk set', filterStash: 0, filterMs: 0, prunedSnapshots: [], sweptChunks: 0, ms: 0, phases: {}
+  }
+  let tp = performance.now()
+  /** ends the current phase: its time goes to `name` */
+  const phase = (name: string): void => {
+    const t = performance.now()
+    stats.phases[name] = (stats.phases[name] ?? 0) + t - tp
+    tp = t
   }
 
   let base: Base | undefined
@@ -244,6 +260,7 @@ export async function buildSnapshot (store: ChainStore, opts: SnapshotOptions = 
     base = r.base
     stats.fullReason = r.reason
   }
+  phase('base')
   const count = (c: Chunker): void => {
     stats.chunksEncoded += c.chunks
     stats.entriesEncoded += c.entriesEncoded
@@ -252,10 +269,11 @@ export async function buildSnapshot (store: ChainStore, opts: SnapshotOptions = 
   let produced: Produced
   if (base === undefined) {
     produced = await fullBuild(store, point, params, writer, count)
+    phase('full')
   } else {
     stats.mode = 'incremental'
     stats.baseCommit = base.commit
-    produced = await incrementalBuild(store, snaps, point, params, base, writer, stats, count)
+    produced = await incrementalBuild(store, snaps, point, params, base, writer, stats, count, phase)
   }
   const listing = produced.listing
   const hashes = listing.map(i => i.hash)
@@ -264,10 +282,12 @@ export async function buildSnapshot (store: ChainStore, opts: SnapshotOptions = 
   stats.chunksAdded = produced.added.length
   stats.chunksRemoved = produced.removed.length
 
-  // filter: previous filter updated by the listing diff, or built from the set
-  const { filter, rebuilt, reason } = updateFilter(base, produced, hashes, fingerprintBits)
-  stats.filterRebuilt = rebuilt
-  stats.filterReason = reason
+  // the canonical filter of the chunk set: a function of the set alone, never of the history
+  const tf = performance.now()
+  const filter = CuckooFilter.build(hashes, { fingerprintBits })
+  stats.filterMs = performance.now() - tf
+  stats.filterStash = filter.stashed
+  phase('filter')
   // multiset hash over chunk hashes: O(changed)
   let multiset: LtHash
   if (base === undefined) {
@@ -277,6 +297,9 @@ export async function buildSnapshot (store: ChainStore, opts: SnapshotOptions = 
     for (const h of produced.removed) multiset.remove(h)
     for (const h of produced.added) multiset.add(h)
   }
+  const multisetHash = multiset.checksum()
+  const finalSum = finalChecksum(hashes)
+  phase('checksums')
   const listingBytes = encodeListing(listing)
   const filterBytes = filter.toBytes()
   const manifest: SnapshotManifest = {
@@ -287,16 +310,18 @@ export async function buildSnapshot (store: ChainStore, opts: SnapshotOptions = 
     stateRoot: point.stateRoot,
     chunkCount: listing.length,
     totalBytes: stats.totalBytes,
-    filter: { log2Buckets: filter.log2Buckets, fingerprintBits: filter.fingerprintBits, bucketSize: filter.bucketSize, count: filter.count },
+    filter: { log2Buckets: filter.log2Buckets, fingerprintBits: filter.fingerprintBits, bucketSize: filter.bucketSize, count: filter.count, stash: filter.stashed },
     filterHash: sha256(filterBytes),
-    finalChecksum: finalChecksum(hashes),
-    multisetHash: multiset.checksum(),
+    finalChecksum: finalSum,
+    multisetHash,
     listingHash: sha256(listingBytes),
     chunking: params
   }
   const manifestBytes = encodeManifest(manifest)
+  phase('encode')
   const signatures = opts.sign === undefined ? [] : await opts.sign(manifestBytes, manifest)
   const attestationBytes = encodeAttestation({ manifest: manifestBytes, signatures })
+  phase('sign')
 
   if (fromStore && store.highestExecuted !== point.commitIndex) {
     throw new StoreError(`commit ${store.highestExecuted} was executed while the snapshot of commit ${point.commitIndex} was being built; nothing was stored`)
@@ -310,12 +335,16 @@ export async function buildSnapshot (store: ChainStore, opts: SnapshotOptions = 
   const batch = store.batch()
   writer.drain(batch)
   snaps.putRows(batch, { commit: point.commitIndex, attestation: attestationBytes, listing: listingBytes, filter: filterBytes, multiset: multiset.toBytes() })
+  phase('write')
   const pr = await snaps.prune(batch, keep, { commit: point.commitIndex, listing })
+  phase('prune')
   await batch.write()
+  phase('write')
   stats.prunedSnapshots = pr.prunedSnapshots
   stats.sweptChunks = pr.sweptChunks
   // the rows an incremental update from any kept snapshot needs are those after it
   await snaps.trimChangeLog(pr.kept[0])
+  phase('trim')
   stats.ms = performance.now() - t0
   return result
 }
@@ -330,25 +359,9 @@ async function loadBase (store: ChainStore, snaps: SnapshotStore, point: Snapsho
   if (!sameChunking(m.chunking, params)) return { reason: `the chunking parameters differ from those of the snapshot of commit ${commit}` }
   if (point.epoch < m.epoch) throw new StoreError(`commit ${point.commitIndex} is of epoch ${point.epoch}, before the epoch ${m.epoch} of the snapshot of commit ${commit}`)
   return {
-    base: { commit, manifest: m, listing: await snaps.getListing(commit), filterBytes: await snaps.getFilterBytes(commit), multiset: await snaps.getMultiset(commit) },
+    base: { commit, manifest: m, listing: await snaps.getListing(commit), multiset: await snaps.getMultiset(commit) },
     reason: ''
   }
-}
-
-function updateFilter (base: Base | undefined, p: Produced, hashes: Uint8Array[], fingerprintBits: number): { filter: CuckooFilter, rebuilt: boolean, reason: string } {
-  const build = (reason: string): { filter: CuckooFilter, rebuilt: boolean, reason: string } => ({ filter: CuckooFilter.build(hashes, { fingerprintBits }), rebuilt: true, reason })
-  if (base === undefined) return build('full build')
-  let f: CuckooFilter
-  try {
-    f = CuckooFilter.fromBytes(base.filterBytes)
-  } catch (err: any) {
-    return build(`the previous filter does not load (${err.message})`)
-  }
-  if (f.fingerprintBits !== fingerprintBits) return build('the fingerprint width changed')
-  for (const h of [...p.removed].sort(compareBytes)) if (!f.delete(h)) return build('a removed chunk hash was not in the previous filter')
-  for (const h of [...p.added].sort(compareBytes)) if (!f.insert(h)) return build('an insert failed (filter full)')
-  if (CuckooFilter.forCapacity(hashes.length, { fingerprintBits }).log2Buckets !== f.log2Buckets) return build('the chunk count needs another table size')
-  return { filter: f, rebuilt: false, reason: '' }
 }
 
 // ---------------------------------------------------------------------------------------------------
@@ -414,7 +427,7 @@ interface Delta {
   entry: ChunkEntry | null
 }
 
-async function incrementalBuild (store: ChainStore, snaps: SnapshotStore, point: SnapshotPoint, params: ChunkingParams, base: Base, writer: ChunkWriter, stats: BuildStats, count: (c: Chunker) => void): Promise<Produced> {
+async function incrementalBuild (store: ChainStore, snaps: SnapshotStore, point: SnapshotPoint, params: ChunkingParams, base: Base, writer: ChunkWriter, stats: BuildStats, count: (c: Chunker) => void, phase: (name: string) => void): Promise<Produced> {
   const K = params.hotEpochs
   // 1. what changed since the base snapshot, with its state then
   const changes = new Map<string, { kind: number, key: Uint8Array, before: Uint8Array | undefined }>()
@@ -432,6 +445,7 @@ async function incrementalBuild (store: ChainStore, snaps: SnapshotStore, point:
   stats.changedEmbeddings = embeddings.length
   const accountNow = await getManyBatched(store, accounts.map(c => Keys.account(c.key)))
   const embeddingNow = await getManyBatched(store, embeddings.map(c => Keys.embedding(c.key)))
+  phase('changes')
 
   const deltas = new Map<string, Map<string, Delta>>()
   const addDelta = (kind: number, group: number, key: Uint8Array, entry: ChunkEntry | null): void => {
@@ -498,8 +512,9 @@ async function incrementalBuild (store: ChainStore, snaps: SnapshotStore, point:
     }
   }
 
+  phase('aging')
   // 3. re-cut around the deltas
-  const oldHashes = new Set(base.listing.map(i => toHex(i.hash)))
+  const oldHashes = new Set(base.listing.map(i => bytesKey(i.hash)))
   const listing: ChunkInfo[] = []
   const gids = new Set([...old.keys(), ...deltas.keys()])
   for (const gid of gids) {
@@ -509,18 +524,21 @@ async function incrementalBuild (store: ChainStore, snaps: SnapshotStore, point:
     const [kind, group] = gid.split('/').map(Number)
     const sorted = [...d.values()].sort((a, b) => compareBytes(a.key, b.key))
     const chunks = await recut(kind as ChunkKind, group, oldChunks, sorted, chunkerParamsFor(kind, params), load, c => {
-      if (!oldHashes.has(toHex(c.info.hash))) writer.add(c)
+      if (!oldHashes.has(bytesKey(c.info.hash))) writer.add(c)
     }, count)
     listing.push(...chunks)
   }
   cache.clear()
+  phase('recut')
   listing.sort(compareChunkInfo)
-  const newHashes = new Set(listing.map(i => toHex(i.hash)))
-  return {
+  const newHashes = new Set(listing.map(i => bytesKey(i.hash)))
+  const produced = {
     listing,
-    added: listing.filter(i => !oldHashes.has(toHex(i.hash))).map(i => i.hash),
-    removed: base.listing.filter(i => !newHashes.has(toHex(i.hash))).map(i => i.hash)
+    added: listing.filter(i => !oldHashes.has(bytesKey(i.hash))).map(i => i.hash),
+    removed: base.listing.filter(i => !newHashes.has(bytesKey(i.hash))).map(i => i.hash)
   }
+  phase('diff')
+  return produced
 }
 
 /**

@@ -69,15 +69,29 @@
  * fingerprint is removed and the other item may then be reported absent — the standard cuckoo-filter
  * caveat. Inserting the same hash k times stores k copies (up to 2b = 8); each delete removes one.
  *
- * ## Determinism of construction
+ * ## The canonical filter of a set (what a snapshot attests)
  *
- * Plain cuckoo insertion is order-dependent. {@link CuckooFilter.build} makes construction a function of
- * the *set*: it deduplicates, sorts the hashes bytewise, inserts them in that order with the deterministic
- * kicks above, and, should the set not fit at the size chosen by `forCapacity` (very unlikely at 95 %),
- * deterministically retries with twice the buckets. Incremental `insert`/`delete` sequences are
- * deterministic as well, but the result of (build(S) + updates) generally differs from build(S') for the
- * resulting set S'; a snapshot that attests an incrementally updated filter attests that specific
- * update sequence.
+ * Plain cuckoo insertion is order-dependent: which bucket of its pair a fingerprint ends up in depends
+ * on what was inserted and deleted before. {@link CuckooFilter.build} makes construction a function of
+ * the *set* alone:
+ *
+ * 1. size: `log2Buckets = forCapacity(n).log2Buckets` for the number n of distinct hashes (and the
+ *    fingerprint width): a function of the count alone, never of the items;
+ * 2. the distinct hashes are inserted in ascending bytewise order, each with the deterministic kicks
+ *    above, into the empty table;
+ * 3. a hash whose kick chain fails (the table is restored exactly, as for any failed insert) goes to the
+ *    **stash**: a sorted list of full 32-byte hashes kept beside the table, and insertion goes on with
+ *    the next hash. At the default 95 % sizing this is rare (it happens for some small sets at the
+ *    sizing edge); it replaces the former retry with twice the buckets, which made the size depend on
+ *    the items.
+ *
+ * Incremental `insert`/`delete` sequences are deterministic too, but build(S) followed by updates
+ * generally differs from build(S') for the resulting set S'; snapshots therefore always attest
+ * `build(listing hashes)` (src/snapshot/builder.ts). A verifier holding the sorted hashes recomputes the
+ * canonical filter in one pass ({@link CuckooFilter.canonicalBuilder}: no sort) and compares bytes.
+ *
+ * Lookups check the stash (binary search) only when neither bucket matches and the stash is not empty.
+ * `delete` removes a stashed hash too; `insert` never stashes (it returns false when the table is full).
  *
  * ## Serialization (format version 1)
  *
@@ -87,10 +101,14 @@
  *     5      1    fingerprint bits f (8..32)
  *     6      1    bucket size (= 4)
  *     7      1    log2(numBuckets) (0..29)
- *     8      4    count (u32 little-endian) = number of non-empty slots
+ *     8      4    count (u32 little-endian) = items held: non-empty slots + stashed hashes
  *     12     ...  numBuckets × 4 slots, each 1/2/4 bytes (f ≤ 8 / ≤ 16 / ≤ 32), little-endian
+ *     ...    32·s the stash: s = count − (non-empty slots) full 32-byte hashes, strictly ascending
  *
- * {@link CuckooFilter.hash} is sha256 over exactly these bytes, so it covers the parameters and the bitmap.
+ * A filter without a stash (s = 0, almost always) is byte-identical to the format before the stash was
+ * added; a decoder from before it refuses a stashed filter ("trailing bytes"), it never misreads one.
+ * {@link CuckooFilter.hash} is sha256 over exactly these bytes, so it covers the parameters, the bitmap
+ * and the stash.
  */
 import { sha256 } from '../crypto/hash.ts'
 import { SomaError } from '../errors.ts'
@@ -232,7 +250,8 @@ function allocSlots (storageBits: 8 | 16 | 32, length: number): Slots {
 
 function checkHashAt (buf: Uint8Array, offset: number): void {
   if (!(buf instanceof Uint8Array)) throw new TypeError('item hash must be a Uint8Array')
-  if (!Number.isInteger(offset) || offset < 0 || offset + HASH_BYTES > buf.length) {
+  if (!Number.isInteger(offset) || offset < 0) throw new RangeError(`hash offset must be a non-negative integer, got ${offset}`)
+  if (offset + HASH_BYTES > buf.length) {
     throw new RangeError(`need ${HASH_BYTES} hash bytes at offset ${offset} of a ${buf.length}-byte buffer`)
   }
 }
@@ -252,8 +271,12 @@ export class CuckooFilter {
   private readonly _fingerprintBits: number
   private readonly _storageBits: 8 | 16 | 32
   private readonly _maxKicks: number
+  /** Non-empty slots (the stash is counted apart). */
   private _count = 0
   private _kicks = 0
+  /** The stash: `stashCount` full hashes, strictly ascending, back to back (see the module comment). */
+  private stash: Uint8Array = new Uint8Array(0)
+  private stashCount = 0
   /** Undo log of a kick chain: bucket index and its 4 slot values before the kick. Allocated lazily. */
   private logBuckets: Int32Array | null = null
   private logSlots: Int32Array | null = null
@@ -308,9 +331,9 @@ export class CuckooFilter {
 
   /**
    * The canonical filter of a SET of 32-byte hashes: duplicates removed, sorted bytewise, inserted in
-   * that order with deterministic kicks, sized by {@link forCapacity}(number of distinct hashes, opts).
-   * Byte-identical output for the same set and options, whatever the iteration order. If the set does
-   * not fit (a kick chain fails), it is rebuilt with twice the buckets (deterministically).
+   * that order with deterministic kicks into a table sized by {@link forCapacity}(number of distinct
+   * hashes, opts); a hash whose kick chain fails goes to the stash. Byte-identical output for the same
+   * set and options, whatever the iteration order; the size depends on the count alone.
    */
   static build (hashes: Iterable<Uint8Array>, opts: CuckooFilterSizing = {}): CuckooFilter {
     const list = Array.isArray(hashes) ? hashes as Uint8Array[] : Array.from(hashes)
@@ -321,24 +344,86 @@ export class CuckooFilter {
       all.set(h, i * HASH_BYTES)
     }
     const order = sortedDistinct(all, list.length)
-    let filter = CuckooFilter.forCapacity(order.length, opts)
-    for (;;) {
-      let ok = true
-      for (let k = 0; k < order.length; k++) {
-        if (!filter.insertAt(all, order[k] * HASH_BYTES)) { ok = false; break }
+    const filter = CuckooFilter.forCapacity(order.length, opts)
+    for (let k = 0; k < order.length; k++) filter.insertOrStashAt(all, order[k] * HASH_BYTES)
+    return filter
+  }
+
+  /**
+   * The canonical filter ({@link build}) of `n` distinct hashes fed one at a time in strictly ascending
+   * bytewise order: one pass, no sort, nothing but the filter held. `push` throws RangeError on a hash
+   * that is not above the previous one; `finish` throws RangeError unless exactly `n` were pushed and
+   * returns the filter, byte-identical to `build` of the same hashes. This is how a syncing node checks
+   * that an attested filter is the canonical one for the listing it streams in sorted order.
+   */
+  static canonicalBuilder (n: number, opts: CuckooFilterSizing = {}): { push: (buf: Uint8Array, offset?: number) => void, finish: () => CuckooFilter } {
+    const filter = CuckooFilter.forCapacity(n, opts)
+    const last = new Uint8Array(HASH_BYTES)
+    let pushed = 0
+    return {
+      push (buf: Uint8Array, offset = 0): void {
+        checkHashAt(buf, offset)
+        if (pushed >= n) throw new RangeError(`more than the ${n} hashes announced`)
+        if (pushed > 0) {
+          let d = 0
+          for (let j = 0; j < HASH_BYTES && d === 0; j++) d = buf[offset + j] - last[j]
+          if (d <= 0) throw new RangeError(`hash ${pushed} is not above the previous one (hashes must be distinct and ascending)`)
+        }
+        last.set(buf.subarray(offset, offset + HASH_BYTES))
+        filter.insertOrStashAt(buf, offset)
+        pushed++
+      },
+      finish (): CuckooFilter {
+        if (pushed !== n) throw new RangeError(`${pushed} hashes pushed, ${n} announced`)
+        return filter
       }
-      if (ok) return filter
-      if (filter._log2Buckets >= MAX_LOG2_BUCKETS) {
-        throw new CuckooFilterFullError(`cannot build a filter of ${order.length} items within 2^${MAX_LOG2_BUCKETS} buckets`, filter._count, filter.capacity)
-      }
-      filter = new CuckooFilter({ log2Buckets: filter._log2Buckets + 1, fingerprintBits: filter._fingerprintBits, maxKicks: filter._maxKicks })
     }
+  }
+
+  /** Canonical construction step: insert, or else (the table restored) append to the stash. */
+  private insertOrStashAt (buf: Uint8Array, offset: number): void {
+    if (this.insertAt(buf, offset)) return
+    this.stashInsert(buf, offset)
+  }
+
+  /** Insert a hash into the stash in sorted position (build appends: its input is ascending). */
+  private stashInsert (buf: Uint8Array, offset: number): void {
+    const k = this.stashCount
+    if ((k + 1) * HASH_BYTES > this.stash.length) {
+      const grown = new Uint8Array(Math.max(4, 2 * k) * HASH_BYTES)
+      grown.set(this.stash.subarray(0, k * HASH_BYTES))
+      this.stash = grown
+    }
+    const pos = this.stashSearch(buf, offset)
+    const at = pos < 0 ? ~pos : pos
+    this.stash.copyWithin((at + 1) * HASH_BYTES, at * HASH_BYTES, k * HASH_BYTES)
+    this.stash.set(buf.subarray(offset, offset + HASH_BYTES), at * HASH_BYTES)
+    this.stashCount = k + 1
+  }
+
+  /** Index of the hash in the stash, or `~insertionPoint` when absent (binary search). */
+  private stashSearch (buf: Uint8Array, offset: number): number {
+    const st = this.stash
+    let lo = 0
+    let hi = this.stashCount - 1
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1
+      const o = mid * HASH_BYTES
+      let d = 0
+      for (let j = 0; j < HASH_BYTES && d === 0; j++) d = st[o + j] - buf[offset + j]
+      if (d === 0) return mid
+      if (d < 0) lo = mid + 1
+      else hi = mid - 1
+    }
+    return ~lo
   }
 
   /**
    * Parse {@link toBytes} output. Validates magic, version, parameters, exact length, that no slot has
-   * bits above f, that every bucket is in canonical order and that the count matches; throws
-   * {@link InvalidFilterError} otherwise. The input is copied.
+   * bits above f, that every bucket is in canonical order, that the count matches the slots and the
+   * stash, and that the stash is strictly ascending; throws {@link InvalidFilterError} otherwise. The
+   * input is copied. (Whether the filter is the *canonical* one of a set needs the set: see
+   * {@link CuckooFilter.canonicalBuilder}.)
    */
   static fromBytes (bytes: Uint8Array, opts: FromBytesOptions = {}): CuckooFilter {
     if (!(bytes instanceof Uint8Array)) throw new InvalidFilterError('filter bytes must be a Uint8Array')
@@ -360,7 +445,6 @@ export class CuckooFilter {
     const nSlots = (2 ** log2Buckets) * BUCKET_SIZE
     const expected = FILTER_HEADER_BYTES + nSlots * storageBytes
     if (bytes.length < expected) throw new InvalidFilterError(`truncated filter: ${bytes.length} bytes, expected ${expected}`)
-    if (bytes.length > expected) throw new InvalidFilterError(`${bytes.length - expected} trailing bytes after the filter (expected ${expected} bytes)`)
 
     // the parameters were validated above; only a bad opts.maxKicks (the caller's error) can throw here
     const filter = new CuckooFilter({ log2Buckets, fingerprintBits: f, maxKicks: opts.maxKicks })
@@ -386,15 +470,34 @@ export class CuckooFilter {
         used++
       }
     }
-    if (used !== count) throw new InvalidFilterError(`count mismatch: header says ${count}, the buckets hold ${used}`)
+    if (used > count) throw new InvalidFilterError(`count mismatch: header says ${count}, the buckets hold ${used}`)
+    // the rest of the count is the stash, which must follow the slots exactly
+    const stashCount = count - used
+    const extra = bytes.length - expected
+    if (extra > stashCount * HASH_BYTES) {
+      throw new InvalidFilterError(`${extra - stashCount * HASH_BYTES} trailing bytes after the filter (expected ${expected + stashCount * HASH_BYTES} bytes: the buckets hold ${used} of the ${count} items, ${stashCount} stashed)`)
+    }
+    if (extra < stashCount * HASH_BYTES) {
+      throw new InvalidFilterError(`count mismatch: header says ${count}, the buckets hold ${used}, so ${stashCount} stashed hashes (${stashCount * HASH_BYTES} bytes) must follow the slots; ${extra} bytes do`)
+    }
+    const stash = bytes.slice(expected)
+    for (let k = 1; k < stashCount; k++) {
+      let d = 0
+      for (let j = 0; j < HASH_BYTES && d === 0; j++) d = stash[k * HASH_BYTES + j] - stash[(k - 1) * HASH_BYTES + j]
+      if (d <= 0) throw new InvalidFilterError(`the stash is not canonical: hash ${k} is not above hash ${k - 1}`)
+    }
     filter._count = used
+    filter.stash = stash
+    filter.stashCount = stashCount
     return filter
   }
 
   // ---------------------------------------------------------------- parameters and statistics
 
-  /** Number of stored fingerprints (items inserted and not deleted, counting duplicates). */
-  get count (): number { return this._count }
+  /** Number of stored items (inserted and not deleted, counting duplicates): slots used + stashed hashes. */
+  get count (): number { return this._count + this.stashCount }
+  /** Hashes held in the stash (not in the table): 0 for nearly every filter. */
+  get stashed (): number { return this.stashCount }
   /** Total slots: numBuckets × 4. */
   get capacity (): number { return this.slots.length }
   get numBuckets (): number { return this.mask + 1 }
@@ -410,11 +513,11 @@ export class CuckooFilter {
   /** Total kick steps performed by successful and failed inserts since construction (diagnostic). */
   get kicks (): number { return this._kicks }
 
-  /** count / capacity. */
+  /** Slots used / capacity (the stash is not counted). */
   loadFactor (): number { return this._count / this.slots.length }
 
-  /** Memory bits per stored item: capacity × slot width / count (Infinity when empty). */
-  bitsPerItem (): number { return this._count === 0 ? Infinity : this.slots.length * this._storageBits / this._count }
+  /** Memory bits per stored item: (capacity × slot width + stash) / count (Infinity when empty). */
+  bitsPerItem (): number { return this.count === 0 ? Infinity : (this.slots.length * this._storageBits + this.stashCount * HASH_BYTES * 8) / this.count }
 
   /**
    * Theoretical FPR of a non-member lookup: 1 - (1 - 2^-f)^(2·b·load) with load = 1 by default (the
@@ -432,7 +535,7 @@ export class CuckooFilter {
 
   /** {@link contains} for the hash at `buf[offset .. offset+32)`, without allocating a subarray. */
   containsAt (buf: Uint8Array, offset: number): boolean {
-    if (!(offset >= 0 && offset + HASH_BYTES <= buf.length)) checkHashAt(buf, offset)
+    if (!(Number.isInteger(offset) && offset >= 0 && offset + HASH_BYTES <= buf.length)) checkHashAt(buf, offset)
     return this.lookup(buf, offset)
   }
 
@@ -445,7 +548,8 @@ export class CuckooFilter {
     let p = i1 << 2
     if (s[p] === fp || s[p + 1] === fp || s[p + 2] === fp || s[p + 3] === fp) return true
     p = ((i1 ^ altHash(fp)) & mask) << 2
-    return s[p] === fp || s[p + 1] === fp || s[p + 2] === fp || s[p + 3] === fp
+    if (s[p] === fp || s[p + 1] === fp || s[p + 2] === fp || s[p + 3] === fp) return true
+    return this.stashCount !== 0 && this.stashSearch(b, o) >= 0
   }
 
   // ---------------------------------------------------------------- updates
@@ -469,7 +573,7 @@ export class CuckooFilter {
 
   /** {@link insert} for the hash at `buf[offset .. offset+32)`. */
   insertAt (buf: Uint8Array, offset: number): boolean {
-    if (!(offset >= 0 && offset + HASH_BYTES <= buf.length)) checkHashAt(buf, offset)
+    if (!(Number.isInteger(offset) && offset >= 0 && offset + HASH_BYTES <= buf.length)) checkHashAt(buf, offset)
     const b = buf
     const o = offset
     const mask = this.mask
@@ -495,7 +599,7 @@ export class CuckooFilter {
 
   /** {@link delete} for the hash at `buf[offset .. offset+32)`. */
   deleteAt (buf: Uint8Array, offset: number): boolean {
-    if (!(offset >= 0 && offset + HASH_BYTES <= buf.length)) checkHashAt(buf, offset)
+    if (!(Number.isInteger(offset) && offset >= 0 && offset + HASH_BYTES <= buf.length)) checkHashAt(buf, offset)
     const b = buf
     const o = offset
     const mask = this.mask
@@ -505,6 +609,15 @@ export class CuckooFilter {
     if (this.removeFrom(i1, fp) || this.removeFrom((i1 ^ altHash(fp)) & mask, fp)) {
       this._count--
       return true
+    }
+    if (this.stashCount !== 0) {
+      const k = this.stashSearch(buf, offset)
+      if (k >= 0) {
+        this.stash.copyWithin(k * HASH_BYTES, (k + 1) * HASH_BYTES, this.stashCount * HASH_BYTES)
+        this.stashCount--
+        this.stash.fill(0, this.stashCount * HASH_BYTES, (this.stashCount + 1) * HASH_BYTES)
+        return true
+      }
     }
     return false
   }
@@ -614,14 +727,14 @@ export class CuckooFilter {
   /** The canonical serialization (format v1, see the module comment). */
   toBytes (): Uint8Array {
     const s = this.slots
-    const out = new Uint8Array(FILTER_HEADER_BYTES + s.byteLength)
+    const out = new Uint8Array(FILTER_HEADER_BYTES + s.byteLength + this.stashCount * HASH_BYTES)
     out.set(MAGIC_BYTES, 0)
     out[4] = FILTER_FORMAT_VERSION
     out[5] = this._fingerprintBits
     out[6] = BUCKET_SIZE
     out[7] = this._log2Buckets
     const dv = new DataView(out.buffer, out.byteOffset, out.byteLength)
-    dv.setUint32(8, this._count, true)
+    dv.setUint32(8, this.count, true)
     if (LITTLE_ENDIAN_HOST) {
       out.set(new Uint8Array(s.buffer, s.byteOffset, s.byteLength), FILTER_HEADER_BYTES)
     } else {
@@ -632,10 +745,11 @@ export class CuckooFilter {
         else dv.setInt32(o, s[i], true)
       }
     }
+    out.set(this.stash.subarray(0, this.stashCount * HASH_BYTES), FILTER_HEADER_BYTES + s.byteLength)
     return out
   }
 
-  /** sha256 of {@link toBytes}: commits to the parameters, the count and every slot. */
+  /** sha256 of {@link toBytes}: commits to the parameters, the count, every slot and the stash. */
   hash (): Uint8Array {
     return sha256(this.toBytes())
   }
@@ -643,9 +757,11 @@ export class CuckooFilter {
   /** Same parameters and same slots (maxKicks, a runtime policy, is not compared). */
   equals (other: CuckooFilter): boolean {
     if (this._fingerprintBits !== other._fingerprintBits || this._log2Buckets !== other._log2Buckets || this._count !== other._count) return false
+    if (this.stashCount !== other.stashCount) return false
     const a = this.slots
     const b = other.slots
     for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false
+    for (let i = 0; i < this.stashCount * HASH_BYTES; i++) if (this.stash[i] !== other.stash[i]) return false
     return true
   }
 
@@ -654,6 +770,8 @@ export class CuckooFilter {
     const c = new CuckooFilter({ log2Buckets: this._log2Buckets, fingerprintBits: this._fingerprintBits, maxKicks: this._maxKicks })
     c.slots.set(this.slots)
     c._count = this._count
+    c.stash = this.stash.slice(0, this.stashCount * HASH_BYTES)
+    c.stashCount = this.stashCount
     return c
   }
 }

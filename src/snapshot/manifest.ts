@@ -19,7 +19,10 @@ export interface FilterParams {
   log2Buckets: number
   fingerprintBits: number
   bucketSize: number
+  /** items held: slots used + stashed hashes (= chunk count) */
   count: number
+  /** hashes in the filter's stash (cuckoo-filter.ts); 0 (absent on the wire) for nearly every snapshot */
+  stash?: number
 }
 
 export interface ChunkingParams {

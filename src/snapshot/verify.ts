@@ -2,7 +2,8 @@
  * Snapshot verification, in the order a syncing node meets the pieces (seed 002, "Syncing Using
  * Snapshots"): the attestation (./attestation.ts), then the filter against the manifest's filter hash,
  * each chunk against the filter as it arrives, the listing against the manifest's counts and
- * checksums, and finally the state rebuilt from the chunks against the manifest's state root
+ * checksums and the filter against the listing (it must be the canonical filter of the listed hashes,
+ * {@link canonicalFilterCheck}), and finally the state rebuilt from the chunks against the manifest's state root
  * (./rebuild.ts). `verifyStoredSnapshot` runs all of it over a snapshot in the local store.
  *
  * Every failure is an InvalidSnapshotError (or InvalidChunkError for one chunk) whose message names the
@@ -24,7 +25,9 @@ export { checkChunkContent }
 function what (m: SnapshotManifest): string { return `snapshot of commit ${m.commitIndex}` }
 
 /**
- * Checks filter bytes against the manifest (hash, then parameters and count) and returns the filter.
+ * Checks filter bytes against the manifest (hash, then parameters, count and stash) and that the table
+ * has the size the count gives (the canonical sizing); returns the filter. Whether the placement is
+ * the canonical one needs the listing: {@link canonicalFilterCheck}.
  */
 export function verifyFilter (manifest: SnapshotManifest, filterBytes: Uint8Array): CuckooFilter {
   const h = sha256(filterBytes)
@@ -42,7 +45,49 @@ export function verifyFilter (manifest: SnapshotManifest, filterBytes: Uint8Arra
     throw new InvalidSnapshotError(`${what(manifest)}: the filter's parameters (2^${f.log2Buckets} buckets, ${f.fingerprintBits}-bit fingerprints, ${f.count} items) differ from the manifest's (2^${p.log2Buckets}, ${p.fingerprintBits}-bit, ${p.count})`)
   }
   if (f.count !== manifest.chunkCount) throw new InvalidSnapshotError(`${what(manifest)}: the filter holds ${f.count} items for ${manifest.chunkCount} chunks`)
+  if (f.stashed !== (p.stash ?? 0)) throw new InvalidSnapshotError(`${what(manifest)}: the filter stashes ${f.stashed} hashes, the manifest says ${p.stash ?? 0}`)
+  const canonical = CuckooFilter.forCapacity(f.count, { fingerprintBits: f.fingerprintBits }).log2Buckets
+  if (f.log2Buckets !== canonical) throw new InvalidSnapshotError(`${what(manifest)}: the filter is not in canonical form: ${f.count} items take 2^${canonical} buckets, it has 2^${f.log2Buckets}`)
   return f
+}
+
+/**
+ * The check that the attested filter is the canonical filter of the listing's chunk hashes
+ * (`CuckooFilter.build`: the table sized by the count, the hashes inserted in ascending order, failed
+ * kick chains stashed): `push` every listed hash in strictly ascending bytewise order (the order the
+ * final checksum reads them in), then `finish`, which throws InvalidSnapshotError unless the filter so
+ * built hashes to the manifest's `filterHash`. One pass, no sort, the memory of one filter. A filter
+ * that is not canonical was attested by signers who did not build it from this set: an honest
+ * committee never signs one, so the snapshot is refused.
+ */
+export function canonicalFilterCheck (manifest: SnapshotManifest): { push: (hash: Uint8Array) => void, finish: () => void } {
+  const w = what(manifest)
+  let b: ReturnType<typeof CuckooFilter.canonicalBuilder>
+  try {
+    b = CuckooFilter.canonicalBuilder(manifest.chunkCount, { fingerprintBits: manifest.filter.fingerprintBits })
+  } catch (err: any) {
+    throw new InvalidSnapshotError(`${w}: no canonical filter for ${manifest.chunkCount} chunks with ${manifest.filter.fingerprintBits}-bit fingerprints: ${err.message}`)
+  }
+  return {
+    push (hash: Uint8Array): void {
+      try {
+        b.push(hash)
+      } catch (err: any) {
+        throw new InvalidSnapshotError(`${w}: listed hashes for the canonical filter check: ${err.message}`)
+      }
+    },
+    finish (): void {
+      let h: Uint8Array
+      try {
+        h = b.finish().hash()
+      } catch (err: any) {
+        throw new InvalidSnapshotError(`${w}: listed hashes for the canonical filter check: ${err.message}`)
+      }
+      if (!bytesEqual(h, manifest.filterHash)) {
+        throw new InvalidSnapshotError(`${w}: the attested filter (hash ${toHex(manifest.filterHash)}) is not the canonical filter of the listed chunk hashes (hash ${toHex(h)})`)
+      }
+    }
+  }
 }
 
 /** Throws InvalidChunkError unless the filter may hold the chunk hash. */
@@ -60,7 +105,8 @@ export function verifyChunkBytes (bytes: Uint8Array, filter: CuckooFilter, expec
 
 /**
  * Checks a listing (its exact bytes, or rows) against the manifest: listing hash, chunk count, total
- * bytes, row shapes, canonical order, distinct hashes, final checksum and multiset hash. Returns rows.
+ * bytes, row shapes, canonical order, distinct hashes, final checksum, multiset hash, and that the
+ * manifest's filter hash is that of the canonical filter of the listed hashes. Returns rows.
  */
 export function verifyListing (manifest: SnapshotManifest, listing: Uint8Array | readonly ChunkInfo[]): ChunkInfo[] {
   const w = what(manifest)
@@ -87,6 +133,9 @@ export function verifyListing (manifest: SnapshotManifest, listing: Uint8Array |
   if (!bytesEqual(fc, manifest.finalChecksum)) {
     throw new InvalidSnapshotError(`${w}: wrong final checksum: the sorted chunk hashes give ${toHex(fc)}, the manifest says ${toHex(manifest.finalChecksum)}`)
   }
+  const canonical = canonicalFilterCheck(manifest)
+  for (const h of [...hashes].sort(compareBytes)) canonical.push(h)
+  canonical.finish()
   const ms = multisetOf(hashes).checksum()
   if (!bytesEqual(ms, manifest.multisetHash)) {
     throw new InvalidSnapshotError(`${w}: wrong multiset hash: the chunk hashes give ${toHex(ms)}, the manifest says ${toHex(manifest.multisetHash)}`)

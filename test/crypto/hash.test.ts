@@ -28,6 +28,18 @@ test('hex helpers and byte comparison respect views (offset/length)', () => {
   assert.equal(short(fromHex('deadbeef0011')), 'deadbeef')
 })
 
+test('compareBytes orders like Buffer.compare: prefixes, lengths, high bytes, views', () => {
+  let seed = 7
+  const rnd = (n: number): number => { seed = (Math.imul(seed, 1103515245) + 12345) >>> 0; return seed % n }
+  const backing = Uint8Array.from({ length: 4096 }, () => rnd(256))
+  for (let i = 0; i < 20_000; i++) {
+    const la = rnd(6); const lb = rnd(6)
+    const a = backing.subarray(rnd(64), rnd(64) + la)
+    const b = rnd(3) === 0 ? Uint8Array.from(a.subarray(0, Math.min(lb, a.length))) : Uint8Array.from({ length: lb }, () => rnd(3) === 0 ? 255 : rnd(256))
+    assert.equal(compareBytes(a, b), Buffer.compare(a, b), `${Buffer.from(a).toString('hex')} vs ${Buffer.from(b).toString('hex')}`)
+  }
+})
+
 test('bytesKey: one latin1 char per byte of a view, equal for equal bytes wherever they sit', () => {
   const backing = Uint8Array.from({ length: 64 }, (_, i) => (i * 37) & 0xff)
   const view = backing.subarray(5, 37)

@@ -8,18 +8,25 @@ import { finalChecksum, multisetOf, chunkingParams } from '../../src/snapshot/ma
 import { verifyFilter, verifyListing } from '../../src/snapshot/verify.ts'
 import { Bucket, Keys } from '../../src/store/keys.ts'
 import { Prng } from '../../src/devnet/prng.ts'
+import { devnetCommittee } from '../../src/chain/genesis.ts'
+import { manifestDigest, signManifest, verifyAttestation } from '../../src/snapshot/attestation.ts'
 import { HandChain, decodeListingChunks, expectedRewrites, rewrittenChunks } from './fixtures.ts'
 import { hex } from '../helpers/chain.ts'
 
 const ACCOUNTS = 20_000
 /** 1 KiB chunks (~18 accounts each) so that 20k accounts make ~1,000 chunks; no forced cuts. */
 const OPTS = { targetChunkBytes: 1024, maxChunkBytes: 1 << 20, hotEpochs: 2, embeddingWindowCommits: 2 }
+/** 256-byte chunks: 3,000 accounts make ~600 chunks (the history tests) */
+const HOPTS = { ...OPTS, targetChunkBytes: 256 }
 
 function listingIds (r: SnapshotBuildResult): string[] {
   return r.listing.map(i => `${i.kind}/${i.group}/${hex(i.firstKey)}/${hex(i.hash)}/${i.size}/${i.entries}`)
 }
 
-/** The incremental result equals a full build of the same state (listing, checksums); its filter holds every chunk. */
+/**
+ * The incremental result equals a full build of the same state (listing, checksums, filter: the whole
+ * manifest, byte for byte); its filter holds every chunk.
+ */
 async function assertSameAsFull (h: HandChain, inc: SnapshotBuildResult): Promise<SnapshotBuildResult> {
   const full = await buildSnapshot(h.store, { ...OPTS, incremental: false, write: false })
   assert.equal(full.stats.mode, 'full')
@@ -29,6 +36,8 @@ async function assertSameAsFull (h: HandChain, inc: SnapshotBuildResult): Promis
   assert.equal(hex(inc.manifest.listingHash), hex(full.manifest.listingHash))
   assert.equal(hex(inc.manifest.multisetHash), hex(multisetOf(inc.listing.map(i => i.hash)).checksum()), 'the O(changed) multiset update equals a recomputation')
   assert.equal(hex(inc.manifest.finalChecksum), hex(finalChecksum(inc.listing.map(i => i.hash))))
+  assert.equal(hex(inc.filter.toBytes()), hex(full.filter.toBytes()), 'the filter is the canonical filter of the set')
+  assert.equal(hex(inc.manifestBytes), hex(full.manifestBytes), 'the manifest is byte-identical to a full build\'s')
   const stored = await new SnapshotStore(h.store).getFilterBytes(inc.manifest.commitIndex)
   const filter = verifyFilter(inc.manifest, stored)
   for (const i of inc.listing) assert.ok(filter.contains(i.hash), 'every chunk hash is in the filter')
@@ -133,26 +142,80 @@ describe('incremental snapshots', { timeout: 120_000 }, () => {
     assert.ok(h.epoch >= 3)
   })
 
-  test('the filter is updated by deletes and inserts, not rebuilt, while its size fits; an insert that fails rebuilds it from the set', async (t) => {
-    const h = await HandChain.open(t, { seed: 'snap-filter', accounts: 3000, embeddingDim: 4 })
-    await h.exec([h.transfer(0, 1)])
-    const s1 = await buildSnapshot(h.store, OPTS)
-    assert.equal(s1.stats.filterRebuilt, true)
-    await h.exec([h.transfer(2, 3), h.transfer(4, 5)])
-    const s2 = await buildSnapshot(h.store, OPTS)
-    assert.equal(s2.stats.mode, 'incremental')
-    assert.ok(s2.stats.chunksAdded > 0 && s2.stats.chunksRemoved > 0)
-    assert.equal(s2.stats.filterRebuilt, s2.stats.filterReason !== '')
-    // the update is exactly "delete the removed hashes, insert the added ones, in ascending order"
-    const replay = CuckooFilter.fromBytes(s1.filter.toBytes())
-    const oldSet = new Set(s1.listing.map(i => hex(i.hash)))
-    const newSet = new Set(s2.listing.map(i => hex(i.hash)))
-    const removed = s1.listing.filter(i => !newSet.has(hex(i.hash))).map(i => i.hash).sort(Buffer.compare)
-    const added = s2.listing.filter(i => !oldSet.has(hex(i.hash))).map(i => i.hash).sort(Buffer.compare)
-    for (const x of removed) assert.ok(replay.delete(x))
-    for (const x of added) assert.ok(replay.insert(x))
-    if (!s2.stats.filterRebuilt) assert.equal(hex(replay.hash()), hex(s2.manifest.filterHash), 'the incremental filter is the replayed update')
-    else assert.equal(hex(CuckooFilter.build(s2.listing.map(i => i.hash)).hash()), hex(s2.manifest.filterHash))
+  test('random snapshot histories that reach the same state give byte-identical manifests (filter bytes, filter hash, manifest digest)', async (t) => {
+    // four validators execute the same commits; each takes snapshots at other commits (one none at all),
+    // so their filters see different insert/delete histories of the chunk set before the last commit
+    const COMMITS = 14
+    const schedules: Array<{ name: string, at: (c: number) => boolean }> = [
+      { name: 'every commit', at: () => true },
+      { name: 'every third commit', at: (c) => c % 3 === 0 },
+      { name: 'random commits', at: (c) => new Prng(`sched-${c}`).int(2) === 0 },
+      { name: 'none before the last', at: () => false }
+    ]
+    const finals: Array<{ name: string, r: SnapshotBuildResult, stored: Uint8Array }> = []
+    for (const sch of schedules) {
+      const h = await HandChain.open(t, { seed: 'snap-history', accounts: 3000, embeddingDim: 4 })
+      const rng = new Prng('snap-history-txs')
+      let snapshots = 0
+      for (let c = 1; c <= COMMITS; c++) {
+        const txs = Array.from({ length: 12 + rng.int(30) }, () => h.transfer(rng.int(3000), rng.int(3000)))
+        if (c % 5 === 0) txs.push(h.embedding(rng.int(3000), [c, 1, 2, 3]))
+        await h.exec(txs, { endOfEpoch: c % 6 === 0 })
+        if (c < COMMITS && sch.at(c)) { await buildSnapshot(h.store, { ...HOPTS, keep: 2 }); snapshots++ }
+      }
+      const r = await buildSnapshot(h.store, HOPTS)
+      assert.equal(r.stats.mode, snapshots > 0 ? 'incremental' : 'full', sch.name)
+      const stored = await new SnapshotStore(h.store).getFilterBytes(r.manifest.commitIndex)
+      finals.push({ name: sch.name, r, stored })
+      if (sch.name === 'every commit') {
+        // and the same store built from scratch
+        const scratch = await buildSnapshot(h.store, { ...HOPTS, incremental: false, write: false })
+        finals.push({ name: 'from scratch', r: scratch, stored: scratch.filter.toBytes() })
+      }
+    }
+    const ref = finals[0]
+    assert.ok(ref.r.listing.length > 400, `enough chunks for placements to differ: ${ref.r.listing.length}`)
+    assert.ok(ref.r.stats.chunksAdded > 10, `the last update changed chunks: ${ref.r.stats.chunksAdded}`)
+    for (const f of finals.slice(1)) {
+      assert.equal(hex(f.r.filter.toBytes()), hex(ref.r.filter.toBytes()), `filter bytes: ${f.name} vs ${ref.name}`)
+      assert.equal(hex(f.stored), hex(ref.stored), `stored filter bytes: ${f.name}`)
+      assert.equal(hex(f.r.manifest.filterHash), hex(ref.r.manifest.filterHash), `filter hash: ${f.name}`)
+      assert.equal(hex(manifestDigest(f.r.manifestBytes)), hex(manifestDigest(ref.r.manifestBytes)), `manifest digest: ${f.name}`)
+    }
+    // what the attested filter is: the canonical filter of the listed hashes
+    assert.equal(hex(ref.r.manifest.filterHash), hex(CuckooFilter.build(ref.r.listing.map(i => i.hash)).hash()))
+    // the build stats report the filter
+    const first = finals.find(f => f.name === 'every commit')!
+    assert.ok(first.r.stats.filterMs >= 0 && first.r.stats.filterStash === first.r.filter.stashed)
+  })
+
+  test('a committee split 2/2 between an incremental and a from-scratch history attests one manifest (issue 16 reproduction)', async (t) => {
+    const h = await HandChain.open(t, { seed: 'snap-committee', accounts: 3000, embeddingDim: 4 })
+    const rng = new Prng('snap-committee-txs')
+    const commits = async (n: number): Promise<void> => {
+      for (let i = 0; i < n; i++) await h.exec(Array.from({ length: 25 }, () => h.transfer(rng.int(3000), rng.int(3000))))
+    }
+    await commits(20)
+    const s20 = await buildSnapshot(h.store, HOPTS)
+    assert.equal(s20.manifest.commitIndex, 20)
+    await commits(15)
+    const { committee, keys } = devnetCommittee(h.seed, h.epoch, [0, 1, 2, 3])
+    // validators 0 and 1 update their snapshot of commit 20; validators 2 and 3 (joined late, or restarted
+    // with an empty snapshot store) build commit 35 from scratch
+    const inc = await buildSnapshot(h.store, { ...HOPTS, sign: (bytes) => signManifest(bytes, committee, keys.slice(0, 2)) })
+    const scratch = await buildSnapshot(h.store, { ...HOPTS, incremental: false, write: false, sign: (bytes) => signManifest(bytes, committee, keys.slice(2)) })
+    assert.equal(inc.stats.mode, 'incremental')
+    assert.equal(scratch.stats.mode, 'full')
+    assert.ok(inc.stats.chunksAdded > 10 && inc.stats.chunksRemoved > 10, 'the update touched the filter')
+    assert.equal(hex(inc.manifest.filterHash), hex(scratch.manifest.filterHash))
+    assert.equal(hex(inc.manifestBytes), hex(scratch.manifestBytes), 'both halves sign the same manifest bytes')
+    const info = (await h.store.getCommittee(h.epoch))!
+    // each half alone falls short of 2f+1; their signatures together attest
+    assert.throws(() => verifyAttestation({ manifest: inc.manifestBytes, signatures: inc.signatures }, info), /2f\+1 needs/)
+    assert.throws(() => verifyAttestation({ manifest: scratch.manifestBytes, signatures: scratch.signatures }, info), /2f\+1 needs/)
+    const both = verifyAttestation({ manifest: inc.manifestBytes, signatures: [...inc.signatures, ...scratch.signatures].sort((a, b) => a.authority - b.authority) }, info)
+    assert.equal(both.stake, info.totalStake)
+    assert.deepEqual(both.signers, [0, 1, 2, 3])
   })
 
   test('change log: the executor logs every changed entry with its prior state; snapshots trim it below the oldest kept snapshot', async (t) => {

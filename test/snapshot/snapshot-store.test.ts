@@ -23,6 +23,25 @@ async function rowCount (h: HandChain, bucket: number): Promise<number> {
 }
 
 describe('snapshot storage', { timeout: 60_000 }, () => {
+  test('chunkHashes pages through more than one page of keys: every stored hash once, ascending, nothing of the next bucket', async (t) => {
+    const h = await HandChain.open(t, { seed: 'snap-pages', accounts: 10, embeddingDim: 4 })
+    const snaps = new SnapshotStore(h.store)
+    const want: string[] = []
+    const batch = h.store.batch()
+    for (let i = 0; i < 2 * 1024 + 37; i++) {
+      const bytes = Uint8Array.of(i & 0xff, i >> 8, 7)
+      batch.put(SnapshotKeys.chunk(sha256(bytes)), bytes)
+      want.push(hex(sha256(bytes)))
+    }
+    // a row of the next bucket must not be read as a chunk
+    batch.put(Uint8Array.of(SnapshotBucket.CHUNK + 1, 0xff), Uint8Array.of(1))
+    await batch.write()
+    const got: string[] = []
+    for await (const x of snaps.chunkHashes()) got.push(hex(x))
+    assert.deepEqual(got, want.sort())
+    assert.equal(await snaps.countChunks(), want.length)
+  })
+
   test('keeps the newest K snapshots; chunks shared with a kept snapshot stay, the others are swept', async (t) => {
     const h = await HandChain.open(t, { seed: 'snap-store', accounts: 400, embeddingDim: 4 })
     const snaps = new SnapshotStore(h.store)

@@ -11,7 +11,8 @@ import { SnapshotStore } from '../../src/snapshot/snapshot-store.ts'
 import { SnapshotKeys } from '../../src/snapshot/store-keys.ts'
 import { encodeManifest, decodeAttestation, type SnapshotManifest, type SnapshotAttestation } from '../../src/snapshot/manifest.ts'
 import { attestManifest, devnetCommitteeKeys, signManifest, verifyAttestation } from '../../src/snapshot/attestation.ts'
-import { verifyFilter, verifyListing, verifyChunkBytes, checkChunk, verifyStoredSnapshot } from '../../src/snapshot/verify.ts'
+import { verifyFilter, verifyListing, verifyChunkBytes, checkChunk, verifyStoredSnapshot, canonicalFilterCheck } from '../../src/snapshot/verify.ts'
+import { CuckooFilter } from '../../src/snapshot/cuckoo-filter.ts'
 import { rebuildState } from '../../src/snapshot/rebuild.ts'
 import type { SnapshotBuildResult } from '../../src/snapshot/builder.ts'
 import { InvalidChunkError, InvalidSnapshotError } from '../../src/errors.ts'
@@ -175,6 +176,44 @@ describe('devnet snapshots: attestation, verification, rebuild', { timeout: 120_
     rejects(() => verifyListing(m, swapped), InvalidSnapshotError, /not in canonical order/)
     const resized = latest.listing.map((r, i) => i === 0 ? { ...r, size: r.size + 1 } : r)
     rejects(() => verifyListing(signed({ ...m, totalBytes: m.totalBytes + 1 }), resized), InvalidSnapshotError, /wrong listing hash/)
+  })
+
+  test('a valid filter of the right set that is not in canonical form is refused, even when attested', async () => {
+    const snaps = new SnapshotStore(store)
+    const m = latest.manifest
+    const committee = (await store.getCommittee(m.epoch))!
+    const keys = devnetCommitteeKeys(SEED, committee.committee)!
+    const signed = (mm: SnapshotManifest): SnapshotManifest => verifyAttestation(attestManifest(mm, committee.committee, keys), new CommitteeInfo(committee.committee)).manifest
+    const listingBytes = await snaps.getListingBytes(m.commitIndex)
+    const hashes = latest.listing.map(r => r.hash)
+    const sorted = [...hashes].sort(Buffer.compare)
+    // the same hashes inserted in descending order: same size, count and set, another placement
+    const other = CuckooFilter.forCapacity(hashes.length)
+    for (const h of [...sorted].reverse()) assert.ok(other.insert(h))
+    const otherBytes = other.toBytes()
+    assert.notEqual(hex(otherBytes), hex(await snaps.getFilterBytes(m.commitIndex)), 'another placement')
+    const forged = signed({ ...m, filterHash: sha256(otherBytes) })
+    const f = verifyFilter(forged, otherBytes) // hash, parameters, count and size all match
+    for (const h of hashes) assert.ok(f.contains(h))
+    rejects(() => verifyListing(forged, listingBytes), InvalidSnapshotError, /the attested filter \(hash [0-9a-f]{64}\) is not the canonical filter of the listed chunk hashes/)
+    const check = canonicalFilterCheck(forged)
+    for (const h of sorted) check.push(h)
+    rejects(() => check.finish(), InvalidSnapshotError, /not the canonical filter/)
+    // the genuine manifest passes the same check, streamed
+    const good = canonicalFilterCheck(m)
+    for (const h of sorted) good.push(h)
+    good.finish()
+    rejects(() => { const c = canonicalFilterCheck(m); c.push(sorted[1]); c.push(sorted[0]) }, InvalidSnapshotError, /not above the previous one/)
+    rejects(() => canonicalFilterCheck(m).finish(), InvalidSnapshotError, /0 hashes pushed/)
+
+    // a table of another size than the count gives is refused with the filter alone
+    const big = new CuckooFilter({ log2Buckets: other.log2Buckets + 1 })
+    for (const h of sorted) assert.ok(big.insert(h))
+    const bigM = signed({ ...m, filterHash: big.hash(), filter: { ...m.filter, log2Buckets: big.log2Buckets } })
+    rejects(() => verifyFilter(bigM, big.toBytes()), InvalidSnapshotError, /not in canonical form: \d+ items take 2\^\d+ buckets, it has 2\^\d+/)
+    // and a stash the manifest does not announce
+    const genuineBytes = await snaps.getFilterBytes(m.commitIndex)
+    rejects(() => verifyFilter(signed({ ...m, filter: { ...m.filter, stash: 1 } }), genuineBytes), InvalidSnapshotError, /stashes 0 hashes, the manifest says 1/)
   })
 
   test('chunks: a chunk whose hash is not in the filter, or that does not hash to its listed hash, is refused', async () => {

@@ -9,7 +9,7 @@ import { serviceCapabilities, type AbortOptions, type PeerId, type Startable } f
 import { RpcProtocol, type RpcComponents, type RpcInit } from '../../net/rpc.ts'
 import type { ChainStore } from '../../store/chain-store.ts'
 import { SnapshotStore } from '../snapshot-store.ts'
-import { FILTER_HEADER_BYTES, BUCKET_SIZE, MAX_LOG2_BUCKETS } from '../cuckoo-filter.ts'
+import { FILTER_HEADER_BYTES, BUCKET_SIZE, HASH_BYTES, MAX_LOG2_BUCKETS } from '../cuckoo-filter.ts'
 import type { FilterParams } from '../manifest.ts'
 import { InvalidSnapshotError, OversizedResponseError } from '../../errors.ts'
 import { SnapshotSyncCodecs, PROTOCOL_SNAPSHOT_FILTER, type GetSnapshotFilterRequest, type GetSnapshotFilterResponse } from './messages.ts'
@@ -23,13 +23,15 @@ export interface SnapshotFilterInit extends RpcInit {
   maxFilterBytes?: number
 }
 
-/** The exact serialized size of a filter with these parameters (format SCF1: header + slots). */
+/** The exact serialized size of a filter with these parameters (format SCF1: header + slots + stash). */
 export function filterBytesFor (p: FilterParams): number {
+  const stash = p.stash ?? 0
+  if (!Number.isInteger(stash) || stash < 0 || !(stash <= p.count)) throw new InvalidSnapshotError(`filter parameters: bad stash size ${stash} for ${p.count} items`)
   if (!Number.isInteger(p.log2Buckets) || p.log2Buckets < 0 || p.log2Buckets > MAX_LOG2_BUCKETS) throw new InvalidSnapshotError(`filter parameters: bad log2(buckets) ${p.log2Buckets}`)
   if (!Number.isInteger(p.fingerprintBits) || p.fingerprintBits < 1 || p.fingerprintBits > 32) throw new InvalidSnapshotError(`filter parameters: bad fingerprint bits ${p.fingerprintBits}`)
   if (p.bucketSize !== BUCKET_SIZE) throw new InvalidSnapshotError(`filter parameters: bucket size ${p.bucketSize}, expected ${BUCKET_SIZE}`)
   const slotBytes = p.fingerprintBits <= 8 ? 1 : p.fingerprintBits <= 16 ? 2 : 4
-  return FILTER_HEADER_BYTES + 2 ** p.log2Buckets * BUCKET_SIZE * slotBytes
+  return FILTER_HEADER_BYTES + 2 ** p.log2Buckets * BUCKET_SIZE * slotBytes + stash * HASH_BYTES
 }
 
 export class SnapshotFilterService implements Startable {

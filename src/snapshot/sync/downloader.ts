@@ -45,6 +45,8 @@ import type { SnapshotListingService } from '../protocols/snapshot-listing.ts'
 import { ChunkQueue, type ChunkItem } from './chunk-queue.ts'
 import type { ChunkHashPool } from './chunk-hash-pool.ts'
 import type { ListingProgress, SyncState } from './sync-state.ts'
+import { canonicalFilterCheck } from '../verify.ts'
+import { BadSnapshotError } from './loader.ts'
 
 export interface DownloadConfig {
   /** most chunk requests in flight per peer. @default 8 */
@@ -229,7 +231,7 @@ export class ChunkDownloader {
         try {
           await this.verifyListing(prog)
         } catch (err) {
-          if (!(err instanceof InvalidSnapshotError)) throw err
+          if (!(err instanceof InvalidSnapshotError) || err instanceof BadSnapshotError) throw err
           this.deps.log('the listing does not match the manifest (%s); it came from %s: fetched again from others', err.message, prog.sources.join(', '))
           for (const s of prog.sources) {
             this.listingExcluded.add(s)
@@ -329,11 +331,19 @@ export class ChunkDownloader {
     const listingHash = lh.digest()
     if (!bytesEqual(listingHash, m.listingHash)) throw new InvalidSnapshotError(`${w}: wrong listing hash ${toHex(listingHash)}, the manifest says ${toHex(m.listingHash)}`)
     const fc = createHash('sha256')
+    // the filter must be the canonical filter of the listed hashes, built in the same sorted pass
+    const canonical = canonicalFilterCheck(m)
     let n = 0
-    for await (const h of this.deps.state.listedHashes()) { fc.update(h); n++ }
+    for await (const h of this.deps.state.listedHashes()) { fc.update(h); if (n < m.chunkCount) canonical.push(h); n++ }
     const finalChecksum = fc.digest()
     if (n !== m.chunkCount) throw new InvalidSnapshotError(`${w}: ${n} distinct hashes for ${m.chunkCount} rows`)
     if (!bytesEqual(finalChecksum, m.finalChecksum)) throw new InvalidSnapshotError(`${w}: wrong final checksum ${toHex(finalChecksum)}, the manifest says ${toHex(m.finalChecksum)}`)
+    // the listing is now the attested one: a filter that does not match it was attested as it is
+    try {
+      canonical.finish()
+    } catch (err: any) {
+      throw new BadSnapshotError(err.message)
+    }
   }
 
   /** Drops HAVE rows of chunks the verified listing does not list; penalizes the peers that sent them. */
