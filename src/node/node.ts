@@ -28,6 +28,7 @@ import { commitSyncServices, stateSyncConfig, type StateSync } from '../sync/sta
 import { snapshotSyncConfig, snapshotSyncServices, type SnapshotSyncService } from '../snapshot/sync/service.ts'
 import { SyncState } from '../snapshot/sync/sync-state.ts'
 import type { SnapshotCandidate, SnapshotCandidateSource } from '../snapshot/sync/candidates.ts'
+import { prepareArchivalStore } from '../sync/archival.ts'
 
 /** Known phases; sync code may use others. */
 export type NodePhase = 'idle' | 'syncing' | 'snapshot' | 'producing' | 'synced' | 'done' | 'stopped' | (string & {})
@@ -77,6 +78,9 @@ export interface CreateNodeOptions {
  * before any commit executes). Commit sync then waits for it.
  */
 export async function resolveSyncMode (config: Pick<SomaConfig, 'syncMode'>, store: ChainStore): Promise<{ snapshot: boolean, reason: string }> {
+  // an archival node never snapshot-syncs (prepareArchivalStore refused a data dir with one in progress)
+  if (config.syncMode === 'archival') return { snapshot: false, reason: '--sync-mode archival: every commit from genesis' }
+  if (store.archival) return { snapshot: false, reason: 'archival data dir: commit sync from its tip, the full history kept' }
   const state = new SyncState(store)
   if (await state.stateReplaced()) return { snapshot: true, reason: 'the state is being replaced by a snapshot' }
   if (await state.read() !== undefined) return { snapshot: true, reason: 'a snapshot sync is in progress' }
@@ -232,6 +236,7 @@ export class SomaNode {
       highestSynced: p.highestSynced,
       highestExecuted: p.highestExecuted,
       lowestAvailable: p.lowestAvailable,
+      archival: this.store.isClosed ? false : this.store.archival,
       stateRoot: root === undefined ? '' : toHex(root),
       epoch: this.epoch,
       peers: this.peerCount(),
@@ -350,6 +355,8 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
     const peerKey = await loadOrCreatePeerKey(config.dataDir)
     const executor = new CommitExecutor(store, { maxBatchCommits: config.executionBatchCommits })
     const mode = opts.commitSync ?? 'sync'
+    if (mode !== false && config.syncMode === 'archival') await prepareArchivalStore(store, log.child('archival'))
+    else if (mode !== false && store.archival) log.info('archival data dir: it keeps its full history and advertises lowest available commit 0 whatever --sync-mode says')
     const snapshot = mode === 'sync' ? await resolveSyncMode(config, store) : { snapshot: false, reason: '' }
     if (snapshot.snapshot) log.info('snapshot sync first: %s', snapshot.reason)
     else if (mode === 'sync' && config.syncMode === 'snapshot') log.info('%s', snapshot.reason)

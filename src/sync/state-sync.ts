@@ -28,6 +28,8 @@ import { StateSyncEventLoop, STATE_SYNC_KEYS, type StateSyncConfig, type SyncPro
 import { SignedBlockVerifier } from './block-verifier.ts'
 import { TxVerifier } from './tx-verifier.ts'
 import type { RpcInit } from '../net/rpc.ts'
+import type { Logger } from '../utils/logger.ts'
+import { prepareArchivalStore } from './archival.ts'
 
 export interface StateSyncInit extends Partial<StateSyncConfig> {
   store: ChainStore
@@ -43,6 +45,14 @@ export interface StateSyncInit extends Partial<StateSyncConfig> {
    * until the snapshot is loaded). @default false
    */
   startPaused?: boolean
+  /**
+   * Archival mode (src/sync/archival.ts): the store keeps its full history (pruned embeddings too) and
+   * advertises lowest available commit 0. `start()` marks the store archival, or rejects with an
+   * ArchivalStoreError when history is missing from it (snapshot-synced or pruned). @default false
+   */
+  archival?: boolean
+  /** where archival mode logs (refusal, mode on). @default silent */
+  logger?: Logger
 }
 
 export interface StateSyncComponents {
@@ -92,6 +102,7 @@ export class StateSync implements Startable {
   get eventLoop (): StateSyncEventLoop | undefined { return this.loop }
 
   async start (): Promise<void> {
+    if (this.init.archival === true && this.loop === undefined) await prepareArchivalStore(this.init.store, this.init.logger)
     if (this.loop !== undefined || this.init.sync === false) return
     const c = this.components
     const store = this.init.store

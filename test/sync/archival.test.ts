@@ -1,0 +1,107 @@
+/**
+ * Archival mode on a store (src/sync/archival.ts): what an archival store keeps that others do not (the
+ * embeddings the genesis' pruning rule removes from the state), what it advertises, and the data dirs it
+ * refuses.
+ */
+import { test, describe } from 'node:test'
+import assert from 'node:assert/strict'
+import { Bucket, Keys, keySuffix } from '../../src/store/keys.ts'
+import { EmbeddingPruneMode, type EmbeddingPruning } from '../../src/chain/types.ts'
+import { sha256 } from '../../src/crypto/hash.ts'
+import { ArchivalStoreError } from '../../src/errors.ts'
+import { ChainStore } from '../../src/store/chain-store.ts'
+import { archivalRefusal, prepareArchivalStore } from '../../src/sync/archival.ts'
+import { resolveSyncMode } from '../../src/node/node.ts'
+import { HandChain } from '../snapshot/fixtures.ts'
+import { hex } from '../helpers/chain.ts'
+
+const RULE: EmbeddingPruning = { mode: EmbeddingPruneMode.AGE, maxAgeEpochs: 0, maxDistance: 0 }
+
+async function ids (store: ChainStore, bucket: number): Promise<string[]> {
+  const out: string[] = []
+  for await (const [k] of store.iterateBucket(bucket)) out.push(hex(keySuffix(k)))
+  return out.sort()
+}
+
+/** Two epochs of a chain whose rule prunes every embedding one epoch old: e0 (epoch 0) is pruned at the end of epoch 1. */
+async function runTwoEpochs (h: HandChain): Promise<{ e0: Uint8Array, e1: Uint8Array, prunedAt: number, root: string }> {
+  const e0 = h.embedding(0, [1, 2, 3])
+  await h.exec([e0])
+  await h.exec([], { endOfEpoch: true }) // end of epoch 0: e0 is of epoch 0, 0 + 0 < 0 is false: kept
+  const e1 = h.embedding(1, [3, 2, 1])
+  await h.exec([e1])
+  const r = await h.exec([], { endOfEpoch: true }) // end of epoch 1: e0 (0 + 0 < 1) is pruned, e1 kept
+  assert.equal(r.prunedEmbeddings, 1)
+  return { e0: sha256(e0.tx), e1: sha256(e1.tx), prunedAt: r.index, root: hex(r.stateRoot) }
+}
+
+describe('archival store', () => {
+  test('keeps the embeddings the pruning rule removes from the state, with the commit that pruned them; the state and its root are those of any node', async (t) => {
+    const a = await HandChain.open(t, { seed: 'archival-prune', accounts: 10, embeddingDim: 3, embeddingPruning: RULE })
+    const plain = await HandChain.open(t, { seed: 'archival-prune', accounts: 10, embeddingDim: 3, embeddingPruning: RULE })
+    await prepareArchivalStore(a.store)
+    assert.equal(a.store.archival, true)
+    const ra = await runTwoEpochs(a)
+    const rp = await runTwoEpochs(plain)
+    assert.equal(ra.root, rp.root, 'archival mode does not change the state root')
+    assert.deepEqual(await ids(a.store, Bucket.EMBEDDING), await ids(plain.store, Bucket.EMBEDDING), 'the same live embeddings')
+    assert.deepEqual(await ids(a.store, Bucket.EMBEDDING), [hex(ra.e1)])
+
+    const h = await a.store.getEmbeddingHistory(ra.e0)
+    assert.ok(h !== undefined, 'the archival store still has the pruned embedding')
+    assert.equal(h.prunedAt, ra.prunedAt)
+    assert.equal(h.embedding.commitIndex, 1)
+    assert.deepEqual([...new Float32Array(new Uint8Array(h.embedding.vector).buffer)], [1, 2, 3])
+    assert.equal((await a.store.getEmbeddingHistory(ra.e1))?.prunedAt, undefined, 'a live embedding: no prunedAt')
+    assert.deepEqual(await ids(a.store, Bucket.PRUNED_EMBEDDING), [hex(ra.e0)])
+
+    assert.equal(await plain.store.getEmbeddingHistory(rp.e0), undefined, 'a node that is not archival lost it')
+    assert.deepEqual(await ids(plain.store, Bucket.PRUNED_EMBEDDING), [])
+  })
+
+  test('advertises lowest available commit 0, keeps it across a reopen, and is never snapshot-synced', async (t) => {
+    const h = await HandChain.open(t, { seed: 'archival-lowest', accounts: 10, embeddingDim: 3 })
+    assert.equal(h.store.lowestAvailable, 1)
+    assert.equal(h.store.archival, false)
+    await h.exec([h.transfer(0, 1)])
+    assert.equal(await archivalRefusal(h.store), undefined, 'a store with every commit since genesis and no pruning rule can become archival')
+    await prepareArchivalStore(h.store)
+    await prepareArchivalStore(h.store) // idempotent
+    assert.equal(h.store.lowestAvailable, 0)
+    assert.equal(h.store.getProgress().lowestAvailable, 0)
+    assert.equal(h.store.storedLowestAvailable, 1)
+    assert.equal(await h.store.db.get(Keys.meta('archival')) !== undefined, true)
+    assert.deepEqual(await resolveSyncMode({ syncMode: 'snapshot' }, h.store), { snapshot: false, reason: 'archival data dir: commit sync from its tip, the full history kept' })
+    assert.equal((await resolveSyncMode({ syncMode: 'archival' }, h.store)).snapshot, false)
+    const dir = h.store.dir
+    await h.store.close()
+    const again = await ChainStore.open(dir)
+    try {
+      assert.equal(again.archival, true)
+      assert.equal(again.lowestAvailable, 0)
+    } finally {
+      await again.close()
+    }
+  })
+
+  test('refuses a store that was snapshot-synced: its history below the snapshot is missing', async (t) => {
+    const h = await HandChain.open(t, { seed: 'archival-snap', accounts: 10, embeddingDim: 3 })
+    await h.exec([h.transfer(0, 1)])
+    // what the snapshot loader writes: the store starts at the snapshot's commit (loader.ts)
+    await h.store.batch().setLowestAvailable(41).write()
+    const why = await archivalRefusal(h.store)
+    assert.match(why ?? '', /was snapshot-synced: it has no commits, blocks or effects below commit 41/)
+    await assert.rejects(prepareArchivalStore(h.store), (err: any) => err instanceof ArchivalStoreError && /cannot run in archival mode: .* below commit 41/.test(err.message))
+    assert.equal(h.store.archival, false, 'nothing was marked')
+    assert.equal(h.store.lowestAvailable, 41)
+  })
+
+  test('refuses a store that executed past an epoch end with embedding pruning without being archival', async (t) => {
+    const h = await HandChain.open(t, { seed: 'archival-pruned', accounts: 10, embeddingDim: 3, embeddingPruning: RULE })
+    await h.exec([h.embedding(0, [1, 1, 1])])
+    assert.equal(await archivalRefusal(h.store), undefined, 'no epoch end executed yet: nothing pruned')
+    await h.exec([], { endOfEpoch: true })
+    assert.match(await archivalRefusal(h.store) ?? '', /executed to commit 2 without archival mode: the embeddings the genesis' pruning rule removed at epoch ends \(from commit 2 on\) were not kept/)
+    await assert.rejects(prepareArchivalStore(h.store), ArchivalStoreError)
+  })
+})
