@@ -17,7 +17,7 @@ export interface OptionSpec {
   key: keyof SomaConfig
   type: OptionType
   doc: string
-  group: 'node' | 'devnet' | 'sync' | 'snapshot'
+  group: 'node' | 'devnet' | 'sync' | 'snapshot' | 'archival'
   /** commands that use it */
   commands: readonly Command[]
   min?: number
@@ -92,6 +92,8 @@ export interface SomaConfig {
   snapshotPeerWaitMs: number
   snapshotFindTimeoutMs: number
   snapshotChunkRequestsPerSecond: number
+  // ---- archival mode (src/sync/archival.ts, archival-discovery.ts)
+  archivalAnnounceIntervalMs: number
 }
 
 const ALL: readonly Command[] = ['start', 'devnet', 'demo']
@@ -163,7 +165,9 @@ export const DEFAULTS: Readonly<SomaConfig> = Object.freeze({
   snapshotWaitForPeers: 1,
   snapshotPeerWaitMs: 3000,
   snapshotFindTimeoutMs: 10_000,
-  snapshotChunkRequestsPerSecond: 200
+  snapshotChunkRequestsPerSecond: 200,
+
+  archivalAnnounceIntervalMs: 30_000
 })
 
 export const OPTIONS: readonly OptionSpec[] = [
@@ -229,7 +233,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'snapshotWaitForPeers', type: 'int', group: 'snapshot', commands: ['start', 'demo'], min: 1, max: 1000, doc: 'peers serving the chosen snapshot to wait for (up to --snapshot-peer-wait) before downloading its chunks' },
   { key: 'snapshotPeerWaitMs', type: 'duration', group: 'snapshot', commands: ['start', 'demo'], min: 0, doc: 'how long to wait for --snapshot-wait-for-peers serving peers' },
   { key: 'snapshotFindTimeoutMs', type: 'duration', group: 'snapshot', commands: ['start', 'demo'], min: 0, doc: 'how long snapshot sync looks for a snapshot ahead of the store before the node commit-syncs instead (0: forever)' },
-  { key: 'snapshotChunkRequestsPerSecond', type: 'int', group: 'snapshot', commands: SYNC, min: 1, doc: 'inbound /soma/snapshot-chunks requests one peer may make per second (responses are byte-bounded)' }
+  { key: 'snapshotChunkRequestsPerSecond', type: 'int', group: 'snapshot', commands: SYNC, min: 1, doc: 'inbound /soma/snapshot-chunks requests one peer may make per second (responses are byte-bounded)' },
+  { key: 'archivalAnnounceIntervalMs', type: 'duration', group: 'archival', commands: ['start', 'demo'], min: 0, doc: 'how often an archival node (--sync-mode archival) re-announces itself on gossip (the DHT provider record of its chain\'s archive is re-published hourly); 0: only at start' }
 ]
 
 export function flagName (key: string): string {

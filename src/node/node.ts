@@ -29,6 +29,7 @@ import { snapshotSyncConfig, snapshotSyncServices, type SnapshotSyncService } fr
 import { SyncState } from '../snapshot/sync/sync-state.ts'
 import type { SnapshotCandidate, SnapshotCandidateSource } from '../snapshot/sync/candidates.ts'
 import { prepareArchivalStore } from '../sync/archival.ts'
+import { archivalDiscoveryConfig, archivalDiscoveryService, type ArchivalDiscovery, type HistoryMissing } from '../sync/archival-discovery.ts'
 
 /** Known phases; sync code may use others. */
 export type NodePhase = 'idle' | 'syncing' | 'snapshot' | 'producing' | 'synced' | 'done' | 'stopped' | (string & {})
@@ -367,6 +368,7 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
       if (d?.discover !== undefined) return await d.discover({ signal })
       return []
     }
+    const archivalDiscovery = (): ArchivalDiscovery | undefined => (libp2p?.services as any)?.archivalDiscovery as ArchivalDiscovery | undefined
     const rpc = {
       timeoutMs: config.timeoutMs,
       handlerTimeoutMs: config.handlerTimeoutMs,
@@ -387,8 +389,12 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
             handlerTimeoutMs: config.handlerTimeoutMs,
             inboundRequestsPerSecond: config.inboundRequestsPerSecond,
             maxInboundStreams: config.maxInboundStreams,
-            maxOutboundStreams: config.maxOutboundStreams
+            maxOutboundStreams: config.maxOutboundStreams,
+            // history below every peer's lowest available commit: find and dial archival peers
+            onHistoryMissing: (m: HistoryMissing) => { archivalDiscovery()?.historyMissing(m) }
           }),
+          // archival nodes announce themselves; every node listens (and forwards), and looks them up
+          archivalDiscovery: archivalDiscoveryService({ store, config: archivalDiscoveryConfig(config), logger: log.child('archival') }),
           ...snapshotSyncServices({
             ...snapshotSyncConfig(config),
             store,
@@ -403,6 +409,7 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
     libp2p = await createLibp2pNode({ config, chainId: store.chainId, privateKey: peerKey.privateKey, services: { ...syncServices, ...opts.services } })
     const components = [...(opts.components ?? [])]
     if (mode === 'sync') components.unshift(stateSyncComponent(libp2p, () => node), snapshotSyncComponent(libp2p, () => node, log.child('snapshot')))
+    if (mode !== false) components.push({ name: 'archival-discovery', status: () => archivalDiscovery()?.status() ?? {} })
     let node: SomaNode | undefined
     const where = opts.statusServer === undefined
       ? (config.statusPort === 0 ? undefined : { host: config.statusHost, port: config.statusPort })

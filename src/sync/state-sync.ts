@@ -24,7 +24,7 @@ import { fetchCommits, type FetchCommits } from './protocols/fetch-commits.ts'
 import { fetchBlocks, type FetchBlocks } from './protocols/fetch-blocks.ts'
 import { pushCommit, type PushCommit } from './protocols/push-commit.ts'
 import { epochProofs } from './protocols/epoch-proofs.ts'
-import { StateSyncEventLoop, STATE_SYNC_KEYS, type StateSyncConfig, type SyncProgress } from './event-loop.ts'
+import { StateSyncEventLoop, STATE_SYNC_KEYS, type EventLoopDeps, type StateSyncConfig, type SyncProgress } from './event-loop.ts'
 import { SignedBlockVerifier } from './block-verifier.ts'
 import { TxVerifier } from './tx-verifier.ts'
 import type { RpcInit } from '../net/rpc.ts'
@@ -53,6 +53,11 @@ export interface StateSyncInit extends Partial<StateSyncConfig> {
   archival?: boolean
   /** where archival mode logs (refusal, mode on). @default silent */
   logger?: Logger
+  /**
+   * Called when no connected peer has the history the sync needs (every peer holding the next commit
+   * has only later ones): e.g. `ArchivalDiscovery.historyMissing`, which finds and dials archival peers.
+   */
+  onHistoryMissing?: EventLoopDeps['onHistoryMissing']
 }
 
 export interface StateSyncComponents {
@@ -122,6 +127,7 @@ export class StateSync implements Startable {
       txVerifier: new TxVerifier(this.pool, store.chainId, store.genesis.genesis.embeddingDim),
       connectedPeers: () => [...new Map(c.connectionManager.getConnections().map(conn => [conn.remotePeer.toString(), conn.remotePeer])).values()],
       disconnect: async (peer) => { await c.connectionManager.closeConnections(peer) },
+      onHistoryMissing: this.init.onHistoryMissing,
       logger: c.logger
     }, this.config)
     c.events.addEventListener('peer:connect', this.onConnect)

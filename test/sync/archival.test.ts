@@ -8,7 +8,8 @@ import assert from 'node:assert/strict'
 import { Bucket, Keys, keySuffix } from '../../src/store/keys.ts'
 import { EmbeddingPruneMode, type EmbeddingPruning } from '../../src/chain/types.ts'
 import { sha256 } from '../../src/crypto/hash.ts'
-import { ArchivalStoreError } from '../../src/errors.ts'
+import { ArchivalStoreError, MalformedMessageError, WrongChainError } from '../../src/errors.ts'
+import { ArchiveAnnouncementCodec, MAX_ANNOUNCEMENT_BYTES, archiveCid, archiveTopic, decodeAnnouncement } from '../../src/sync/archival-discovery.ts'
 import { ChainStore } from '../../src/store/chain-store.ts'
 import { archivalRefusal, prepareArchivalStore } from '../../src/sync/archival.ts'
 import { resolveSyncMode } from '../../src/node/node.ts'
@@ -103,5 +104,20 @@ describe('archival store', () => {
     await h.exec([], { endOfEpoch: true })
     assert.match(await archivalRefusal(h.store) ?? '', /executed to commit 2 without archival mode: the embeddings the genesis' pruning rule removed at epoch ends \(from commit 2 on\) were not kept/)
     await assert.rejects(prepareArchivalStore(h.store), ArchivalStoreError)
+  })
+})
+
+describe('archive announcements (src/sync/archival-discovery.ts)', () => {
+  test('accepted only for this chain, with lowest available commit 0 and a bounded size', async () => {
+    const chainId = sha256(new Uint8Array([1]))
+    const good = { genesisDigest: chainId, highestSyncedCommit: 45, lowestAvailableCommit: 0, addrs: [], timestampMs: 1 }
+    assert.equal(decodeAnnouncement(ArchiveAnnouncementCodec.encode(good), chainId).highestSyncedCommit, 45)
+    assert.throws(() => decodeAnnouncement(ArchiveAnnouncementCodec.encode({ ...good, genesisDigest: sha256(new Uint8Array([2])) }), chainId), WrongChainError)
+    assert.throws(() => decodeAnnouncement(ArchiveAnnouncementCodec.encode({ ...good, lowestAvailableCommit: 41 }), chainId), (err: any) => err instanceof MalformedMessageError && /lowest available commit 41/.test(err.message))
+    assert.throws(() => decodeAnnouncement(new Uint8Array(MAX_ANNOUNCEMENT_BYTES + 1), chainId), MalformedMessageError)
+    assert.throws(() => decodeAnnouncement(Uint8Array.of(0xff, 0xff), chainId), MalformedMessageError)
+    assert.equal(archiveTopic(chainId), `/soma/${hex(chainId).slice(0, 8)}/archive/1`)
+    assert.equal(archiveCid(chainId).toString(), archiveCid(new Uint8Array(chainId)).toString(), 'the CID is a pure function of the chain')
+    assert.notEqual(archiveCid(chainId).toString(), archiveCid(sha256(new Uint8Array([2]))).toString())
   })
 })

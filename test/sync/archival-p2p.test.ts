@@ -1,0 +1,118 @@
+/**
+ * Archival sync over P2P with real nodes (createNode, as `soma-sync start` runs them) on 127.0.0.1:
+ *
+ * - P: a devnet of 45 commits (epochs of 10), attested snapshots at epoch ends; stopped once A and B
+ *   have its chain;
+ * - A: an archival node (`--sync-mode archival`) that commit-syncs from P from genesis and announces
+ *   itself (gossip + the DHT provider record of the chain's archive);
+ * - B: a node that snapshot-syncs (commit 40) and so has no history below commit 41;
+ * - C: a fresh archival node whose only entrypoint is B: B cannot serve commits 1..40, so C finds A by
+ *   discovery, dials it, syncs from genesis and ends with the devnet's state root;
+ * - D: a fresh node (commit sync, not archival) without a DHT, entrypoint B: it finds A by gossip alone.
+ * Then the refusals: archival mode on B's (snapshot-synced) data dir.
+ */
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import path from 'node:path'
+import { DEFAULTS, type SomaConfig } from '../../src/config.ts'
+import { startDevnet } from '../../src/devnet/devnet-node.ts'
+import { createNode, type SomaNode } from '../../src/node/node.ts'
+import { ArchivalStoreError } from '../../src/errors.ts'
+import { createLogger, silentLogger, type Logger } from '../../src/utils/logger.ts'
+import type { ArchivalDiscovery } from '../../src/sync/archival-discovery.ts'
+import type { FetchCommits } from '../../src/sync/protocols/fetch-commits.ts'
+import { testEnv, waitFor } from '../helpers/sync-net.ts'
+import { hex } from '../helpers/chain.ts'
+
+const TIP = 45
+const SNAPSHOT = 40
+
+function capture (): { logger: Logger, lines: string[] } {
+  const lines: string[] = []
+  return { logger: createLogger('node', { level: 'info', write: (l: string) => { lines.push(l) } }), lines }
+}
+
+test('a fresh archival node finds an archival peer by discovery when its only entrypoint was snapshot-synced, syncs from genesis and reaches the devnet\'s state root', { timeout: 240_000 }, async t => {
+  const env = testEnv(t)
+  const base: SomaConfig = {
+    ...DEFAULTS,
+    listen: ['/ip4/127.0.0.1/tcp/0'],
+    statusPort: 0,
+    logLevel: 'error',
+    verifyWorkers: 0,
+    timeoutMs: 10_000,
+    tickIntervalMs: 20,
+    peerHeightQueryIntervalMs: 300,
+    waitIntervalWhenNoPeerToSyncContentMs: 200,
+    archivalAnnounceIntervalMs: 500
+  }
+  const devnet = await startDevnet({ ...base, dataDir: path.join(env.dir, 'p'), epochLength: 10, roundIntervalMs: 0, maxCommits: TIP, txsPerBlock: 5, snapshotTargetChunkBytes: 4096 }, { logger: silentLogger() })
+  env.node({ stop: devnet.stop })
+  await devnet.done
+  const P = devnet.node
+  const root = hex((await P.store.getStateRoot(TIP))!)
+
+  const start = async (name: string, extra: Partial<SomaConfig>, logger: Logger = silentLogger()): Promise<SomaNode> => {
+    const n = env.node(await createNode({ ...base, dataDir: path.join(env.dir, name), genesisFile: devnet.genesisFile, ...extra }, { logger, statusServer: false }))
+    await n.start()
+    return n
+  }
+
+  // A: archival, from the devnet
+  const a = capture()
+  const A = await start('a', { syncMode: 'archival', entrypoints: [P.multiaddrs()[0]] }, a.logger)
+  await waitFor(() => A.store.highestExecuted >= TIP, 60_000, 'A to archival-sync from the devnet')
+  assert.equal(A.store.archival, true)
+  assert.equal(A.store.lowestAvailable, 0)
+  assert.ok(a.lines.some(l => /INFO .*archival mode: this node keeps every commit/.test(l)), 'A logs that archival mode is on')
+  await waitFor(() => a.lines.some(l => /announced this archival node/.test(l)), 20_000, 'A to announce itself')
+
+  // B: snapshot-synced (no history below the snapshot); A is among its entrypoints so that the
+  // gossip mesh and the DHT reach A through B once the devnet is gone
+  const B = await start('b', { entrypoints: [P.multiaddrs()[0], A.multiaddrs()[0]] })
+  await waitFor(() => B.store.highestExecuted >= TIP, 60_000, 'B to snapshot-sync and catch up')
+  assert.equal(B.store.lowestAvailable, SNAPSHOT + 1)
+  await devnet.stop()
+
+  // C: archival, its only entrypoint is B
+  const c = capture()
+  const C = await start('c', { syncMode: 'archival', entrypoints: [B.multiaddrs()[0]] }, c.logger)
+  assert.ok(!C.config.entrypoints.some(e => e.includes(A.peerId.toString())), 'A is not an entrypoint of C')
+
+  // B, asked for history below its lowest available commit, says so with the existing error
+  const fc = (C.libp2p.services as any).fetchCommits as FetchCommits
+  await waitFor(() => C.libp2p.getConnections(B.peerId).length > 0, 20_000, 'C to connect to B')
+  await assert.rejects(fc.fetch(B.peerId, 1, 10, { signal: AbortSignal.timeout(10_000) }), /commit 1 not available \(have 41\.\.45\)/)
+
+  await waitFor(() => C.store.highestExecuted >= TIP, 120_000, 'C to find A and sync from genesis')
+  assert.equal(hex((await C.store.getStateRoot(TIP))!), root, 'C has the devnet\'s state root at its last commit')
+  assert.ok(C.libp2p.getConnections(A.peerId).length > 0, 'C is connected to A')
+  const disc = (C.libp2p.services as any).archivalDiscovery as ArchivalDiscovery
+  assert.ok(disc.found().some(f => f.peerId.equals(A.peerId)), 'C found A by discovery')
+  const logs = c.lines.join('\n')
+  assert.match(logs, /WARN .*history missing: commits 1\.\.40 are not served by any connected peer \(.* has 41\.\.45\); looking for an archival peer/)
+  assert.match(logs, new RegExp(`INFO .*archival peer found: ${A.peerId.toString()} via`))
+  // dialed by discovery, or already connected by its DHT lookup (kad-dht dials the peers it queries)
+  assert.match(logs, new RegExp(`INFO .*(dialed archival peer ${A.peerId.toString()}|archival peer ${A.peerId.toString()} is connected \\(by the lookup\\))`))
+  const status = await C.status()
+  assert.equal(status.archival, true)
+  assert.equal(status.lowestAvailable, 0)
+  assert.equal(((status.archivalDiscovery as any).archivesFound as number) >= 1, true)
+  for (let i = 1; i <= TIP; i++) assert.ok(await C.store.getCommitBytes(i) !== undefined, `C stored commit ${i}`)
+
+  // D: the same without a DHT (gossip only): nothing but the announcement can lead D to A, and D dials it
+  const d = capture()
+  const D = await start('d', { syncMode: 'commits', dhtEnabled: false, entrypoints: [B.multiaddrs()[0]] }, d.logger)
+  await waitFor(() => D.store.highestExecuted >= TIP, 120_000, 'D (no DHT) to find A by gossip and sync from genesis')
+  assert.equal(hex((await D.store.getStateRoot(TIP))!), root)
+  assert.equal(D.store.archival, false, 'a node that is not archival finds archival peers too')
+  assert.match(d.lines.join('\n'), new RegExp(`INFO .*archival peer found: ${A.peerId.toString()} via gossip`))
+  assert.match(d.lines.join('\n'), new RegExp(`INFO .*dialed archival peer ${A.peerId.toString()}`))
+
+  // refusals: an archival node will not start on the snapshot-synced data dir of B
+  await B.stop()
+  const r = capture()
+  await assert.rejects(createNode({ ...base, dataDir: path.join(env.dir, 'b'), syncMode: 'archival', genesisFile: devnet.genesisFile }, { logger: r.logger, statusServer: false }),
+    (err: any) => err instanceof ArchivalStoreError && /was snapshot-synced: it has no commits, blocks or effects below commit 41/.test(err.message))
+  assert.ok(r.lines.some(l => /ERROR .*refusing to start in archival mode: .*snapshot-synced/.test(l)), 'the refusal is logged')
+})
