@@ -9,7 +9,8 @@
  * - C: a fresh archival node whose only entrypoint is B: B cannot serve commits 1..40, so C finds A by
  *   discovery, dials it, syncs from genesis and ends with the devnet's state root;
  * - D: a fresh node (commit sync, not archival) without a DHT, entrypoint B: it finds A by gossip alone.
- * Then the refusals: archival mode on B's (snapshot-synced) data dir.
+ * Then the refusals: archival mode on B's (snapshot-synced) data dir. And an archival node syncing a chain
+ * whose genesis prunes embeddings keeps every pruned one.
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -21,7 +22,10 @@ import { ArchivalStoreError } from '../../src/errors.ts'
 import { createLogger, silentLogger, type Logger } from '../../src/utils/logger.ts'
 import type { ArchivalDiscovery } from '../../src/sync/archival-discovery.ts'
 import type { FetchCommits } from '../../src/sync/protocols/fetch-commits.ts'
-import { testEnv, waitFor } from '../helpers/sync-net.ts'
+import { SEED, producerStore, syncNode, testEnv, waitFor } from '../helpers/sync-net.ts'
+import { createGenesis } from '../../src/chain/genesis.ts'
+import { EmbeddingPruneMode } from '../../src/chain/types.ts'
+import { Bucket, decodeChangeValue, parseChangeKey } from '../../src/store/keys.ts'
 import { hex } from '../helpers/chain.ts'
 
 const TIP = 45
@@ -115,4 +119,36 @@ test('a fresh archival node finds an archival peer by discovery when its only en
   await assert.rejects(createNode({ ...base, dataDir: path.join(env.dir, 'b'), syncMode: 'archival', genesisFile: devnet.genesisFile }, { logger: r.logger, statusServer: false }),
     (err: any) => err instanceof ArchivalStoreError && /was snapshot-synced: it has no commits, blocks or effects below commit 41/.test(err.message))
   assert.ok(r.lines.some(l => /ERROR .*refusing to start in archival mode: .*snapshot-synced/.test(l)), 'the refusal is logged')
+})
+
+test('an archival node that syncs a chain whose genesis prunes embeddings keeps every pruned embedding, with the commit that pruned it', { timeout: 120_000 }, async t => {
+  const env = testEnv(t)
+  // a chain whose rule prunes every embedding older than one epoch, at each epoch end
+  const genesis = createGenesis({ seed: SEED, validators: 4, accounts: 50, initialBalance: 1e9, embeddingDim: 8, embeddingPruning: { mode: EmbeddingPruneMode.AGE, maxAgeEpochs: 1, maxDistance: 0 } })
+  const { store: ps } = await producerStore(env.dir, 45, { epochLength: 10, txsPerBlock: 5, genesis })
+  env.track(ps)
+  const P = env.node(await syncNode(ps, { sync: false }))
+  // what the producer pruned: change log rows of embeddings that existed before the end-of-epoch commit
+  const pruned: Array<{ id: Uint8Array, at: number }> = []
+  for await (const [k, v] of ps.iterateBucket(Bucket.CHANGE_LOG)) {
+    const c = parseChangeKey(k)
+    if (c.kind === Bucket.EMBEDDING && decodeChangeValue(v) !== undefined) pruned.push({ id: new Uint8Array(c.key), at: c.commitIndex })
+  }
+  assert.ok(pruned.length >= 10, `the producer pruned ${pruned.length} embeddings`)
+  for (const p of pruned.slice(0, 3)) assert.equal(await ps.getEmbeddingHistory(p.id), undefined, 'a node that is not archival does not keep them')
+
+  const A = env.node(await createNode({ ...DEFAULTS, listen: ['/ip4/127.0.0.1/tcp/0'], statusPort: 0, logLevel: 'error', verifyWorkers: 0, dhtEnabled: false, tickIntervalMs: 20, peerHeightQueryIntervalMs: 300, dataDir: path.join(env.dir, 'a'), syncMode: 'archival', entrypoints: [P.getMultiaddrs()[0].toString()] }, { genesis, logger: silentLogger(), statusServer: false }))
+  await A.start()
+  await waitFor(() => A.store.highestExecuted >= 45, 60_000, 'A to archival-sync the chain')
+  assert.equal(hex((await A.store.getStateRoot(45))!), hex((await ps.getStateRoot(45))!), 'the same state root as the producer')
+  for (const p of pruned) {
+    assert.equal(await A.store.getEmbedding(p.id), undefined, 'pruned from the state')
+    const h = await A.store.getEmbeddingHistory(p.id)
+    assert.ok(h !== undefined, `pruned embedding ${hex(p.id)} kept`)
+    assert.equal(h.prunedAt, p.at)
+    assert.ok(h.embedding.commitIndex < p.at)
+  }
+  let kept = 0
+  for await (const _ of A.store.iterateBucket(Bucket.PRUNED_EMBEDDING)) kept++
+  assert.equal(kept, pruned.length, 'exactly the pruned ones are kept')
 })
