@@ -13,6 +13,7 @@ import { ArchiveAnnouncementCodec, MAX_ANNOUNCEMENT_BYTES, archiveCid, archiveTo
 import { ChainStore } from '../../src/store/chain-store.ts'
 import { archivalRefusal, prepareArchivalStore } from '../../src/sync/archival.ts'
 import { resolveSyncMode } from '../../src/node/node.ts'
+import { SyncState } from '../../src/snapshot/sync/sync-state.ts'
 import { HandChain } from '../snapshot/fixtures.ts'
 import { hex } from '../helpers/chain.ts'
 
@@ -95,6 +96,15 @@ describe('archival store', () => {
     await assert.rejects(prepareArchivalStore(h.store), (err: any) => err instanceof ArchivalStoreError && /cannot run in archival mode: .* below commit 41/.test(err.message))
     assert.equal(h.store.archival, false, 'nothing was marked')
     assert.equal(h.store.lowestAvailable, 41)
+  })
+
+  test('refuses a store that holds a snapshot sync in progress', async (t) => {
+    const h = await HandChain.open(t, { seed: 'archival-inprogress', accounts: 10, embeddingDim: 3 })
+    // what snapshot sync persists when it chose a snapshot (src/snapshot/sync/sync-state.ts)
+    await new SyncState(h.store).begin(Uint8Array.of(1, 2, 3))
+    assert.match(await archivalRefusal(h.store) ?? '', /holds a snapshot sync in progress: an archival node syncs every commit from genesis/)
+    await assert.rejects(prepareArchivalStore(h.store), ArchivalStoreError)
+    assert.equal(h.store.archival, false)
   })
 
   test('refuses a store that executed past an epoch end with embedding pruning without being archival', async (t) => {
