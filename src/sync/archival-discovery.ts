@@ -16,7 +16,7 @@
  * A syncing node calls `historyMissing()` when every peer that has the commits it needs has them only
  * from a commit above the one it needs (the event loop's `onHistoryMissing`): it logs the range and the
  * peers, looks up providers in the DHT (gossip announcements arrive on their own), and dials every
- * archival peer found that it is not connected to. Commit sync then sees the peer's lowest available
+ * archival peer found that it is not connected to (and, for a minute after, each one found later). Commit sync then sees the peer's lowest available
  * commit 0 in its availability answer and syncs from it.
  *
  * ## Trust
@@ -55,6 +55,8 @@ export const ArchiveAnnouncementCodec = codec<ArchiveAnnouncement>('soma.Archive
 
 /** Largest announcement accepted (a few addresses of ~50 bytes). */
 export const MAX_ANNOUNCEMENT_BYTES = 16 * 1024
+/** An archival peer found within this long of `historyMissing` is dialed as soon as it is found. */
+const MISSING_WINDOW_MS = 60_000
 /** Most addresses taken from one announcement. */
 export const MAX_ANNOUNCED_ADDRS = 16
 
@@ -165,6 +167,8 @@ export class ArchivalDiscovery implements Startable {
   /** archival peers logged as connected */
   private readonly reported = new Set<string>()
   private announcing = false
+  /** when history was last reported missing: archival peers found soon after are dialed at once */
+  private missingAt = 0
   stats = { announced: 0, accepted: 0, rejected: 0, lookups: 0, dialed: 0, dialFailures: 0 }
 
   constructor (components: ArchivalDiscoveryComponents, init: ArchivalDiscoveryInit) {
@@ -295,7 +299,7 @@ export class ArchivalDiscovery implements Startable {
   private remember (peerId: PeerId, addrs: Multiaddr[], highest: number, via: 'gossip' | 'dht'): void {
     const key = peerId.toString()
     const prev = this.archives.get(key)
-    if (prev === undefined) this.log.info('archival peer found: %s via %s (commits 1..%d announced, %d addresses)', key, via === 'gossip' ? 'gossip' : 'the DHT provider record', highest, addrs.length)
+    if (prev === undefined) this.log.info('archival peer found: %s via %s (synced to commit %d as announced, %d addresses)', key, via === 'gossip' ? 'gossip' : 'the DHT provider record', highest, addrs.length)
     this.archives.delete(key) // re-insert: the Map's order is the eviction order
     this.archives.set(key, {
       peerId,
@@ -305,6 +309,8 @@ export class ArchivalDiscovery implements Startable {
       lastSeen: Date.now()
     })
     while (this.archives.size > this.config.maxArchives) this.archives.delete(this.archives.keys().next().value as string)
+    // found while history is missing (an announcement arriving after the lookup): use it now
+    if (prev === undefined && this.running && Date.now() - this.missingAt < MISSING_WINDOW_MS) this.background(this.dialArchives())
   }
 
   /** The archival peers found so far (never this node), most recently seen first. */
@@ -331,12 +337,22 @@ export class ArchivalDiscovery implements Startable {
     return this.archives.size
   }
 
-  /** Dials every archival peer found that is not connected; returns how many connections were opened. */
+  /**
+   * Dials every archival peer found that is not connected (one already connected, e.g. by a DHT query,
+   * is logged once as such); returns how many connections were opened.
+   */
   async dialArchives (opts: { signal?: AbortSignal } = {}): Promise<number> {
     let opened = 0
     await Promise.all(this.found().map(async a => {
       const key = a.peerId.toString()
-      if (this.dialing.has(key) || this.c.connectionManager.getConnections(a.peerId).length > 0) return
+      if (this.dialing.has(key)) return
+      if (this.c.connectionManager.getConnections(a.peerId).length > 0) {
+        if (!this.reported.has(key)) {
+          this.reported.add(key)
+          this.log.info('archival peer %s is connected: commit sync asks it for the missing history', key)
+        }
+        return
+      }
       this.dialing.add(key)
       try {
         if (a.addrs.length > 0) await this.c.peerStore.merge(a.peerId, { multiaddrs: a.addrs })
@@ -361,6 +377,7 @@ export class ArchivalDiscovery implements Startable {
    * At most one lookup runs at a time, and one starts at most every `lookupIntervalMs`.
    */
   historyMissing (m: HistoryMissing): void {
+    this.missingAt = Date.now()
     if (!this.running || this.lookup !== undefined || Date.now() - this.lastLookup < this.config.lookupIntervalMs) return
     this.lastLookup = Date.now()
     const peers = m.peers.map(p => `${p.peer.toString()} has ${p.lowest}..${p.height}`).join(', ')
@@ -370,14 +387,6 @@ export class ArchivalDiscovery implements Startable {
       if (this.archives.size === 0) {
         this.log.warn('no archival peer of chain %s found yet (DHT provider record, gossip): retrying while history is missing', short(this.store.chainId))
         return 0
-      }
-      // the DHT lookup may have connected some already (its queries dial the peers they ask)
-      for (const a of this.found()) {
-        const key = a.peerId.toString()
-        if (this.c.connectionManager.getConnections(a.peerId).length > 0 && !this.reported.has(key)) {
-          this.reported.add(key)
-          this.log.info('archival peer %s is connected (by the lookup): commit sync asks it for the missing history', key)
-        }
       }
       return await this.dialArchives()
     }

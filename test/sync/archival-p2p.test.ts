@@ -15,6 +15,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import path from 'node:path'
+import { spawnSync } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
 import { DEFAULTS, type SomaConfig } from '../../src/config.ts'
 import { startDevnet } from '../../src/devnet/devnet-node.ts'
 import { createNode, type SomaNode } from '../../src/node/node.ts'
@@ -29,6 +31,7 @@ import { Bucket, decodeChangeValue, parseChangeKey } from '../../src/store/keys.
 import { hex } from '../helpers/chain.ts'
 
 const TIP = 45
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..')
 const SNAPSHOT = 40
 
 function capture (): { logger: Logger, lines: string[] } {
@@ -97,7 +100,7 @@ test('a fresh archival node finds an archival peer by discovery when its only en
   assert.match(logs, /WARN .*history missing: commits 1\.\.40 are not served by any connected peer \(.* has 41\.\.45\); looking for an archival peer/)
   assert.match(logs, new RegExp(`INFO .*archival peer found: ${A.peerId.toString()} via`))
   // dialed by discovery, or already connected by its DHT lookup (kad-dht dials the peers it queries)
-  assert.match(logs, new RegExp(`INFO .*(dialed archival peer ${A.peerId.toString()}|archival peer ${A.peerId.toString()} is connected \\(by the lookup\\))`))
+  assert.match(logs, new RegExp(`INFO .*(dialed archival peer ${A.peerId.toString()}|archival peer ${A.peerId.toString()} is connected)`))
   const status = await C.status()
   assert.equal(status.archival, true)
   assert.equal(status.lowestAvailable, 0)
@@ -119,6 +122,11 @@ test('a fresh archival node finds an archival peer by discovery when its only en
   await assert.rejects(createNode({ ...base, dataDir: path.join(env.dir, 'b'), syncMode: 'archival', genesisFile: devnet.genesisFile }, { logger: r.logger, statusServer: false }),
     (err: any) => err instanceof ArchivalStoreError && /was snapshot-synced: it has no commits, blocks or effects below commit 41/.test(err.message))
   assert.ok(r.lines.some(l => /ERROR .*refusing to start in archival mode: .*snapshot-synced/.test(l)), 'the refusal is logged')
+  // and the command line: `soma-sync start --sync-mode archival` exits 1 with a one-line error
+  const cli = spawnSync(process.execPath, [path.join(ROOT, 'src', 'cli', 'main.ts'), 'start', '--sync-mode', 'archival', '--data-dir', path.join(env.dir, 'b'), '--listen', '/ip4/127.0.0.1/tcp/0', '--status-port', '0'], { encoding: 'utf8', timeout: 60_000, env: { ...process.env, SOMA_LOG_LEVEL: 'info' } })
+  assert.equal(cli.status, 1, `exit code ${String(cli.status)}: ${cli.stderr}`)
+  assert.match(cli.stderr, /^error: cannot run in archival mode: .*was snapshot-synced: it has no commits, blocks or effects below commit 41/m)
+  assert.match(cli.stderr, /ERROR .*refusing to start in archival mode/)
 })
 
 test('an archival node that syncs a chain whose genesis prunes embeddings keeps every pruned embedding, with the commit that pruned it', { timeout: 120_000 }, async t => {
