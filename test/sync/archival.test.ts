@@ -14,6 +14,15 @@ import { ChainStore } from '../../src/store/chain-store.ts'
 import { archivalRefusal, prepareArchivalStore } from '../../src/sync/archival.ts'
 import { resolveSyncMode } from '../../src/node/node.ts'
 import { SyncState } from '../../src/snapshot/sync/sync-state.ts'
+import { createLibp2p } from 'libp2p'
+import { tcp } from '@libp2p/tcp'
+import { noise } from '@chainsafe/libp2p-noise'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify } from '@libp2p/identify'
+import { CommitExecutor } from '../../src/executor/commit-executor.ts'
+import { VerifyPool } from '../../src/crypto/verify-pool.ts'
+import { commitSyncServices } from '../../src/sync/state-sync.ts'
+import { syncNode, testEnv } from '../helpers/sync-net.ts'
 import { HandChain } from '../snapshot/fixtures.ts'
 import { hex } from '../helpers/chain.ts'
 
@@ -129,5 +138,33 @@ describe('archive announcements (src/sync/archival-discovery.ts)', () => {
     assert.equal(archiveTopic(chainId), `/soma/${hex(chainId).slice(0, 8)}/archive/1`)
     assert.equal(archiveCid(chainId).toString(), archiveCid(new Uint8Array(chainId)).toString(), 'the CID is a pure function of the chain')
     assert.notEqual(archiveCid(chainId).toString(), archiveCid(sha256(new Uint8Array([2]))).toString())
+  })
+})
+
+describe('archival: true in the embedded services (commitSyncServices)', () => {
+  test('marks the store archival when the node starts, answers lowest available commit 0; a snapshot-synced store makes the start fail', async (t) => {
+    const env = testEnv(t)
+    const s = await env.store('a')
+    assert.equal(s.archival, false)
+    const A = env.node(await syncNode(s, { archival: true, sync: false }))
+    assert.equal(s.archival, true)
+    const Q = env.node(await syncNode(await env.store('q'), { sync: false }))
+    await Q.dial(A.getMultiaddrs()[0])
+    const info = await (Q.services as any).commitAvailability.query(A.peerId, { signal: AbortSignal.timeout(10_000) })
+    assert.equal(info.lowestAvailable, 0)
+
+    const snap = await env.store('snap')
+    await snap.batch().setLowestAvailable(41).write()
+    const node = await createLibp2p({
+      start: false,
+      addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
+      transports: [tcp()],
+      connectionEncrypters: [noise()],
+      streamMuxers: [yamux()],
+      services: { identify: identify(), ...commitSyncServices({ store: snap, executor: new CommitExecutor(snap), verifyPool: new VerifyPool({ workers: 0 }), archival: true, sync: false }) }
+    })
+    env.node(node)
+    await assert.rejects(async () => { await node.start() }, (err: any) => err instanceof ArchivalStoreError && /below commit 41/.test(err.message))
+    assert.equal(snap.archival, false)
   })
 })
