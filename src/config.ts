@@ -17,7 +17,7 @@ export interface OptionSpec {
   key: keyof SomaConfig
   type: OptionType
   doc: string
-  group: 'node' | 'devnet' | 'sync' | 'snapshot'
+  group: 'node' | 'devnet' | 'sync' | 'snapshot' | 'archival'
   /** commands that use it */
   commands: readonly Command[]
   min?: number
@@ -92,6 +92,8 @@ export interface SomaConfig {
   snapshotPeerWaitMs: number
   snapshotFindTimeoutMs: number
   snapshotChunkRequestsPerSecond: number
+  // ---- archival mode (src/sync/archival.ts, archival-discovery.ts)
+  archivalAnnounceIntervalMs: number
 }
 
 const ALL: readonly Command[] = ['start', 'devnet', 'demo']
@@ -163,7 +165,9 @@ export const DEFAULTS: Readonly<SomaConfig> = Object.freeze({
   snapshotWaitForPeers: 1,
   snapshotPeerWaitMs: 3000,
   snapshotFindTimeoutMs: 10_000,
-  snapshotChunkRequestsPerSecond: 200
+  snapshotChunkRequestsPerSecond: 200,
+
+  archivalAnnounceIntervalMs: 30_000
 })
 
 export const OPTIONS: readonly OptionSpec[] = [
@@ -219,7 +223,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'snapshotEvery', type: 'int', group: 'snapshot', commands: DEVNET, min: 0, doc: 'the devnet producer snapshots at every epoch end and also every this many commits; 0: only at epoch ends' },
   { key: 'snapshotAnnounceIntervalMs', type: 'duration', group: 'snapshot', commands: SYNC, min: 0, doc: 'how often a node holding snapshots re-announces its latest attested manifest (gossip, DHT record, provider record); 0: only when a snapshot is stored' },
   { key: 'minSnapshotPeers', type: 'int', group: 'snapshot', commands: SYNC, min: 1, max: 1000, doc: 'a snapshot served by fewer peers than this is not a sync candidate' },
-  { key: 'syncMode', type: 'choice', group: 'snapshot', commands: ['start', 'demo'], choices: ['auto', 'snapshot', 'commits'], doc: 'how a node reaches the tip: `snapshot` syncs the newest attested snapshot ahead of its store, then commit-syncs from it; `commits` replays every commit from the store\'s tip; `auto`: snapshot for an empty store (nothing synced yet), else commits. A snapshot sync in progress is always resumed' },
+  { key: 'syncMode', type: 'choice', group: 'snapshot', commands: ['start', 'demo'], choices: ['auto', 'snapshot', 'commits', 'archival'], doc: 'how a node reaches the tip: `snapshot` syncs the newest attested snapshot ahead of its store, then commit-syncs from it; `commits` replays every commit from the store\'s tip; `auto`: snapshot for an empty store (nothing synced yet), else commits. A snapshot sync in progress is always resumed. `archival`: commit-syncs every commit from genesis and keeps the full history (commits, blocks, effects, pruned embeddings), advertises lowest available commit 0 and announces itself as an archive; refused on a data dir that was snapshot-synced or pruned' },
   { key: 'snapshotMaxRequestsPerPeer', type: 'int', group: 'snapshot', commands: ['start', 'demo'], min: 1, max: 256, doc: 'most chunk requests in flight to one peer (the window starts at 2 and grows while the peer answers fast)' },
   { key: 'snapshotMaxChunksPerRequest', type: 'int', group: 'snapshot', commands: SYNC, min: 1, max: 65536, doc: 'most chunks per /soma/snapshot-chunks request (asked, and served)' },
   { key: 'snapshotChunkResponseBytes', type: 'bytes', group: 'snapshot', commands: SYNC, min: 1024, doc: 'most chunk bytes per /soma/snapshot-chunks response (asked, and served; a larger chunk is still sent, alone)' },
@@ -229,7 +233,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'snapshotWaitForPeers', type: 'int', group: 'snapshot', commands: ['start', 'demo'], min: 1, max: 1000, doc: 'peers serving the chosen snapshot to wait for (up to --snapshot-peer-wait) before downloading its chunks' },
   { key: 'snapshotPeerWaitMs', type: 'duration', group: 'snapshot', commands: ['start', 'demo'], min: 0, doc: 'how long to wait for --snapshot-wait-for-peers serving peers' },
   { key: 'snapshotFindTimeoutMs', type: 'duration', group: 'snapshot', commands: ['start', 'demo'], min: 0, doc: 'how long snapshot sync looks for a snapshot ahead of the store before the node commit-syncs instead (0: forever)' },
-  { key: 'snapshotChunkRequestsPerSecond', type: 'int', group: 'snapshot', commands: SYNC, min: 1, doc: 'inbound /soma/snapshot-chunks requests one peer may make per second (responses are byte-bounded)' }
+  { key: 'snapshotChunkRequestsPerSecond', type: 'int', group: 'snapshot', commands: SYNC, min: 1, doc: 'inbound /soma/snapshot-chunks requests one peer may make per second (responses are byte-bounded)' },
+  { key: 'archivalAnnounceIntervalMs', type: 'duration', group: 'archival', commands: ['start', 'demo'], min: 0, doc: 'how often an archival node (--sync-mode archival) re-announces itself on gossip (the DHT provider record of its chain\'s archive is re-published hourly); 0: only at start' }
 ]
 
 export function flagName (key: string): string {

@@ -47,6 +47,8 @@ export class ConfigError extends SomaError { static override readonly code: stri
 export class StoreError extends SomaError { static override readonly code: string = 'ERR_STORE' }
 export class CorruptStoreError extends StoreError { static override readonly code: string = 'ERR_CORRUPT_STORE' }
 export class ForeignStoreError extends StoreError { static override readonly code: string = 'ERR_FOREIGN_STORE' }
+/** A data dir that cannot run as an archival node: history below some commit is missing (snapshot-synced or pruned). */
+export class ArchivalStoreError extends StoreError { static override readonly code: string = 'ERR_ARCHIVAL_STORE' }
 export class NoPeerError extends SomaError { static override readonly code: string = 'ERR_NO_PEER' }
 export class AbortedError extends SomaError { static override readonly code: string = 'ERR_ABORTED' }
 

@@ -144,6 +144,16 @@ export function snapshotSyncEvidence (s: NodeStatus): string | undefined {
   return undefined
 }
 
+/**
+ * What a node's /status shows of archival mode (src/sync/archival.ts): a description when it runs
+ * archival (`archival: true`, lowest available commit 0, full history from genesis), else undefined.
+ */
+export function archivalEvidence (s: NodeStatus): string | undefined {
+  if (s.archival !== true || s.lowestAvailable !== 0) return undefined
+  const d = s.archivalDiscovery as { announcing?: boolean } | undefined
+  return `archival: every commit from genesis to ${s.highestSynced} kept and served (lowest available commit 0)${d?.announcing === true ? ', announced as an archive of the chain' : ''}`
+}
+
 /** A plain text table. */
 export function formatTable (rows: string[][], header: string[]): string {
   const all = [header, ...rows]

@@ -8,6 +8,12 @@
  * - `full1`..`full3`: full nodes that commit-sync from genesis (`soma-sync start`);
  * - `late`: a node that joins once the producer has passed `LATE_JOIN_AFTER_COMMIT` (two epochs, so
  *   snapshots exist) and snapshot-syncs (`lateJoinerArgs`, see SNAPSHOT_SYNC below).
+ * - `archive`: an archival node (`--sync-mode archival`, role 'archival', src/sync/archival.ts) that
+ *   joins at the same commit as the late joiner and commit-syncs every commit from genesis, keeps the full
+ *   history and announces itself as an archive of the chain (`archivalNodeArgs`).
+ *
+ * Archive bucket parts (issue 14 items 3-6: an S3-compatible service and a node that fast-syncs from it)
+ * are added as nodes of roles of their own (e.g. 'bucket', 'fast'); `Role` is the place to add them.
  *
  * Every node's peer key derives from `SOMA_TESTNET_PEER_KEY_SEED` (testnet/keys.ts), so entrypoints
  * name peer ids up front; full nodes write the devnet's (deterministic) genesis themselves
@@ -74,7 +80,7 @@ export const COMMON_ENV: Readonly<Record<string, string>> = {
   [envName('verifyWorkers')]: '1'
 }
 
-export type Role = 'devnet' | 'full' | 'late'
+export type Role = 'devnet' | 'full' | 'late' | 'archival'
 
 export interface TestnetNode {
   name: string
@@ -107,6 +113,17 @@ export function fullNodeArgs (): readonly string[] {
   return HAS_SYNC_MODE ? COMMIT_SYNC_ARGS : []
 }
 
+/** The extra `start` arguments of the archival node (it syncs every commit from genesis and keeps them). */
+export const ARCHIVAL_SYNC_ARGS: readonly string[] = ['--sync-mode', 'archival']
+
+/** Whether this soma-sync has archival mode (`start --sync-mode archival`). */
+export const HAS_ARCHIVAL_MODE: boolean = OPTIONS.some(o => (o.key as string) === 'syncMode' && (o.choices ?? []).includes('archival'))
+
+/** The archival node's extra `start` arguments (without archival mode it commit-syncs like a full node). */
+export function archivalNodeArgs (): readonly string[] {
+  return HAS_ARCHIVAL_MODE ? ARCHIVAL_SYNC_ARGS : fullNodeArgs()
+}
+
 /** The nodes of the testnet, producer first. */
 export function testnetNodes (opts: TopologyOptions = {}): TestnetNode[] {
   return [
@@ -114,7 +131,8 @@ export function testnetNodes (opts: TopologyOptions = {}): TestnetNode[] {
     { name: 'full1', role: 'full', entrypoints: ['devnet'], hostStatusPort: 7781, args: fullNodeArgs(), env: {} },
     { name: 'full2', role: 'full', entrypoints: ['devnet', 'full1'], hostStatusPort: 7782, args: fullNodeArgs(), env: {} },
     { name: 'full3', role: 'full', entrypoints: ['devnet', 'full1'], hostStatusPort: 7783, args: fullNodeArgs(), env: {} },
-    { name: 'late', role: 'late', entrypoints: ['devnet', 'full1', 'full2', 'full3'], hostStatusPort: 7784, args: lateJoinerArgs(opts), env: {}, joinAfterCommit: LATE_JOIN_AFTER_COMMIT }
+    { name: 'late', role: 'late', entrypoints: ['devnet', 'full1', 'full2', 'full3'], hostStatusPort: 7784, args: lateJoinerArgs(opts), env: {}, joinAfterCommit: LATE_JOIN_AFTER_COMMIT },
+    { name: 'archive', role: 'archival', entrypoints: ['devnet', 'full1'], hostStatusPort: 7785, args: archivalNodeArgs(), env: {}, joinAfterCommit: LATE_JOIN_AFTER_COMMIT }
   ]
 }
 

@@ -4,14 +4,15 @@
  *
  *   node testnet/watch.ts [--nodes devnet=127.0.0.1:7780,full1=127.0.0.1:7781,...] [--producer devnet]
  *                         [--until converged|never] [--timeout 300s] [--interval 500ms] [--min-commit N]
- *                         [--require-snapshot late]
+ *                         [--require-snapshot late] [--require-archival archive]
  *
  * Defaults: the docker-compose.yml nodes on 127.0.0.1 (their SOMA_TESTNET_<NODE>_STATUS_PORT, else the
  * file's port), until every node reports the producer's state root at the same commit (exit 0), or
  * --timeout (exit 1), or a node diverges (exit 1). --require-snapshot <node>: that node's /status must
- * also show it restored a snapshot (snapshot sync), else exit 1.
+ * also show it restored a snapshot (snapshot sync), else exit 1. --require-archival <node>: that node's
+ * /status must show archival mode (archival: true, lowest available commit 0), else exit 1.
  */
-import { Convergence, asStatus, snapshotSyncEvidence, type NodeStatus } from './converge.ts'
+import { Convergence, archivalEvidence, asStatus, snapshotSyncEvidence, type NodeStatus } from './converge.ts'
 import { hostPortVariable } from './compose.ts'
 import { testnetNodes } from './topology.ts'
 
@@ -85,7 +86,7 @@ async function cli (argv: string[]): Promise<number> {
     return i >= 0 ? argv[i + 1] : undefined
   }
   if (argv.includes('--help')) {
-    process.stdout.write('usage: node testnet/watch.ts [--nodes name=host:port,...] [--producer devnet] [--until converged|never] [--timeout 300s] [--interval 500ms] [--min-commit N] [--require-snapshot <node>]\n')
+    process.stdout.write('usage: node testnet/watch.ts [--nodes name=host:port,...] [--producer devnet] [--until converged|never] [--timeout 300s] [--interval 500ms] [--min-commit N] [--require-snapshot <node>] [--require-archival <node>]\n')
     return 0
   }
   const nodes: Record<string, string> = {}
@@ -117,6 +118,12 @@ async function cli (argv: string[]): Promise<number> {
     if (evidence !== undefined) process.stdout.write(`${name}: ${evidence}\n`)
     else if (arg('require-snapshot') === name) {
       process.stdout.write(`${name}: NO sign of a snapshot sync in its /status\n`)
+      ok = false
+    }
+    const archival = s === undefined || s instanceof Error ? undefined : archivalEvidence(s)
+    if (archival !== undefined) process.stdout.write(`${name}: ${archival}\n`)
+    else if (arg('require-archival') === name) {
+      process.stdout.write(`${name}: NO archival mode in its /status (archival: true, lowest available commit 0)\n`)
       ok = false
     }
   }

@@ -15,7 +15,9 @@
  * parse, and the sender-less ChangeEpoch) are skipped by digest when they already have effects.
  *
  * At an end-of-epoch commit, the genesis' embedding pruning rule (if any, see
- * src/executor/pruning.ts) deletes the embeddings it selects.
+ * src/executor/pruning.ts) deletes the embeddings it selects from the state; an archival store
+ * (`store.archival`, src/sync/archival.ts) keeps each of them, with the commit that pruned it, in the
+ * same atomic write (ChainStore.getEmbeddingHistory).
  *
  * Commits run in batches of consecutive commits (`executeBatch`; `run` batches what sync has already
  * queued, `execute` is a batch of one). A batch executes its commits one after the other on in-memory
@@ -220,6 +222,7 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
     const added: LiveEmbedding[] = []
     const results: ExecutionResult[] = []
     const rule = pruningRule(g.genesis)
+    const archival = this.store.archival
     // a failed transaction: its effect, nothing else (one closure per batch, not one per transaction)
     let failed = 0
     const fail = (t: TxItem, index: number, status: ExecutionStatus, error: string): void => {
@@ -290,6 +293,8 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
           // an end-of-epoch commit is its batch's last: `added` holds every embedding of the batch
           for (const p of await selectPrunedEmbeddings(this.store, added, epoch, rule)) {
             batch.delEmbedding(p.id)
+            // an archival store keeps what the state prunes (src/store/keys.ts, 0x0f), in the same batch
+            if (archival) batch.putPrunedEmbedding(p.id, index, p.encoded)
             lthash.removeLanes(embeddingElement(p.id, p.encoded))
             // one change row per entry and batch, with its state before the batch: an embedding added
             // by this batch already has its row ("did not exist")

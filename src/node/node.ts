@@ -28,6 +28,8 @@ import { commitSyncServices, stateSyncConfig, type StateSync } from '../sync/sta
 import { snapshotSyncConfig, snapshotSyncServices, type SnapshotSyncService } from '../snapshot/sync/service.ts'
 import { SyncState } from '../snapshot/sync/sync-state.ts'
 import type { SnapshotCandidate, SnapshotCandidateSource } from '../snapshot/sync/candidates.ts'
+import { prepareArchivalStore } from '../sync/archival.ts'
+import { archivalDiscoveryConfig, archivalDiscoveryService, type ArchivalDiscovery, type HistoryMissing } from '../sync/archival-discovery.ts'
 
 /** Known phases; sync code may use others. */
 export type NodePhase = 'idle' | 'syncing' | 'snapshot' | 'producing' | 'synced' | 'done' | 'stopped' | (string & {})
@@ -77,6 +79,9 @@ export interface CreateNodeOptions {
  * before any commit executes). Commit sync then waits for it.
  */
 export async function resolveSyncMode (config: Pick<SomaConfig, 'syncMode'>, store: ChainStore): Promise<{ snapshot: boolean, reason: string }> {
+  // an archival node never snapshot-syncs (prepareArchivalStore refused a data dir with one in progress)
+  if (config.syncMode === 'archival') return { snapshot: false, reason: '--sync-mode archival: every commit from genesis' }
+  if (store.archival) return { snapshot: false, reason: 'archival data dir: commit sync from its tip, the full history kept' }
   const state = new SyncState(store)
   if (await state.stateReplaced()) return { snapshot: true, reason: 'the state is being replaced by a snapshot' }
   if (await state.read() !== undefined) return { snapshot: true, reason: 'a snapshot sync is in progress' }
@@ -232,6 +237,7 @@ export class SomaNode {
       highestSynced: p.highestSynced,
       highestExecuted: p.highestExecuted,
       lowestAvailable: p.lowestAvailable,
+      archival: this.store.isClosed ? false : this.store.archival,
       stateRoot: root === undefined ? '' : toHex(root),
       epoch: this.epoch,
       peers: this.peerCount(),
@@ -350,6 +356,8 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
     const peerKey = await loadOrCreatePeerKey(config.dataDir)
     const executor = new CommitExecutor(store, { maxBatchCommits: config.executionBatchCommits })
     const mode = opts.commitSync ?? 'sync'
+    if (mode !== false && config.syncMode === 'archival') await prepareArchivalStore(store, log.child('archival'))
+    else if (mode !== false && store.archival) log.info('archival data dir: it keeps its full history and advertises lowest available commit 0 whatever --sync-mode says')
     const snapshot = mode === 'sync' ? await resolveSyncMode(config, store) : { snapshot: false, reason: '' }
     if (snapshot.snapshot) log.info('snapshot sync first: %s', snapshot.reason)
     else if (mode === 'sync' && config.syncMode === 'snapshot') log.info('%s', snapshot.reason)
@@ -360,6 +368,7 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
       if (d?.discover !== undefined) return await d.discover({ signal })
       return []
     }
+    const archivalDiscovery = (): ArchivalDiscovery | undefined => (libp2p?.services as any)?.archivalDiscovery as ArchivalDiscovery | undefined
     const rpc = {
       timeoutMs: config.timeoutMs,
       handlerTimeoutMs: config.handlerTimeoutMs,
@@ -381,8 +390,12 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
             handlerTimeoutMs: config.handlerTimeoutMs,
             inboundRequestsPerSecond: config.inboundRequestsPerSecond,
             maxInboundStreams: config.maxInboundStreams,
-            maxOutboundStreams: config.maxOutboundStreams
+            maxOutboundStreams: config.maxOutboundStreams,
+            // history below every peer's lowest available commit: find and dial archival peers
+            onHistoryMissing: (m: HistoryMissing) => { archivalDiscovery()?.historyMissing(m) }
           }),
+          // archival nodes announce themselves; every node listens (and forwards), and looks them up
+          archivalDiscovery: archivalDiscoveryService({ store, config: archivalDiscoveryConfig(config), logger: log.child('archival') }),
           ...snapshotSyncServices({
             ...snapshotSyncConfig(config),
             store,
@@ -398,6 +411,7 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
     libp2p = await createLibp2pNode({ config, chainId: store.chainId, privateKey: peerKey.privateKey, services: { ...syncServices, ...opts.services } })
     const components = [...(opts.components ?? [])]
     if (mode === 'sync') components.unshift(stateSyncComponent(libp2p, () => node), snapshotSyncComponent(libp2p, () => node, log.child('snapshot')))
+    if (mode !== false) components.push({ name: 'archival-discovery', status: () => archivalDiscovery()?.status() ?? {} })
     let node: SomaNode | undefined
     const where = opts.statusServer === undefined
       ? (config.statusPort === 0 ? undefined : { host: config.statusHost, port: config.statusPort })

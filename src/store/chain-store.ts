@@ -9,7 +9,7 @@
 import { ClassicLevel } from 'classic-level'
 import { existsSync, mkdirSync, readdirSync } from 'node:fs'
 import path from 'node:path'
-import { Keys, Bucket, encodeChangeValue, META_SCHEMA, META_CHAIN_ID, META_GENESIS, META_INIT_PENDING, META_LTHASH, SCHEMA_VERSION, PROGRESS_SYNCED, PROGRESS_EXECUTED, PROGRESS_LOWEST, u64, readU64, parseVoteKey } from './keys.ts'
+import { Keys, Bucket, encodeChangeValue, META_SCHEMA, META_CHAIN_ID, META_GENESIS, META_INIT_PENDING, META_LTHASH, META_ARCHIVAL, SCHEMA_VERSION, PROGRESS_SYNCED, PROGRESS_EXECUTED, PROGRESS_LOWEST, u64, readU64, parseVoteKey } from './keys.ts'
 import { Codecs } from '../chain/codecs.ts'
 import { decodeGenesis, type GenesisBundle } from '../chain/genesis.ts'
 import { CommitteeInfo } from '../chain/committee.ts'
@@ -40,7 +40,10 @@ export interface Progress {
   highestSynced: number
   /** highest commit executed into the state */
   highestExecuted: number
-  /** lowest commit this store can serve (1, or snapshot commit + 1) */
+  /**
+   * lowest commit this store can serve: 1, or snapshot commit + 1; 0 on an archival store (the full
+   * history since genesis, kept for good: see src/sync/archival.ts)
+   */
   lowestAvailable: number
 }
 
@@ -58,6 +61,7 @@ export class StoreBatch {
   private readonly store: ChainStore
   private readonly ops: Array<{ type: 'put', key: Uint8Array, value: Uint8Array } | { type: 'del', key: Uint8Array }> = []
   private progress: Partial<Progress> = {}
+  private archival = false
   private bytes = 0
 
   constructor (store: ChainStore) { this.store = store }
@@ -109,6 +113,16 @@ export class StoreBatch {
     return this.del(Keys.embedding(id))
   }
 
+  /** An embedding pruned from the state by the end-of-epoch commit `prunedAt`, kept by archival stores (keys.ts). */
+  putPrunedEmbedding (id: Uint8Array, prunedAt: number, encoded: Uint8Array): this {
+    const v = new Uint8Array(8 + encoded.byteLength)
+    v.set(u64(prunedAt), 0); v.set(encoded, 8)
+    return this.put(Keys.prunedEmbedding(id), v)
+  }
+
+  /** Marks the store archival (src/sync/archival.ts): it keeps its full history from now on. */
+  setArchival (): this { this.archival = true; return this.put(Keys.meta(META_ARCHIVAL), u64(0)) }
+
   /**
    * A state change log row (see keys.ts): commit `commitIndex` changed the entry `key` of bucket `kind`
    * (Bucket.ACCOUNT or Bucket.EMBEDDING); `before` summarizes it before the commit (undefined: absent).
@@ -142,7 +156,7 @@ export class StoreBatch {
   get byteLength (): number { return this.bytes }
 
   async write (): Promise<void> {
-    await this.store.writeBatch(this.ops, this.progress)
+    await this.store.writeBatch(this.ops, this.progress, this.archival)
   }
 }
 
@@ -151,14 +165,16 @@ export class ChainStore {
   readonly db: Level
   readonly genesis: GenesisBundle
   private progress: Progress
+  private archivalStore: boolean
   private readonly committees = new Map<number, CommitteeInfo>()
   private closed = false
 
-  private constructor (dir: string, db: Level, genesis: GenesisBundle, progress: Progress) {
+  private constructor (dir: string, db: Level, genesis: GenesisBundle, progress: Progress, archival: boolean) {
     this.dir = dir
     this.db = db
     this.genesis = genesis
     this.progress = progress
+    this.archivalStore = archival
   }
 
   get chainId (): Uint8Array { return this.genesis.chainId }
@@ -247,7 +263,8 @@ export class ChainStore {
     if (progress.highestExecuted > progress.highestSynced) {
       throw new CorruptStoreError(`${dir}: executed commit ${progress.highestExecuted} is beyond synced commit ${progress.highestSynced}`)
     }
-    return new ChainStore(dir, db, genesis, progress)
+    const archival = (await db.get(Keys.meta(META_ARCHIVAL))) !== undefined
+    return new ChainStore(dir, db, genesis, progress, archival)
   }
 
   /** Writes genesis, its committee and accounts, and the state root of commit 0. */
@@ -297,7 +314,7 @@ export class ChainStore {
   batch (): StoreBatch { return new StoreBatch(this) }
 
   /** @internal used by StoreBatch */
-  async writeBatch (ops: Array<{ type: 'put', key: Uint8Array, value: Uint8Array } | { type: 'del', key: Uint8Array }>, progress: Partial<Progress>): Promise<void> {
+  async writeBatch (ops: Array<{ type: 'put', key: Uint8Array, value: Uint8Array } | { type: 'del', key: Uint8Array }>, progress: Partial<Progress>, archival = false): Promise<void> {
     if (this.closed) throw new StoreError('store is closed')
     // one atomic LevelDB WriteBatch, filled through classic-level's chained batch: each put hands the
     // binding its key and value as arguments, where db.batch(array) makes abstract-level copy every op
@@ -314,12 +331,22 @@ export class ChainStore {
     }
     await batch.write()
     this.progress = { ...this.progress, ...progress }
+    if (archival) this.archivalStore = true
   }
 
-  getProgress (): Progress { return { ...this.progress } }
+  getProgress (): Progress { return { ...this.progress, lowestAvailable: this.lowestAvailable } }
   get highestSynced (): number { return this.progress.highestSynced }
   get highestExecuted (): number { return this.progress.highestExecuted }
-  get lowestAvailable (): number { return this.progress.lowestAvailable }
+  /** 0 on an archival store (every commit since genesis), else the stored lowest available commit */
+  get lowestAvailable (): number { return this.archivalStore ? 0 : this.progress.lowestAvailable }
+  /** the lowest available commit as stored (1 on a store that holds every commit since genesis) */
+  get storedLowestAvailable (): number { return this.progress.lowestAvailable }
+  /**
+   * An archival store (META_ARCHIVAL, set by src/sync/archival.ts): it holds every commit, block and
+   * effect since genesis, keeps the embeddings pruned from the state (0x0f), and advertises lowest
+   * available commit 0.
+   */
+  get archival (): boolean { return this.archivalStore }
 
   async getBlock (ref: BlockRef): Promise<Uint8Array | undefined> {
     return await this.db.get(Keys.block(ref.round, ref.author, ref.digest))
@@ -408,6 +435,20 @@ export class ChainStore {
   async getEmbedding (id: Uint8Array): Promise<Embedding | undefined> {
     const b = await this.db.get(Keys.embedding(id))
     return b === undefined ? undefined : Codecs.Embedding.decode(b)
+  }
+
+  /**
+   * An embedding as stored at any time: in the state (`prunedAt` undefined), or pruned from it at
+   * end-of-epoch commit `prunedAt` and kept by an archival store. undefined: never stored, or pruned
+   * on a store that does not keep history.
+   */
+  async getEmbeddingHistory (id: Uint8Array): Promise<{ embedding: Embedding, prunedAt?: number } | undefined> {
+    const live = await this.getEmbedding(id)
+    if (live !== undefined) return { embedding: live }
+    const b = await this.db.get(Keys.prunedEmbedding(id))
+    if (b === undefined) return undefined
+    if (b.byteLength < 8) throw new CorruptStoreError(`${this.dir}: pruned embedding ${toHex(id)} is ${b.byteLength} bytes`)
+    return { embedding: Codecs.Embedding.decode(b.subarray(8)), prunedAt: readU64(b, 0) }
   }
 
   async getEffects (txDigest: Uint8Array): Promise<TransactionEffects | undefined> {

@@ -16,6 +16,7 @@
  * | 0x09   | state roots         | commit index u64                          | root 32                       |
  * | 0x0a   | commit votes        | commit index u64, round u64, author u32, block digest 32 | vote digest 32 |
  * | 0x0b   | epoch proofs        | epoch u64                                 | EpochProof bytes (sync.proto) |
+ * | 0x0f   | pruned embeddings   | id 32 (tx digest)                         | pruned at u64 ‖ Embedding bytes |
  * | 0x10   | state change log    | commit index u64, kind u8 (0x07/0x08), key 32 | prior value summary, see below |
  * | 0x11-0x1f | snapshots        | owned by src/snapshot/store-keys.ts       |                               |
  *
@@ -28,6 +29,12 @@
  * pruned). Snapshots read it to update a previous snapshot in O(changes) and trim it below the
  * oldest snapshot they keep (src/snapshot/); a node that never takes a snapshot keeps all of it (about
  * 45 bytes per changed entry per commit).
+ *
+ * Pruned embeddings (0x0f) are kept by archival nodes only (`META_ARCHIVAL` set, see
+ * src/sync/archival.ts): when the genesis' pruning rule deletes an embedding from the state (0x08) at an
+ * end-of-epoch commit, the same execution batch writes it here, with the index of that end-of-epoch
+ * commit, so that the embedding history stays retrievable (ChainStore.getEmbeddingHistory). It is not
+ * part of the state: the state root never covers it.
  *
  * An epoch proof (0x0b) is the end-of-epoch commit of `epoch` with certifier blocks of that epoch voting
  * for it with 2f+1 stake, written by committee sync (src/sync/committee-sync.ts) in one batch with the
@@ -48,7 +55,8 @@ export const Bucket = {
   STATE_ROOT: 0x09,
   VOTE: 0x0a,
   CHANGE_LOG: 0x10,
-  EPOCH_PROOF: 0x0b
+  EPOCH_PROOF: 0x0b,
+  PRUNED_EMBEDDING: 0x0f
 } as const
 
 export const META_SCHEMA = 'schema'     // u32 schema version
@@ -56,6 +64,7 @@ export const META_CHAIN_ID = 'chain-id' // 32 bytes
 export const META_GENESIS = 'genesis'   // Genesis bytes
 export const META_INIT_PENDING = 'init-pending' // present while a genesis import is under way
 export const META_LTHASH = 'lthash'     // 2048-byte LtHash of the executed state
+export const META_ARCHIVAL = 'archival' // present (u64 0) on an archival store: full history kept since genesis
 export const SCHEMA_VERSION = 1
 
 export const PROGRESS_SYNCED = 'synced'
@@ -145,6 +154,7 @@ export const Keys = {
   /** [gte, lt) range over the change log rows of commits from..to inclusive */
   changeRange: (from: number, to: number): [Uint8Array, Uint8Array] => [indexed(Bucket.CHANGE_LOG, from), indexed(Bucket.CHANGE_LOG, to + 1)],
   epochProof: (epoch: number) => indexed(Bucket.EPOCH_PROOF, epoch),
+  prunedEmbedding: (id: Uint8Array) => hashed(Bucket.PRUNED_EMBEDDING, id),
   /** [gte, lt) range over a whole bucket */
   bucketRange: (bucket: number): [Uint8Array, Uint8Array] => [Uint8Array.of(bucket), Uint8Array.of(bucket + 1)]
 }

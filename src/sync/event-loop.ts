@@ -60,6 +60,12 @@ export interface EventLoopDeps {
   connectedPeers: () => PeerId[]
   /** closes connections to a banned peer */
   disconnect: (peer: PeerId) => Promise<void>
+  /**
+   * Every peer that has the next commit needed has history only from a higher commit (a snapshot-synced
+   * node's lowest available commit): called when a range finds no peer, so that archival peers can be
+   * looked for (src/sync/archival-discovery.ts). `to`: the last commit below all their lowest ones.
+   */
+  onHistoryMissing?: (m: { from: number, to: number, peers: Array<{ peer: PeerId, lowest: number, height: number }> }) => void
   /** the node's logger (operator-facing: info/warn/error reach the log without DEBUG) */
   logger: Logger
 }
@@ -413,6 +419,11 @@ export class StateSyncEventLoop {
     }
     this.setPhase('waiting-for-peers')
     this.noPeerUntil = Date.now() + this.config.waitIntervalWhenNoPeerToSyncContentMs
+    const holders = this.eligiblePeers().filter(p => p.height >= start)
+    if (holders.length > 0 && holders.every(p => p.lowest > start)) {
+      this.log.warn('history missing: commits from %d are only held from %d on', start, Math.min(...holders.map(p => p.lowest)))
+      this.deps.onHistoryMissing?.({ from: start, to: Math.min(...holders.map(p => p.lowest)) - 1, peers: holders.map(p => ({ peer: p.peer, lowest: p.lowest, height: p.height })) })
+    }
     return undefined
   }
 

@@ -24,11 +24,12 @@ import { fetchCommits, type FetchCommits } from './protocols/fetch-commits.ts'
 import { fetchBlocks, type FetchBlocks } from './protocols/fetch-blocks.ts'
 import { pushCommit, type PushCommit } from './protocols/push-commit.ts'
 import { epochProofs } from './protocols/epoch-proofs.ts'
-import { StateSyncEventLoop, STATE_SYNC_KEYS, type StateSyncConfig, type SyncProgress } from './event-loop.ts'
+import { StateSyncEventLoop, STATE_SYNC_KEYS, type EventLoopDeps, type StateSyncConfig, type SyncProgress } from './event-loop.ts'
 import { SignedBlockVerifier } from './block-verifier.ts'
 import { TxVerifier } from './tx-verifier.ts'
 import type { RpcInit } from '../net/rpc.ts'
 import { createLogger, type Logger } from '../utils/logger.ts'
+import { prepareArchivalStore } from './archival.ts'
 
 export interface StateSyncInit extends Partial<StateSyncConfig> {
   store: ChainStore
@@ -49,6 +50,17 @@ export interface StateSyncInit extends Partial<StateSyncConfig> {
    * @default a logger named 'commit-sync' at level info, to stderr
    */
   logger?: Logger
+  /**
+   * Archival mode (src/sync/archival.ts): the store keeps its full history (pruned embeddings too) and
+   * advertises lowest available commit 0. `start()` marks the store archival, or rejects with an
+   * ArchivalStoreError when history is missing from it (snapshot-synced or pruned). @default false
+   */
+  archival?: boolean
+  /**
+   * Called when no connected peer has the history the sync needs (every peer holding the next commit
+   * has only later ones): e.g. `ArchivalDiscovery.historyMissing`, which finds and dials archival peers.
+   */
+  onHistoryMissing?: EventLoopDeps['onHistoryMissing']
 }
 
 export interface StateSyncComponents {
@@ -98,6 +110,7 @@ export class StateSync implements Startable {
   get eventLoop (): StateSyncEventLoop | undefined { return this.loop }
 
   async start (): Promise<void> {
+    if (this.init.archival === true && this.loop === undefined) await prepareArchivalStore(this.init.store, this.init.logger)
     if (this.loop !== undefined || this.init.sync === false) return
     const c = this.components
     const store = this.init.store
@@ -117,6 +130,7 @@ export class StateSync implements Startable {
       txVerifier: new TxVerifier(this.pool, store.chainId, store.genesis.genesis.embeddingDim),
       connectedPeers: () => [...new Map(c.connectionManager.getConnections().map(conn => [conn.remotePeer.toString(), conn.remotePeer])).values()],
       disconnect: async (peer) => { await c.connectionManager.closeConnections(peer) },
+      onHistoryMissing: this.init.onHistoryMissing,
       logger: this.init.logger ?? createLogger('commit-sync')
     }, this.config)
     c.events.addEventListener('peer:connect', this.onConnect)

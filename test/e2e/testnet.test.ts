@@ -5,6 +5,8 @@
  * - the late joiner snapshot-syncs (when soma-sync has snapshot sync, see SNAPSHOT_SYNC in
  *   testnet/topology.ts; its /status must show the snapshot it restored), then follows the producer;
  * - a node killed (SIGKILL) mid-sync restarts, resumes from its store and converges;
+ * - the archival node (`--sync-mode archival`) syncs every commit from genesis, is killed (SIGKILL)
+ *   mid-sync, resumes and converges, and its /status shows archival mode (lowest available commit 0);
  * - every node converges to the producer's state root at its last commit (--max-commits).
  *
  * Skipped, saying why, without root, `ip netns` or iptables (`scripts/testnet deps` installs it).
@@ -27,7 +29,7 @@ const skip = !netns.ok
   ? `the namespace testnet needs network namespaces: ${netns.reason}`
   : !haveCommand('iptables') ? 'the namespace testnet needs iptables (scripts/testnet deps installs it)' : false
 
-describe(`namespace testnet, ${LOSS_PERCENT}% loss and ${DELAY_MS} ms delay on every node`, { skip, timeout: 420_000 }, () => {
+describe(`namespace testnet, ${LOSS_PERCENT}% loss and ${DELAY_MS} ms delay on every node`, { skip, timeout: 600_000 }, () => {
   let t: Testnet
   const height = async (name: string): Promise<number> => (await t.status(name)).highestExecuted
   const why = async (): Promise<string> => `\n${statusTable(await t.statuses())}`
@@ -116,6 +118,33 @@ describe(`namespace testnet, ${LOSS_PERCENT}% loss and ${DELAY_MS} ms delay on e
     }
     const target = await height('devnet')
     await t.waitFor(`full2 to reach commit ${target}`, async () => await height('full2') >= target, 120_000).catch(async err => { throw new Error(`${err.message}${await why()}\n${t.logTail('full2')}`) })
+  })
+
+  test('the archival node syncs every commit from genesis, survives SIGKILL mid-sync and converges', async () => {
+    // its peers send at most 1 mbit/s each (tc tbf), so that it can be killed mid-sync
+    const others = t.nodes.map(n => n.name).filter(n => n !== 'archive')
+    await t.setRate(others, '1mbit')
+    try {
+      await t.start(['archive'])
+      const mid = await t.waitFor('the archival node to be mid-sync', async () => {
+        const [s, p] = [await t.status('archive'), await height('devnet')]
+        return s.highestExecuted >= 5 && s.highestExecuted < p - 20 ? s : undefined
+      }, 120_000, 100).catch(async err => { throw new Error(`${err.message}${await why()}\n${t.logTail('archive')}`) })
+      assert.equal(mid.archival, true, `the archival node's /status: ${JSON.stringify(mid)}`)
+      assert.equal(mid.lowestAvailable, 0)
+      await t.kill('archive')
+      await t.restart('archive')
+      const resumed = await t.waitFor('the archival node to answer after the kill', async () => await t.status('archive'), 60_000)
+      assert.ok(resumed.highestExecuted >= mid.highestExecuted, `the archival node restarted at commit ${resumed.highestExecuted}, below the ${mid.highestExecuted} it had executed before SIGKILL`)
+      assert.equal(resumed.archival, true, 'still archival after the restart')
+    } finally {
+      await t.setRate(others, undefined)
+    }
+    const target = await height('devnet')
+    const done = await t.waitFor(`the archival node to reach commit ${target}`, async () => { const s = await t.status('archive'); return s.highestExecuted >= target ? s : undefined }, 120_000)
+      .catch(async err => { throw new Error(`${err.message}${await why()}\n${t.logTail('archive')}`) })
+    assert.equal(done.lowestAvailable, 0, 'it serves every commit from genesis')
+    assert.equal((done.archivalDiscovery as any)?.announcing, true, 'it announces itself as an archive of the chain')
   })
 
   test(`every node converges to the producer's state root at its last commit (${MAX_COMMITS})`, async () => {

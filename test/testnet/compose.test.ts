@@ -14,7 +14,7 @@ import { fileURLToPath } from 'node:url'
 import { parse } from 'yaml'
 import { Ajv2019 } from 'ajv/dist/2019.js'
 import { composeFile, renderCompose, hostPortVariable, type ComposeFile } from '../../testnet/compose.ts'
-import { COMMIT_SYNC_ARGS, HAS_SYNC_MODE, SNAPSHOT_SYNC, SNAPSHOT_SYNC_ARGS, fullNodeArgs, lateJoinerArgs, peerIds, peerKeySeed, snapshotSyncOn, testnetNodes } from '../../testnet/topology.ts'
+import { ARCHIVAL_SYNC_ARGS, COMMIT_SYNC_ARGS, HAS_SYNC_MODE, LATE_JOIN_AFTER_COMMIT, archivalNodeArgs, SNAPSHOT_SYNC, SNAPSHOT_SYNC_ARGS, fullNodeArgs, lateJoinerArgs, peerIds, peerKeySeed, snapshotSyncOn, testnetNodes } from '../../testnet/topology.ts'
 import { testnetPeerId } from '../../testnet/keys.ts'
 import { OPTIONS } from '../../src/config.ts'
 
@@ -138,6 +138,14 @@ test('docker-compose.yml: the topology in it (roles, peer ids, init, healthcheck
   const late = doc.services.late
   assert.deepEqual(late.command.slice(1), [...lateJoinerArgs()])
   assert.equal(late.environment.SOMA_TESTNET_JOIN_STATUS_URL, 'http://devnet:7780/status')
+  // the archival node: --sync-mode archival, from genesis, joining with the late joiner
+  const archival = nodes.filter(n => n.role === 'archival')
+  assert.deepEqual(archival.map(n => n.name), ['archive'])
+  const archive = doc.services.archive
+  assert.deepEqual(archive.command, ['start', ...archivalNodeArgs()])
+  assert.deepEqual(archivalNodeArgs(), ARCHIVAL_SYNC_ARGS, 'soma-sync has --sync-mode archival')
+  assert.equal(archive.environment.SOMA_TESTNET_JOIN_AFTER_COMMIT, String(LATE_JOIN_AFTER_COMMIT))
+  assert.ok(archive.environment.SOMA_ENTRYPOINTS.includes(`/dns4/devnet/tcp/7700/p2p/${ids.devnet}`))
 })
 
 test('sync modes: full nodes commit-sync, the late joiner snapshot-syncs (when soma-sync has --sync-mode)', t => {
