@@ -17,10 +17,10 @@ import { parseCommit, type ParsedCommit } from '../chain/commit.ts'
 import type { AccountState, BlockRef, Committee, Embedding, TransactionEffects } from '../chain/types.ts'
 import { bytesEqual, toHex } from '../crypto/hash.ts'
 import { LtHash } from '../crypto/lthash.ts'
-import { accountElement, encodeAccount } from '../executor/state-hash.ts'
+import { accountElement, encodeAccount } from './state-hash.ts'
 import { CorruptStoreError, ForeignStoreError, StoreError } from '../errors.ts'
 import { codec } from '../chain/proto.ts'
-import type { EpochProof } from '../sync/protocols/messages.ts'
+import type { EpochProof } from '../chain/types.ts'
 
 const EpochProofCodec = codec<EpochProof>('soma.EpochProof')
 
