@@ -58,10 +58,9 @@ async function atLoad (ctx: Awaited<ReturnType<typeof setup>>, name: string, par
   for (let i = 0; i < ctx.listing.length; i++) {
     const partial = partials === 'none' ? undefined : await partials.partial(ctx.chunks[i])
     if (partials !== 'none') assert.ok(partial !== undefined)
-    batch.put(SnapshotKeys.chunk(ctx.listing[i].hash), ctx.chunks[i])
     state.putHave(batch, ctx.listing[i].hash, ctx.chunks[i].byteLength, undefined, partial)
   }
-  await batch.write()
+  await store.packs.commit(batch, ctx.listing.map((r, i) => ({ hash: r.hash, bytes: ctx.chunks[i] })))
   await state.beginLoad()
   return { store, state }
 }

@@ -2,7 +2,7 @@ import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
 import { buildSnapshot } from '../../src/snapshot/builder.ts'
 import { SnapshotStore } from '../../src/snapshot/snapshot-store.ts'
-import { SnapshotBucket, SnapshotKeys } from '../../src/snapshot/store-keys.ts'
+import { SnapshotBucket } from '../../src/snapshot/store-keys.ts'
 import { sha256 } from '../../src/crypto/hash.ts'
 import { StoreError } from '../../src/errors.ts'
 import { HandChain } from './fixtures.ts'
@@ -59,7 +59,7 @@ describe('snapshot storage', { timeout: 60_000 }, () => {
     await h.exec([h.transfer(0, 1)])
     await buildSnapshot(h.store, OPTS)
     const orphan = sha256(Uint8Array.of(1, 2, 3))
-    await h.store.db.put(SnapshotKeys.chunk(orphan), Uint8Array.of(1, 2, 3))
+    await snaps.commitChunks(h.store.batch(), [{ hash: orphan, bytes: Uint8Array.of(1, 2, 3) }])
     assert.ok((await storedChunks(snaps)).includes(hex(orphan)))
     await h.exec([h.transfer(1, 2)])
     const s = await buildSnapshot(h.store, OPTS)

@@ -45,7 +45,6 @@ import { ChunkKind, decodeChunk, type ChunkInfo } from '../chunk-format.ts'
 import { checkChunkContent, entriesPartial } from '../rebuild.ts'
 import { decodeListing, type SnapshotManifest } from '../manifest.ts'
 import { SnapshotStore } from '../snapshot-store.ts'
-import { SnapshotKeys } from '../store-keys.ts'
 import { frameListingRow } from '../protocols/messages.ts'
 import type { SyncState } from './sync-state.ts'
 import { LtHash } from '../../crypto/lthash.ts'
@@ -127,7 +126,9 @@ const LOAD_READ_CHUNKS = 256
 async function checkStoredChunk (state: SyncState, row: ChunkInfo, bytes: Uint8Array | undefined): Promise<Uint8Array> {
   if (bytes !== undefined && bytesEqual(sha256(bytes), row.hash)) return bytes
   // lost or damaged since it was verified: fetch it again (the load starts over after it)
-  await state.delHave(state.store.batch(), row.hash).del(SnapshotKeys.chunk(row.hash)).write()
+  const batch = state.delHave(state.store.batch(), row.hash)
+  await state.store.packs.del(batch, [row.hash])
+  await batch.write()
   throw new MissingChunksError(`verified chunk ${toHex(row.hash)} is missing or damaged in the store`, 1)
 }
 
@@ -369,6 +370,8 @@ export async function anchorSnapshot (store: ChainStore, state: SyncState, manif
   state.finish(batch)
   await batch.write()
   await state.clear()
+  // pack files holding only swept chunks are deleted (a crash before: the next collection does it)
+  await snaps.collectPacks()
   return { prunedSnapshots: pruned.prunedSnapshots, sweptChunks: pruned.sweptChunks }
 }
 

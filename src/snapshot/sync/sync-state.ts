@@ -315,7 +315,7 @@ export class SyncState {
   }
 
   /**
-   * Deletes every row of the sync (meta, listing, HAVE, partials); chunks stay in 0x11 (a later sync reuses
+   * Deletes every row of the sync (meta, listing, HAVE, partials); chunks stay in the packs (a later sync reuses
    * them, the next snapshot registration sweeps those no snapshot lists). `keepStateReplaced` keeps
    * the state-replaced flag (an abandoned sync after the state was cleared).
    */
