@@ -115,6 +115,14 @@ export interface LoadOptions {
   signal?: AbortSignal
   onProgress?: (done: number, total: number) => void
   log?: (msg: string, ...args: unknown[]) => void
+  /**
+   * Follow the download (ArrivalLoader): load the rows whose chunk is stored and verified (a HAVE row),
+   * in listing order, waiting `followWaitMs` whenever the next one is not there yet; no root check.
+   * Runs until every row is loaded or `signal` aborts (then it rejects with the reason).
+   */
+  follow?: boolean
+  /** @default 100 ms */
+  followWaitMs?: number
 }
 
 /** chunk bytes read from the store at once */
@@ -215,6 +223,31 @@ export async function loadState (store: ChainStore, state: SyncState, manifest: 
     windowBytes = 0
   }
   try {
+    if (opts.follow === true) {
+      // the rows whose chunk is stored, from the cursor on, up to the first that is not (yet)
+      while (next < total) {
+        opts.signal?.throwIfAborted()
+        const rows: Array<[number, ChunkInfo]> = []
+        let bytes = 0
+        for await (const r of state.rows(next, Math.min(total, next + LOAD_READ_CHUNKS))) {
+          rows.push(r)
+          if ((bytes += r[1].size) >= LOAD_READ_BYTES) break
+        }
+        const have = await state.have(rows.map(([, r]) => r.hash))
+        const k = have.indexOf(false)
+        window = k < 0 ? rows : rows.slice(0, k)
+        windowBytes = window.reduce((s, [, r]) => s + r.size, 0)
+        if (window.length > 0) { await loadWindow(); continue }
+        // wait for the next chunk; what is loaded so far is persisted meanwhile
+        if (batchEntries > 0 || next !== flushed) await flush()
+        await sleep(opts.followWaitMs ?? 100, opts.signal)
+      }
+      if (batchEntries > 0 || next !== flushed) await flush()
+      if (writing !== undefined) await writing
+      stats.accounts = accounts
+      stats.embeddings = embeddings
+      return stats
+    }
     for await (const r of state.rows(p.next)) {
       opts.signal?.throwIfAborted()
       window.push(r)
@@ -249,6 +282,75 @@ export async function loadState (store: ChainStore, state: SyncState, manifest: 
     opts.log?.('%d damaged partial state hashes replaced; the recomputed root is the manifest\'s', r.repaired)
   }
   return stats
+}
+
+const sleep = async (ms: number, signal?: AbortSignal): Promise<void> => {
+  await new Promise<void>(resolve => {
+    const t = setTimeout(done, ms)
+    function done (): void { clearTimeout(t); signal?.removeEventListener('abort', done); resolve() }
+    signal?.addEventListener('abort', done, { once: true })
+  })
+}
+
+/**
+ * Loads chunks as they arrive (seed 002: chunks are loaded into the local database while the others
+ * download), off the download's path: during the chunks phase, once the listing has verified against
+ * the manifest, `loadState` in follow mode advances the load cursor over the rows whose chunks are
+ * stored and verified, in listing order (the download asks for them in that order, so the cursor
+ * trails it closely). It reads each chunk back from its pack (the page cache, not LevelDB), decodes and
+ * checks it, and writes its entries with the cursor and the accumulator in the load's batches, so that
+ * a restart resumes with exactly the rows below the persisted cursor loaded. The state's accounts and
+ * embeddings are cleared (under the `state-replaced` flag) when the cursor is 0, as the load phase does.
+ *
+ * Only rows of the verified listing are loaded, and only chunks whose bytes hash to their row: a chunk
+ * that arrived before the listing verified, vouched for by the filter only, is loaded once its row is
+ * attested; one the listing does not have is never loaded (its HAVE row is dropped, as before). So
+ * the final checksum cannot find a loaded chunk bad; a chunk of the attested snapshot that does not
+ * decode or does not match its row fails the snapshot (BadSnapshotError) whether loaded early or late,
+ * and the next sync clears the state buckets again. What is left when the chunks phase ends (rows whose
+ * chunks came last, or all of them if this stopped on an error) is loaded by the load phase, which
+ * continues from the cursor, then checks the root. `stop()` aborts it and waits for its write in
+ * flight, so the load phase never reads a cursor that is about to move.
+ */
+export class ArrivalLoader {
+  private readonly ctrl = new AbortController()
+  private running?: Promise<void>
+  private readonly store: ChainStore
+  private readonly state: SyncState
+  private readonly manifest: SnapshotManifest
+  private readonly opts: LoadOptions & { ready: () => boolean }
+  /** the error that stopped it early, if any (the load phase does the rest) */
+  error?: Error
+
+  constructor (store: ChainStore, state: SyncState, manifest: SnapshotManifest, opts: LoadOptions & { ready: () => boolean }) {
+    this.store = store
+    this.state = state
+    this.manifest = manifest
+    this.opts = opts
+  }
+
+  /** Starts following the download once `ready()` (the listing verified). */
+  start (signal: AbortSignal): void {
+    const sig = AbortSignal.any([signal, this.ctrl.signal])
+    this.running = (async () => {
+      while (!this.opts.ready()) {
+        if (sig.aborted) return
+        await sleep(100, sig)
+      }
+      await (await this.state.prepareLoad()).write()
+      await loadState(this.store, this.state, this.manifest, { ...this.opts, signal: sig, follow: true })
+    })().catch((err: any) => {
+      if (sig.aborted) return
+      this.error = err
+      this.opts.log?.('loading chunks as they arrive stopped at an error (the load phase loads the rest): %s', err?.message ?? err)
+    })
+  }
+
+  /** Stops and waits until nothing is being written. */
+  async stop (): Promise<void> {
+    this.ctrl.abort()
+    await this.running
+  }
 }
 
 /**

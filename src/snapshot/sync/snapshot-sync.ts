@@ -19,7 +19,8 @@
  *   InvalidSnapshotError, penalized, another peer asked).
  * - chunks: listing and chunks in parallel from every serving peer (downloader.ts, chunk-queue.ts); each
  *   verified chunk's partial state hash computed on the `hashWorkers` pool (chunk-hash-pool.ts) and stored
- *   with it, for the load to add up.
+ *   with it, for the load to add up; once the listing verified, chunks are loaded as they arrive
+ *   (ArrivalLoader, loader.ts).
  * - final-check, load, anchor: loader.ts.
  * After `done`, commit sync (the node's stateSync) catches up from S+1.
  *
@@ -48,7 +49,7 @@ import { DEFAULT_CHUNK_RESPONSE_BYTES, DEFAULT_MAX_CHUNKS_PER_REQUEST } from '..
 import { DEFAULT_LISTING_PAGE_ROWS } from '../protocols/snapshot-listing.ts'
 import { collectCandidates, mergeCandidates, peerCandidates, type SnapshotCandidateSource, type SnapshotCandidate } from './candidates.ts'
 import { ChunkDownloader, SnapshotUnavailableError, type DownloadConfig, type DownloadStats } from './downloader.ts'
-import { BadSnapshotError, MissingChunksError, anchorCommit, anchorSnapshot, finalCheck, loadState } from './loader.ts'
+import { ArrivalLoader, BadSnapshotError, MissingChunksError, anchorCommit, anchorSnapshot, finalCheck, loadState } from './loader.ts'
 import { SyncState, type PersistedPhase } from './sync-state.ts'
 import { ChunkHashPool } from './chunk-hash-pool.ts'
 
@@ -515,10 +516,14 @@ export class SnapshotSync {
             hashPool: this.hashPool
           }, this.config)
           this.downloader = d
+          // verified chunks are loaded as they arrive, once the listing has verified (loader.ts)
+          const arrival = new ArrivalLoader(store, this.state, manifest, { batchBytes: this.config.loadBatchBytes, hashPool: this.hashPool, ready: () => d.listing.verified, onProgress: (done) => { this.loadDone = done }, log: (msg, ...args) => { this.log(msg, ...args) } })
+          arrival.start(signal)
           try {
             await d.run(signal)
             signal.throwIfAborted()
           } finally {
+            await arrival.stop()
             // the workers' heaps are given back for the load (which starts them again only for chunks
             // stored without a partial)
             await this.hashPool.release()
