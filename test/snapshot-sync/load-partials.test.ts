@@ -29,7 +29,7 @@ import type { SnapshotManifest } from '../../src/snapshot/manifest.ts'
 import { SnapshotBucket, SnapshotKeys } from '../../src/snapshot/store-keys.ts'
 import { SyncState } from '../../src/snapshot/sync/sync-state.ts'
 import { ChunkHashPool, chunkPartial } from '../../src/snapshot/sync/chunk-hash-pool.ts'
-import { ArrivalLoader, BadSnapshotError, loadState } from '../../src/snapshot/sync/loader.ts'
+import { ArrivalLoader, BadSnapshotError, MissingChunksError, finalCheck, loadState } from '../../src/snapshot/sync/loader.ts'
 
 const TIP = 25
 
@@ -275,6 +275,12 @@ test('chunks loaded as they arrive: the cursor follows the stored chunks in list
   assert.ok(p.next >= half + 2)
   // the rest arrives after the chunks phase: the load phase continues from the cursor
   for (let i = half + 2; i < total; i++) await arrive(i)
+  // the final checksum finds the stray HAVE row and drops it: it was never loaded, the loaded state stays
+  const before = await count(store, Bucket.ACCOUNT)
+  await assert.rejects(finalCheck(state, ctx.manifest), (err: any) => err instanceof MissingChunksError && /1 unlisted chunks dropped/.test(err.message))
+  await finalCheck(state, ctx.manifest)
+  assert.equal(await count(store, Bucket.ACCOUNT), before)
+  assert.equal((await state.load()).next, p.next)
   await state.beginLoad()
   assert.equal((await state.load()).next, p.next, 'entering the load phase keeps the cursor')
   const r = await loadState(store, state, ctx.manifest, { hashPool: pool })
