@@ -5,7 +5,7 @@
  *       A Soma libp2p node (createLibp2pNode: tcp + noise + yamux, identify, ping, kad-dht, gossipsub)
  *       serving the raw bench protocol and, with a store, the commit sync and snapshot sync protocols
  *       (serve only). Prints `LISTEN <multiaddr>`; runs until stdin closes.
- *   fetch <multiaddr> <serverPid> <rawBytes> <streams,...> <reps> [<storeDir> <genesisFile> <verifyWorkers> <writeBufferBytes> <maxInflightBytes>]
+ *   fetch <multiaddr> <serverPid> <rawBytes> <streams,...> <reps> [<storeDir> <genesisFile> <verifyWorkers> <writeBufferBytes> <maxInflightBytes> <loadOnArrival 1|0>]
  *       With a store, first a node with a fresh store (LevelDB write buffer <writeBufferBytes>;
  *       snapshot sync on with <verifyWorkers> chunk-hash workers and <maxInflightBytes> in flight,
  *       commit sync held) dials the server and syncs the snapshot it offers; then a second node of the
@@ -209,10 +209,10 @@ function waitForStdinEnd (onEnd: () => Promise<void>): void {
  * sync (`snapshotManifest`/`Filter`/`Listing`/`Chunks` serve the store's snapshots; `snapshotSync`
  * syncs when `sync`).
  */
-function syncServices (store: ChainStore, sync: boolean, hashWorkers = DEFAULTS.verifyWorkers, maxInflightBytes = DEFAULTS.snapshotMaxInflightBytes): Record<string, ServiceFactory> {
+function syncServices (store: ChainStore, sync: boolean, hashWorkers = DEFAULTS.verifyWorkers, maxInflightBytes = DEFAULTS.snapshotMaxInflightBytes, loadOnArrival = true): Record<string, ServiceFactory> {
   return {
     ...commitSyncServices({ store, executor: new CommitExecutor(store), sync, startPaused: sync, verifyWorkers: 0 }),
-    ...snapshotSyncServices({ ...snapshotSyncConfig({ ...DEFAULTS, snapshotMaxInflightBytes: maxInflightBytes }), hashWorkers, store, sync, minPeers: 1 })
+    ...snapshotSyncServices({ ...snapshotSyncConfig({ ...DEFAULTS, snapshotMaxInflightBytes: maxInflightBytes }), hashWorkers, store, sync, minPeers: 1, loadOnArrival })
   }
 }
 
@@ -251,7 +251,7 @@ if (mode === 'serve') {
   process.stdout.write(`LISTEN ${node.getMultiaddrs()[0].toString()}\n`)
   waitForStdinEnd(async () => { await node.stop(); await store?.close() })
 } else if (mode === 'fetch') {
-  const [addr, serverPidStr, rawBytesStr, streamsStr, repsStr, storeDir, genesisFile, verifyWorkersStr, writeBufferStr, inflightStr] = args
+  const [addr, serverPidStr, rawBytesStr, streamsStr, repsStr, storeDir, genesisFile, verifyWorkersStr, writeBufferStr, inflightStr, loadOnArrivalStr] = args
   const rawBytes = Number(rawBytesStr)
   const reps = Number(repsStr)
   const serverPid = Number(serverPidStr)
@@ -278,7 +278,7 @@ if (mode === 'serve') {
     const r = new Rss()
     const cpu0 = cpuNow()
     const t0 = performance.now()
-    const synced = await somaNode(store.chainId, syncServices(store, true, Number(verifyWorkersStr), Number(inflightStr ?? DEFAULTS.snapshotMaxInflightBytes)))
+    const synced = await somaNode(store.chainId, syncServices(store, true, Number(verifyWorkersStr), Number(inflightStr ?? DEFAULTS.snapshotMaxInflightBytes), loadOnArrivalStr !== '0'))
     const marks: { chunksEnd?: number } = {}
     const extra = await syncSnapshot(synced, addr, marks)
     figures.snapshotMs = performance.now() - t0

@@ -124,6 +124,8 @@ export interface SnapshotSyncBenchOptions extends BenchOptions {
   storeWriteBufferBytes?: number
   /** the syncing node's `snapshotMaxInflightBytes`. @default the config default (64 MiB) */
   snapshotMaxInflightBytes?: number
+  /** load chunks as they arrive (SnapshotSyncConfig.loadOnArrival). @default true */
+  loadOnArrival?: boolean
 }
 
 /** Writes the synthetic state; returns the bytes of vectors written. */
@@ -257,7 +259,7 @@ export async function run (opts: SnapshotSyncBenchOptions = {}): Promise<Figures
       try {
         log(`${snap !== undefined ? 'the snapshot sync, then ' : ''}raw libp2p download of ${(s.rawBytes / MiB).toFixed(0)} MiB over 1 and 4 streams`)
         const clientArgs = ['fetch', server.addr, String(server.child.pid), String(s.rawBytes), '1,4', String(s.rawReps)]
-        if (snap !== undefined) clientArgs.push(path.join(tmp.make('snapshot-sync-client'), 'chain'), snap.genesisFile, String(opts.verifyWorkers ?? DEFAULTS.verifyWorkers), String(opts.storeWriteBufferBytes ?? DEFAULTS.storeWriteBufferBytes), String(opts.snapshotMaxInflightBytes ?? DEFAULTS.snapshotMaxInflightBytes))
+        if (snap !== undefined) clientArgs.push(path.join(tmp.make('snapshot-sync-client'), 'chain'), snap.genesisFile, String(opts.verifyWorkers ?? DEFAULTS.verifyWorkers), String(opts.storeWriteBufferBytes ?? DEFAULTS.storeWriteBufferBytes), String(opts.snapshotMaxInflightBytes ?? DEFAULTS.snapshotMaxInflightBytes), opts.loadOnArrival === false ? '0' : '1')
         const r = await fetch(clientArgs)
         figures['raw.1stream.MiBPerSec'] = r.raw1 as number
         figures['raw.4streams.MiBPerSec'] = r.raw4 as number
@@ -387,6 +389,7 @@ if (isMain(import.meta.url)) {
     sizes: embeddings === undefined ? undefined : { embeddings },
     verifyWorkers: arg('verify-workers'),
     storeWriteBufferBytes: mib(arg('write-buffer-mib')),
-    snapshotMaxInflightBytes: mib(arg('inflight-mib'))
+    snapshotMaxInflightBytes: mib(arg('inflight-mib')),
+    loadOnArrival: arg('load-on-arrival') === undefined ? undefined : arg('load-on-arrival') !== 0
   }))
 }

@@ -73,6 +73,11 @@ export interface SnapshotSyncConfig extends DownloadConfig {
   /** entry bytes per write batch when loading the state (batches end at chunk boundaries). @default 8 MiB */
   loadBatchBytes: number
   /**
+   * load verified chunks into the state as they arrive, once the listing has verified (ArrivalLoader,
+   * loader.ts); false: all of them in the load phase, after the download. @default true
+   */
+  loadOnArrival: boolean
+  /**
    * worker threads that compute each chunk's partial state hash as it arrives (chunk-hash-pool.ts);
    * 0: on the main thread. @default 2
    */
@@ -96,6 +101,7 @@ export const SNAPSHOT_SYNC_DEFAULTS: Readonly<SnapshotSyncConfig> = Object.freez
   peerBanMs: 10 * 60_000,
   keep: 3,
   loadBatchBytes: 8 * 1024 * 1024,
+  loadOnArrival: true,
   hashWorkers: 2
 })
 
@@ -518,7 +524,7 @@ export class SnapshotSync {
           this.downloader = d
           // verified chunks are loaded as they arrive, once the listing has verified (loader.ts)
           const arrival = new ArrivalLoader(store, this.state, manifest, { batchBytes: this.config.loadBatchBytes, hashPool: this.hashPool, ready: () => d.listing.verified, onProgress: (done) => { this.loadDone = done }, log: (msg, ...args) => { this.log(msg, ...args) } })
-          arrival.start(signal)
+          if (this.config.loadOnArrival) arrival.start(signal)
           try {
             await d.run(signal)
             signal.throwIfAborted()
