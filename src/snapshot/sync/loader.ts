@@ -5,12 +5,13 @@
  * verified chunk (HAVE rows, which LevelDB yields sorted) must be the manifest's, and every listed chunk
  * must be there: 100 % certainty that the stored chunks are exactly the attested set.
  *
- * load: the node's accounts and embeddings are replaced by the snapshot's. A snapshot-synced store was
- * initialized from genesis like any other (genesis meta, committee 0, genesis accounts at commit 0), so
- * the ACCOUNT and EMBEDDING buckets are cleared first (the genesis accounts, or an older state, must not
- * linger), after the persisted `state-replaced` flag is set. Then the chunks are read back in listing
- * order, a window at a time (4 MiB or 256 chunks), each re-hashed against its row, decoded strictly,
- * checked against its row and the manifest's grouping (checkChunkContent), its entries written, and its
+ * load (begun during the chunks phase by ArrivalLoader, below, which loads verified chunks as they
+ * arrive; the load phase continues from its cursor): the node's accounts and embeddings are replaced by
+ * the snapshot's. A snapshot-synced store was initialized from genesis like any other (genesis meta,
+ * committee 0, genesis accounts at commit 0), so the ACCOUNT and EMBEDDING buckets are cleared first (the
+ * genesis accounts, or an older state, must not linger), after the persisted `state-replaced` flag is
+ * set. Then the chunks are read back from the pack files in listing order, a window at a time (4 MiB or
+ * 256 chunks), each re-hashed against its row, decoded strictly, checked against its row and the manifest's grouping (checkChunkContent), its entries written, and its
  * partial state hash added to an LtHash. The partial (the sum of the state elements of the chunk's
  * entries, chunk-hash-pool.ts) was computed by worker threads when the chunk arrived and stored with its
  * HAVE row (bucket 0x1a), so the load adds up 2048-byte partials instead of hashing every entry; a chunk
