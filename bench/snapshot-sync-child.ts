@@ -10,10 +10,13 @@
  *       snapshot sync on with <verifyWorkers> chunk-hash workers and <maxInflightBytes> in flight,
  *       commit sync held) dials the server and syncs the snapshot it offers; then a second node of the
  *       same kind in this same process downloads <rawBytes> over 1, 4, ... parallel streams of the raw
- *       protocol (64 KiB writes, best of <reps>); with a store, last, the raw download once more over
- *       the most streams into a fresh store (each 1 MiB hashed and written as a chunk is). Each phase
- *       also reports the CPU time of this process's threads and of the server process (<serverPid>)
- *       over it (Linux /proc). Prints one JSON line of figures.
+ *       protocol (64 KiB writes, best of <reps>). Each phase also reports the CPU time of this
+ *       process's threads and of the server process (<serverPid>) over it (Linux /proc). Prints one
+ *       JSON line of figures.
+ *   floor <multiaddr> <serverPid> <rawBytes> <streams,...> <reps> <storeDir> <genesisFile>
+ *       The floor, in a process of its own: a node downloads <rawBytes> over the most streams of the raw
+ *       protocol into a fresh store (each 1 MiB hashed and written as a LevelDB chunk row), with its
+ *       time, CPU (and the server's), peak anonymous RSS and bytes written. One JSON line.
  *   helia-serve <blocks> <blockBytes> <cidsFile>
  *       Helia 7 (createHeliaLight + withLibp2pLight + withBitswap; tcp + noise + yamux + identify),
  *       memory blockstore holding <blocks> raw blocks of <blockBytes> (deterministic bytes); writes their
@@ -250,7 +253,7 @@ if (mode === 'serve') {
   await handleRaw(node)
   process.stdout.write(`LISTEN ${node.getMultiaddrs()[0].toString()}\n`)
   waitForStdinEnd(async () => { await node.stop(); await store?.close() })
-} else if (mode === 'fetch') {
+} else if (mode === 'fetch' || mode === 'floor') {
   const [addr, serverPidStr, rawBytesStr, streamsStr, repsStr, storeDir, genesisFile, verifyWorkersStr, writeBufferStr, inflightStr, loadOnArrivalStr] = args
   const rawBytes = Number(rawBytesStr)
   const reps = Number(repsStr)
@@ -272,7 +275,7 @@ if (mode === 'serve') {
   }
   // 1. the snapshot sync, from a fresh node with a fresh store: first, so that its peak RSS is its own
   //    (a process keeps the heap and malloc arenas a 1 GiB download grew)
-  if (storeDir !== undefined) {
+  if (storeDir !== undefined && mode === 'fetch') {
     const w0 = writeBytes()
     const store = await ChainStore.open(storeDir, { genesis: decodeGenesis(readFileSync(genesisFile)), writeBufferSize: Number(writeBufferStr ?? DEFAULTS.storeWriteBufferBytes) })
     const r = new Rss()
@@ -295,31 +298,37 @@ if (mode === 'serve') {
   }
   // 2. raw streams, in the same process towards the same server, from a node without a store
   const node = await somaNode(new Uint8Array(32))
-  const rss = new Rss()
-  const cpu0 = cpuNow()
-  const t0 = performance.now()
-  let rawTotal = 0
-  for (const streams of streamsStr.split(',').map(Number)) {
-    let best = 0
-    for (let r = 0; r < reps; r++) { best = Math.max(best, await rawThroughput(node, addr, rawBytes, streams)); rawTotal += rawBytes }
-    figures[`raw${streams}`] = best
+  if (mode === 'fetch') {
+    const rss = new Rss()
+    const cpu0 = cpuNow()
+    const t0 = performance.now()
+    let rawTotal = 0
+    for (const streams of streamsStr.split(',').map(Number)) {
+      let best = 0
+      for (let r = 0; r < reps; r++) { best = Math.max(best, await rawThroughput(node, addr, rawBytes, streams)); rawTotal += rawBytes }
+      figures[`raw${streams}`] = best
+    }
+    // every raw download together: their bytes, time and CPU
+    figures.rawMs = performance.now() - t0
+    figures.rawBytes = rawTotal
+    cpuFigures('raw', cpu0, cpuNow())
+    figures.rawPeakRssMiB = rss.stop()
   }
-  // every raw download together: their bytes, time and CPU
-  figures.rawMs = performance.now() - t0
-  figures.rawBytes = rawTotal
-  cpuFigures('raw', cpu0, cpuNow())
-  figures.rawPeakRssMiB = rss.stop()
-  // 3. with a store: the raw download over the most parallel streams once more, each 1 MiB piece
-  //    hashed and written to a fresh store as the sync writes a chunk (fetchRawIntoStore)
-  if (storeDir !== undefined) {
+  // 3. floor (a process of its own, so that its peak RSS is its own): the raw download over the most
+  //    parallel streams, each 1 MiB piece hashed and written to a fresh store as the sync used to write
+  //    a chunk (fetchRawIntoStore)
+  if (storeDir !== undefined && mode === 'floor') {
     const streams = Math.max(...streamsStr.split(',').map(Number))
     const w0 = writeBytes()
-    const store = await ChainStore.open(`${storeDir}-raw`, { genesis: decodeGenesis(readFileSync(genesisFile)) })
+    const store = await ChainStore.open(storeDir, { genesis: decodeGenesis(readFileSync(genesisFile)) })
     const each = Math.floor(rawBytes / streams)
+    const rss = new Rss()
     const c0 = cpuNow()
     const t1 = performance.now()
     const got = await Promise.all(Array.from({ length: streams }, async () => await fetchRawIntoStore(node, addr, each, store)))
     figures.rawIntoStoreMs = performance.now() - t1
+    rss.stop()
+    figures.rawIntoStorePeakRssAnonMiB = rss.peakAnonMiB
     cpuFigures('rawIntoStore', c0, cpuNow())
     figures.rawIntoStoreBytes = got.reduce((a, b) => a + b, 0)
     const stored = await store.countBucket(SnapshotBucket.CHUNK)

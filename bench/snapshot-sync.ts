@@ -41,7 +41,9 @@
  * `snapshotSync/rawIntoLevelDB` (end to end ÷ the raw-into-LevelDB floor, ≥ 0.8),
  * `snapshotSync/helia.disk` (end to end ÷ Helia into the faster disk blockstore, ≥ 1.0) and
  * `snapshotSync.toChunksEnd/helia.disk` (the node's creation to the end of the chunks phase, ≥ 1.5).
- * `snapshotSync.diskWrittenGiBPerGiB` and `rawIntoLevelDB.diskWrittenGiBPerGiB`: bytes each process
+ * `snapshotSync.peakRssAnon-rawIntoLevelDB.MiB` (≤ 100): the sync's peak anonymous RSS minus the floor's,
+ * which runs in a process of its own for that. `snapshotSync.diskWrittenGiBPerGiB` and
+ * `rawIntoLevelDB.diskWrittenGiBPerGiB`: bytes each process
  * made the kernel write to storage (/proc/self/io write_bytes, LevelDB's compactions included) per byte
  * of snapshot (of download), from before its store opened to after it closed.
  *
@@ -261,6 +263,8 @@ export async function run (opts: SnapshotSyncBenchOptions = {}): Promise<Figures
         const clientArgs = ['fetch', server.addr, String(server.child.pid), String(s.rawBytes), '1,4', String(s.rawReps)]
         if (snap !== undefined) clientArgs.push(path.join(tmp.make('snapshot-sync-client'), 'chain'), snap.genesisFile, String(opts.verifyWorkers ?? DEFAULTS.verifyWorkers), String(opts.storeWriteBufferBytes ?? DEFAULTS.storeWriteBufferBytes), String(opts.snapshotMaxInflightBytes ?? DEFAULTS.snapshotMaxInflightBytes), opts.loadOnArrival === false ? '0' : '1')
         const r = await fetch(clientArgs)
+        // the raw-into-LevelDB floor, in a process of its own (its peak RSS is its own), same server
+        if (snap !== undefined) Object.assign(r, await fetch(['floor', server.addr, String(server.child.pid), String(s.rawBytes), '1,4', String(s.rawReps), path.join(tmp.make('snapshot-sync-floor'), 'chain'), snap.genesisFile]))
         figures['raw.1stream.MiBPerSec'] = r.raw1 as number
         figures['raw.4streams.MiBPerSec'] = r.raw4 as number
         figures['raw.peakRssMiB'] = r.rawPeakRssMiB as number
@@ -311,6 +315,9 @@ export async function run (opts: SnapshotSyncBenchOptions = {}): Promise<Figures
           figures['rawIntoLevelDB/raw'] = intoStore / rawBest
           // target: the snapshot sync end to end ≥ 0.8 × this floor
           figures['snapshotSync/rawIntoLevelDB'] = mibs / intoStore
+          figures['rawIntoLevelDB.peakRssAnonMiB'] = r.rawIntoStorePeakRssAnonMiB as number
+          // target: the sync's peak anonymous RSS ≤ the floor's + 100 MiB
+          figures['snapshotSync.peakRssAnon-rawIntoLevelDB.MiB'] = (r.snapshotPeakRssAnonMiB as number) - (r.rawIntoStorePeakRssAnonMiB as number)
           if (r.rawIntoStoreWriteBytes !== undefined) figures['rawIntoLevelDB.diskWrittenGiBPerGiB'] = (r.rawIntoStoreWriteBytes as number) / (r.rawIntoStoreBytes as number)
           if (r['rawIntoStore.cpu.client'] !== undefined) {
             const perGib = ((r['rawIntoStore.cpu.client'] as number) + (r['rawIntoStore.cpu.server'] as number)) / (intoStoreMiB / 1024)
