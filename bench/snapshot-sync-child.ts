@@ -5,24 +5,32 @@
  *       A Soma libp2p node (createLibp2pNode: tcp + noise + yamux, identify, ping, kad-dht, gossipsub)
  *       serving the raw bench protocol and, with a store, the commit sync and snapshot sync protocols
  *       (serve only). Prints `LISTEN <multiaddr>`; runs until stdin closes.
- *   fetch <multiaddr> <serverPid> <rawBytes> <streams,...> <reps> [<storeDir> <genesisFile> <verifyWorkers> <writeBufferBytes> <maxInflightBytes>]
+ *   fetch <multiaddr> <serverPid> <rawBytes> <streams,...> <reps> [<storeDir> <genesisFile> <verifyWorkers> <writeBufferBytes> <maxInflightBytes> <loadOnArrival 1|0>]
  *       With a store, first a node with a fresh store (LevelDB write buffer <writeBufferBytes>;
  *       snapshot sync on with <verifyWorkers> chunk-hash workers and <maxInflightBytes> in flight,
  *       commit sync held) dials the server and syncs the snapshot it offers; then a second node of the
  *       same kind in this same process downloads <rawBytes> over 1, 4, ... parallel streams of the raw
- *       protocol (64 KiB writes, best of <reps>); with a store, last, the raw download once more over
- *       the most streams into a fresh store (each 1 MiB hashed and written as a chunk is). Each phase
- *       also reports the CPU time of this process's threads and of the server process (<serverPid>)
- *       over it (Linux /proc). Prints one JSON line of figures.
+ *       protocol (64 KiB writes, best of <reps>). Each phase also reports the CPU time of this
+ *       process's threads and of the server process (<serverPid>) over it (Linux /proc). Prints one
+ *       JSON line of figures.
+ *   floor <multiaddr> <serverPid> <rawBytes> <streams,...> <reps> <storeDir> <genesisFile>
+ *       The floor, in a process of its own: a node downloads <rawBytes> over the most streams of the raw
+ *       protocol into a fresh store (each 1 MiB hashed and written as a LevelDB chunk row), with its
+ *       time, CPU (and the server's), peak anonymous RSS and bytes written. One JSON line.
  *   helia-serve <blocks> <blockBytes> <cidsFile>
  *       Helia 7 (createHeliaLight + withLibp2pLight + withBitswap; tcp + noise + yamux + identify),
  *       memory blockstore holding <blocks> raw blocks of <blockBytes> (deterministic bytes); writes their
  *       CIDs to <cidsFile>, prints `LISTEN <multiaddr>`, runs until stdin closes.
- *   helia-fetch <multiaddr> <cidsFile> <wants>
+ *   helia-fetch <multiaddr> <cidsFile> <wants> <memory|level|fs> <dir>
  *       The same Helia composition: dials the server and fetches every CID with <wants> blocks wanted
- *       at once (bitswap), into a memory blockstore. Prints one JSON line of figures.
+ *       at once (bitswap), into a blockstore: memory (blockstore-core's MemoryBlockstore), level
+ *       (blockstore-level, LevelDB in <dir>) or fs (blockstore-fs, a file per block in <dir>), the disk
+ *       blockstores Helia's users run. Prints one JSON line of figures.
  *
- * Every fetch mode samples its RSS every 50 ms while it transfers.
+ * Every fetch mode samples its RSS every 50 ms while it transfers, and reports the bytes it made the
+ * kernel write to storage (/proc/self/io write_bytes, counted when pages are dirtied; LevelDB's
+ * compactions included, as its thread is this process's) from before its store opens to after it
+ * closes.
  */
 import { readFileSync, writeFileSync } from 'node:fs'
 import { generateKeyPair } from '@libp2p/crypto/keys'
@@ -36,8 +44,7 @@ import { decodeGenesis } from '../src/chain/genesis.ts'
 import { commitSyncServices } from '../src/sync/state-sync.ts'
 import { snapshotSyncServices, snapshotSyncConfig, type SnapshotSyncService } from '../src/snapshot/sync/service.ts'
 import { threadCpu, cpuDelta, type ThreadCpu } from './util.ts'
-import { SnapshotKeys } from '../src/snapshot/store-keys.ts'
-import { SnapshotStore } from '../src/snapshot/snapshot-store.ts'
+import { SnapshotBucket, SnapshotKeys } from '../src/snapshot/store-keys.ts'
 import { sha256 } from '../src/crypto/hash.ts'
 
 const RAW_PROTOCOL = '/soma-bench/raw/1.0.0'
@@ -48,6 +55,16 @@ const PIECE_BYTES = 1024 * 1024
 let pieces = 0
 
 const [mode, ...args] = process.argv.slice(2)
+
+/** write_bytes of /proc/self/io: bytes this process caused to be written to storage; undefined off Linux. */
+function writeBytes (): number | undefined {
+  try {
+    const m = /write_bytes:\s+(\d+)/.exec(readFileSync('/proc/self/io', 'utf8'))
+    return m === null ? undefined : Number(m[1])
+  } catch {
+    return undefined
+  }
+}
 
 /** RssAnon of /proc/self/status in bytes (heap, buffers, LevelDB memtables and cache; not mapped files); 0 off Linux. */
 function rssAnon (): number {
@@ -195,19 +212,23 @@ function waitForStdinEnd (onEnd: () => Promise<void>): void {
  * sync (`snapshotManifest`/`Filter`/`Listing`/`Chunks` serve the store's snapshots; `snapshotSync`
  * syncs when `sync`).
  */
-function syncServices (store: ChainStore, sync: boolean, hashWorkers = DEFAULTS.verifyWorkers, maxInflightBytes = DEFAULTS.snapshotMaxInflightBytes): Record<string, ServiceFactory> {
+function syncServices (store: ChainStore, sync: boolean, hashWorkers = DEFAULTS.verifyWorkers, maxInflightBytes = DEFAULTS.snapshotMaxInflightBytes, loadOnArrival = true): Record<string, ServiceFactory> {
   return {
     ...commitSyncServices({ store, executor: new CommitExecutor(store), sync, startPaused: sync, verifyWorkers: 0 }),
-    ...snapshotSyncServices({ ...snapshotSyncConfig({ ...DEFAULTS, snapshotMaxInflightBytes: maxInflightBytes }), hashWorkers, store, sync, minPeers: 1 })
+    ...snapshotSyncServices({ ...snapshotSyncConfig({ ...DEFAULTS, snapshotMaxInflightBytes: maxInflightBytes }), hashWorkers, store, sync, minPeers: 1, loadOnArrival })
   }
 }
 
-/** Syncs the snapshot the server offers into `store`: from the dial to the sync's end. */
-async function syncSnapshot (node: SomaLibp2p, addr: string): Promise<Record<string, number>> {
+/**
+ * Syncs the snapshot the server offers into `store`: from the dial to the sync's end. `chunksEnd` is set
+ * to performance.now() when the chunks phase ends (every chunk stored and verified).
+ */
+async function syncSnapshot (node: SomaLibp2p, addr: string, marks: { chunksEnd?: number }): Promise<Record<string, number>> {
   const service = (node.services as any).snapshotSync as SnapshotSyncService
   await node.dial(multiaddr(addr))
   // the service started with the node; it ends when the snapshot is anchored (or none is found)
   while (service.done === undefined) await new Promise(resolve => setTimeout(resolve, 5))
+  service.snapshotSync?.on('phase', (p) => { if (p === 'final-check') marks.chunksEnd ??= performance.now() })
   await service.done
   if (service.error !== undefined) throw service.error
   if (service.result?.outcome !== 'synced') throw new Error(`snapshot sync ended with ${JSON.stringify(service.result?.outcome)}`)
@@ -232,8 +253,8 @@ if (mode === 'serve') {
   await handleRaw(node)
   process.stdout.write(`LISTEN ${node.getMultiaddrs()[0].toString()}\n`)
   waitForStdinEnd(async () => { await node.stop(); await store?.close() })
-} else if (mode === 'fetch') {
-  const [addr, serverPidStr, rawBytesStr, streamsStr, repsStr, storeDir, genesisFile, verifyWorkersStr, writeBufferStr, inflightStr] = args
+} else if (mode === 'fetch' || mode === 'floor') {
+  const [addr, serverPidStr, rawBytesStr, streamsStr, repsStr, storeDir, genesisFile, verifyWorkersStr, writeBufferStr, inflightStr, loadOnArrivalStr] = args
   const rawBytes = Number(rawBytesStr)
   const reps = Number(repsStr)
   const serverPid = Number(serverPidStr)
@@ -254,14 +275,17 @@ if (mode === 'serve') {
   }
   // 1. the snapshot sync, from a fresh node with a fresh store: first, so that its peak RSS is its own
   //    (a process keeps the heap and malloc arenas a 1 GiB download grew)
-  if (storeDir !== undefined) {
+  if (storeDir !== undefined && mode === 'fetch') {
+    const w0 = writeBytes()
     const store = await ChainStore.open(storeDir, { genesis: decodeGenesis(readFileSync(genesisFile)), writeBufferSize: Number(writeBufferStr ?? DEFAULTS.storeWriteBufferBytes) })
     const r = new Rss()
     const cpu0 = cpuNow()
     const t0 = performance.now()
-    const synced = await somaNode(store.chainId, syncServices(store, true, Number(verifyWorkersStr), Number(inflightStr ?? DEFAULTS.snapshotMaxInflightBytes)))
-    const extra = await syncSnapshot(synced, addr)
+    const synced = await somaNode(store.chainId, syncServices(store, true, Number(verifyWorkersStr), Number(inflightStr ?? DEFAULTS.snapshotMaxInflightBytes), loadOnArrivalStr !== '0'))
+    const marks: { chunksEnd?: number } = {}
+    const extra = await syncSnapshot(synced, addr, marks)
     figures.snapshotMs = performance.now() - t0
+    if (marks.chunksEnd !== undefined) figures.snapshotToChunksEndMs = marks.chunksEnd - t0
     cpuFigures('snapshot', cpu0, cpuNow())
     figures.snapshotPeakRssMiB = r.stop()
     figures.snapshotPeakRssAnonMiB = r.peakAnonMiB
@@ -269,38 +293,49 @@ if (mode === 'serve') {
     await synced.stop()
     figures.snapshotHighestExecuted = store.highestExecuted
     await store.close()
+    const w1 = writeBytes()
+    if (w0 !== undefined && w1 !== undefined) figures.snapshotWriteBytes = w1 - w0
   }
   // 2. raw streams, in the same process towards the same server, from a node without a store
   const node = await somaNode(new Uint8Array(32))
-  const rss = new Rss()
-  const cpu0 = cpuNow()
-  const t0 = performance.now()
-  let rawTotal = 0
-  for (const streams of streamsStr.split(',').map(Number)) {
-    let best = 0
-    for (let r = 0; r < reps; r++) { best = Math.max(best, await rawThroughput(node, addr, rawBytes, streams)); rawTotal += rawBytes }
-    figures[`raw${streams}`] = best
+  if (mode === 'fetch') {
+    const rss = new Rss()
+    const cpu0 = cpuNow()
+    const t0 = performance.now()
+    let rawTotal = 0
+    for (const streams of streamsStr.split(',').map(Number)) {
+      let best = 0
+      for (let r = 0; r < reps; r++) { best = Math.max(best, await rawThroughput(node, addr, rawBytes, streams)); rawTotal += rawBytes }
+      figures[`raw${streams}`] = best
+    }
+    // every raw download together: their bytes, time and CPU
+    figures.rawMs = performance.now() - t0
+    figures.rawBytes = rawTotal
+    cpuFigures('raw', cpu0, cpuNow())
+    figures.rawPeakRssMiB = rss.stop()
   }
-  // every raw download together: their bytes, time and CPU
-  figures.rawMs = performance.now() - t0
-  figures.rawBytes = rawTotal
-  cpuFigures('raw', cpu0, cpuNow())
-  figures.rawPeakRssMiB = rss.stop()
-  // 3. with a store: the raw download over the most parallel streams once more, each 1 MiB piece
-  //    hashed and written to a fresh store as the sync writes a chunk (fetchRawIntoStore)
-  if (storeDir !== undefined) {
+  // 3. floor (a process of its own, so that its peak RSS is its own): the raw download over the most
+  //    parallel streams, each 1 MiB piece hashed and written to a fresh store as the sync used to write
+  //    a chunk (fetchRawIntoStore)
+  if (storeDir !== undefined && mode === 'floor') {
     const streams = Math.max(...streamsStr.split(',').map(Number))
-    const store = await ChainStore.open(`${storeDir}-raw`, { genesis: decodeGenesis(readFileSync(genesisFile)) })
+    const w0 = writeBytes()
+    const store = await ChainStore.open(storeDir, { genesis: decodeGenesis(readFileSync(genesisFile)) })
     const each = Math.floor(rawBytes / streams)
+    const rss = new Rss()
     const c0 = cpuNow()
     const t1 = performance.now()
     const got = await Promise.all(Array.from({ length: streams }, async () => await fetchRawIntoStore(node, addr, each, store)))
     figures.rawIntoStoreMs = performance.now() - t1
+    rss.stop()
+    figures.rawIntoStorePeakRssAnonMiB = rss.peakAnonMiB
     cpuFigures('rawIntoStore', c0, cpuNow())
     figures.rawIntoStoreBytes = got.reduce((a, b) => a + b, 0)
-    const stored = await new SnapshotStore(store).countChunks()
+    const stored = await store.countBucket(SnapshotBucket.CHUNK)
     if (stored !== pieces) throw new Error(`raw download into LevelDB: ${stored} pieces stored, ${pieces} written`)
     await store.close()
+    const w1 = writeBytes()
+    if (w0 !== undefined && w1 !== undefined) figures.rawIntoStoreWriteBytes = w1 - w0
   }
   await node.stop()
   process.stdout.write(JSON.stringify(figures) + '\n')
@@ -318,8 +353,8 @@ if (mode === 'serve') {
   const { sha256 } = await import('multiformats/hashes/sha2')
   const raw = await import('multiformats/codecs/raw')
 
-  const makeHelia = async (): Promise<any> => {
-    const helia = withBitswap(withLibp2pLight(createHeliaLight({ blockstore: new MemoryBlockstore() }), {
+  const makeHelia = async (blockstore: any = new MemoryBlockstore()): Promise<any> => {
+    const helia = withBitswap(withLibp2pLight(createHeliaLight({ blockstore }), {
       privateKey: await generateKeyPair('Ed25519'),
       addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] },
       transports: [tcp()],
@@ -351,11 +386,19 @@ if (mode === 'serve') {
     process.stdout.write(`LISTEN ${helia.libp2p.getMultiaddrs()[0].toString()}\n`)
     waitForStdinEnd(async () => { await helia.stop() })
   } else {
-    const [addr, cidsFile, wantsStr] = args
+    const [addr, cidsFile, wantsStr, kind, dir] = args
     const wants = Number(wantsStr)
     const cids = readFileSync(cidsFile, 'utf8').split('\n').filter(s => s !== '').map(s => CID.parse(s))
-    const helia = await makeHelia()
+    const w0 = writeBytes()
+    let blockstore: any
+    if (kind === 'memory') blockstore = new MemoryBlockstore()
+    else if (kind === 'level') blockstore = new (await import('blockstore-level')).LevelBlockstore(dir)
+    else if (kind === 'fs') blockstore = new (await import('blockstore-fs')).FsBlockstore(dir)
+    else throw new Error(`unknown blockstore ${JSON.stringify(kind)} (memory, level or fs)`)
+    await blockstore.open?.()
+    const helia = await makeHelia(blockstore)
     await helia.libp2p.dial(multiaddr(addr))
+    const cpu0 = process.cpuUsage()
     const rss = new Rss()
     let bytes = 0
     let next = 0
@@ -367,8 +410,14 @@ if (mode === 'serve') {
       }
     }))
     const s = (performance.now() - t0) / 1000
-    const figures = { MiBPerSec: bytes / (1024 * 1024) / s, MiB: bytes / (1024 * 1024), blocks: cids.length, peakRssMiB: rss.stop(), maxRssMiB: process.resourceUsage().maxRSS / 1024 }
+    const cpu = process.cpuUsage(cpu0)
+    const figures: Record<string, number> = { MiBPerSec: bytes / (1024 * 1024) / s, MiB: bytes / (1024 * 1024), blocks: cids.length, peakRssMiB: rss.stop(), maxRssMiB: process.resourceUsage().maxRSS / 1024, cpuSec: (cpu.user + cpu.system) / 1e6 }
+    // the blocks are in the blockstore (bitswap stores what it fetched)
+    for (const cid of [cids[0], cids[cids.length - 1]]) if (!await blockstore.has(cid)) throw new Error(`block ${cid.toString()} is not in the ${kind} blockstore`)
     await helia.stop()
+    await blockstore.close?.()
+    const w1 = writeBytes()
+    if (w0 !== undefined && w1 !== undefined) figures.writeBytes = w1 - w0
     process.stdout.write(JSON.stringify(figures) + '\n')
     process.exit(0)
   }

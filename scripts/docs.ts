@@ -37,6 +37,12 @@ const HEADLINES: Array<[string, string, string, string]> = [
   ['snapshot-sync', 'snapshotSync/raw allowed by its CPU', 'the ratio the sync\'s measured CPU per GiB allows, every core busy', '—'],
   ['snapshot-sync', 'rawIntoLevelDB/raw', 'upper bound measured in the same run: the raw download into LevelDB (each MiB hashed and stored as a chunk, nothing else) ÷ raw', '—'],
   ['snapshot-sync', 'snapshotSync/helia', 'snapshot sync ÷ Helia bitswap fetching the same bytes', '> 1'],
+  ['snapshot-sync', 'snapshotSync/rawIntoLevelDB', 'snapshot sync ÷ the raw download into LevelDB (each MiB hashed and stored once), same run', '≥ 0.8'],
+  ['snapshot-sync', 'snapshotSync/helia.disk', 'snapshot sync ÷ Helia bitswap into the faster of blockstore-level and blockstore-fs', '≥ 1.0'],
+  ['snapshot-sync', 'snapshotSync.toChunksEnd/helia.disk', 'snapshot sync up to the end of its chunks phase ÷ the same', '≥ 1.5'],
+  ['snapshot-sync', 'snapshotSync.peakRssAnon-rawIntoLevelDB.MiB', 'snapshot sync\'s peak anonymous RSS minus the raw-into-LevelDB floor\'s (MiB)', '≤ 100'],
+  ['snapshot-sync', 'snapshotSync.diskWrittenGiBPerGiB', 'snapshot sync, GiB written to disk per GiB of snapshot (LevelDB compactions included)', '—'],
+  ['snapshot-sync', 'rawIntoLevelDB.diskWrittenGiBPerGiB', 'the raw download into LevelDB, GiB written to disk per GiB', '—'],
   ['snapshot-sync', 'snapshotSync.peakRssMiB', 'snapshot sync, peak RSS of the syncing process (MiB, includes LevelDB\'s mapped files)', '≤ 300 MB'],
   ['snapshot-sync', 'snapshotSync.peakRssAnonMiB', 'the same without the mapped files (anonymous memory: heap, buffers, LevelDB\'s memtables and cache)', '≤ 300 MB']
 ]

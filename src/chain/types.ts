@@ -108,6 +108,12 @@ export interface Commit {
   endOfEpoch?: EndOfEpoch | null
 }
 
+/**
+ * The end-of-epoch commit of one epoch and blocks of that epoch voting for it with 2f+1 stake: the proof
+ * of the next committee (served on /soma/epoch-proofs/1.0.0, kept by the store).
+ */
+export interface EpochProof { commit: Uint8Array, certifierBlocks: Uint8Array[] }
+
 export interface CommittedSubDagMessage {
   commit: Uint8Array
   blocks: Uint8Array[]

@@ -35,7 +35,7 @@ import { parseTransaction, type ParsedTransaction } from '../chain/transaction.t
 import { Codecs } from '../chain/codecs.ts'
 import { ExecutionStatus, type AccountState } from '../chain/types.ts'
 import { LtHash } from '../crypto/lthash.ts'
-import { accountElement, embeddingElement, encodeAccount, encodeEmbedding } from './state-hash.ts'
+import { accountElement, embeddingElement, encodeAccount, encodeEmbedding } from '../store/state-hash.ts'
 import { bytesEqual, bytesKey, sha256, toHex } from '../crypto/hash.ts'
 import { refsEqual } from '../chain/block.ts'
 import { pruningRule } from '../chain/genesis.ts'

@@ -350,7 +350,7 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
   }
   parseEntrypoints(config.entrypoints) // fail on bad entrypoints before touching the data dir
   mkdirSync(config.dataDir, { recursive: true })
-  const store = await ChainStore.openDataDir(config.dataDir, { writeBufferSize: config.storeWriteBufferBytes, cacheSize: config.storeCacheBytes, ...opts.store, genesis })
+  const store = await ChainStore.openDataDir(config.dataDir, { writeBufferSize: config.storeWriteBufferBytes, cacheSize: config.storeCacheBytes, logger: log.child('store'), ...opts.store, genesis })
   let libp2p: SomaLibp2p | undefined
   try {
     const peerKey = await loadOrCreatePeerKey(config.dataDir)

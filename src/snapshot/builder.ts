@@ -52,7 +52,6 @@ import {
   encodeManifest, encodeAttestation, type ChunkingOptions, type ChunkingParams, type SnapshotManifest, type AttestationSignature
 } from './manifest.ts'
 import { SnapshotStore } from './snapshot-store.ts'
-import { SnapshotKeys } from './store-keys.ts'
 
 export const DEFAULT_KEEP = 3
 const DEFAULT_WRITE_BATCH_BYTES = 32 * 1024 * 1024
@@ -145,8 +144,9 @@ export async function snapshotPoint (store: ChainStore): Promise<SnapshotPoint> 
 function groupId (kind: number, group: number): string { return `${kind}/${group}` }
 
 /**
- * Buffers new chunks and writes them in batches; one batch is written while the next fills, so
- * LevelDB's write (on a libuv thread) overlaps the chunking on the main thread.
+ * Buffers new chunks and writes them in batches (bytes to a pack file, index rows to LevelDB); one batch
+ * is written while the next fills, so the writes (on libuv threads) overlap the chunking on the main
+ * thread.
  */
 class ChunkWriter {
   private pending: BuiltChunk[] = []
@@ -165,18 +165,19 @@ class ChunkWriter {
   async flush (): Promise<void> {
     await this.inflight
     if (this.pending.length === 0) return
-    const batch = this.store.batch()
-    this.drain(batch)
-    this.inflight = batch.write()
+    // chunk bytes to a pack file, then their index rows (src/store/packs.ts)
+    this.inflight = new SnapshotStore(this.store).commitChunks(this.store.batch(), this.take()).then(() => {})
     this.inflight.catch(() => {}) // awaited by the next flush() or settle()
   }
 
   /** Waits for the batch being written (call before the final batch). */
   async settle (): Promise<void> { await this.inflight }
-  drain (batch: ReturnType<ChainStore['batch']>): void {
-    for (const c of this.pending) batch.put(SnapshotKeys.chunk(c.info.hash), c.bytes)
+  /** The chunks not written yet (for the final batch), and forgets them. */
+  take (): Array<{ hash: Uint8Array, bytes: Uint8Array }> {
+    const out = this.pending.map(c => ({ hash: c.info.hash, bytes: c.bytes }))
     this.pending = []
     this.bytes = 0
+    return out
   }
 }
 
@@ -333,12 +334,15 @@ export async function buildSnapshot (store: ChainStore, opts: SnapshotOptions = 
   }
   await writer.settle()
   const batch = store.batch()
-  writer.drain(batch)
+  const rest = writer.take()
   snaps.putRows(batch, { commit: point.commitIndex, attestation: attestationBytes, listing: listingBytes, filter: filterBytes, multiset: multiset.toBytes() })
   phase('write')
   const pr = await snaps.prune(batch, keep, { commit: point.commitIndex, listing })
   phase('prune')
-  await batch.write()
+  // the last chunks' bytes go to a pack, then this batch with their index rows
+  await snaps.commitChunks(batch, rest)
+  // pack files that hold only swept chunks are deleted
+  await snaps.collectPacks()
   phase('write')
   stats.prunedSnapshots = pr.prunedSnapshots
   stats.sweptChunks = pr.sweptChunks

@@ -4,14 +4,14 @@
  *
  * Each chunk is decoded strictly and checked against its listing row and the manifest's grouping; its
  * entries are added to an LtHash exactly as the executor does (shake256(bucket byte ‖ key ‖ value),
- * src/executor/state-hash.ts), so the checksum equals the executed state root iff the chunks hold the
+ * src/store/state-hash.ts), so the checksum equals the executed state root iff the chunks hold the
  * same state. Optionally the entries are written into a store's account and embedding buckets.
  */
 import type { ChainStore } from '../store/chain-store.ts'
 import { Keys, Bucket } from '../store/keys.ts'
 import { LtHash } from '../crypto/lthash.ts'
 import { sha256, bytesEqual, toHex } from '../crypto/hash.ts'
-import { elementSum } from '../executor/state-hash.ts'
+import { elementSum } from '../store/state-hash.ts'
 import { InvalidChunkError, InvalidSnapshotError } from '../errors.ts'
 import { AccountGroup, ChunkKind, accountLastModifiedEpoch, decodeChunk, sortKeyCommit, type ChunkInfo, type DecodedChunk } from './chunk-format.ts'
 import { embeddingGroup, isHot, type SnapshotManifest } from './manifest.ts'

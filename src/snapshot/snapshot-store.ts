@@ -1,8 +1,10 @@
 /**
  * Snapshot storage inside the node's ChainStore (layout in ./store-keys.ts): content-addressed chunks
- * shared between snapshots, and per snapshot (by commit index) its attestation, listing, filter and
- * multiset accumulator. Pruning keeps the newest `keep` snapshots and sweeps the chunks that no kept
- * snapshot lists (mark-and-sweep), in the same atomic batch as the new snapshot's rows.
+ * shared between snapshots, kept in the store's pack files (src/store/packs.ts; LevelDB holds only
+ * their index), and per snapshot (by commit index) its attestation, listing, filter and multiset
+ * accumulator. Pruning keeps the newest `keep` snapshots and sweeps the index rows of the chunks that no
+ * kept snapshot lists (mark-and-sweep), in the same atomic batch as the new snapshot's rows; then
+ * `collectPacks` deletes the pack files no index row points into (and compacts mostly-dead ones).
  */
 import type { ChainStore, StoreBatch } from '../store/chain-store.ts'
 import { Keys, readU64 } from '../store/keys.ts'
@@ -12,6 +14,7 @@ import { CorruptStoreError, StoreError } from '../errors.ts'
 import { SnapshotBucket, SnapshotKeys } from './store-keys.ts'
 import { decodeAttestation, decodeListing, decodeManifest, type SnapshotAttestation, type SnapshotManifest } from './manifest.ts'
 import type { ChunkInfo } from './chunk-format.ts'
+import type { Blob, CollectStats, PackStore } from '../store/packs.ts'
 
 export interface StoredSnapshot {
   commit: number
@@ -82,34 +85,46 @@ export class SnapshotStore {
     }
   }
 
+  private get packs (): PackStore { return this.store.packs }
+
+  /** A stored chunk's bytes, read from its pack (undefined: not stored). */
   async getChunk (hash: Uint8Array): Promise<Uint8Array | undefined> {
-    return await this.db.get(SnapshotKeys.chunk(hash))
+    return await this.packs.get(hash)
   }
 
   async getChunks (hashes: readonly Uint8Array[]): Promise<Array<Uint8Array | undefined>> {
-    if (hashes.length === 0) return []
-    return await this.db.getMany(hashes.map(h => SnapshotKeys.chunk(h)))
+    return await this.packs.getMany(hashes)
+  }
+
+  async hasChunks (hashes: readonly Uint8Array[]): Promise<boolean[]> {
+    return await this.packs.has(hashes)
   }
 
   /**
-   * Stored chunk hashes, ascending, read in pages of 1,024 keys, each by an iterator closed before the
-   * page is yielded (an open iterator pins LevelDB's memtables): one `next()` per key cost ~50 µs each,
-   * and the sweep of every snapshot build walks them all (~120 ms for 2,400 chunks, ~6 ms in pages).
+   * Stored chunk hashes, ascending: the pack index read in pages, each by an iterator closed before the
+   * page is yielded (an open iterator pins LevelDB's memtables; one `next()` per key cost ~50 µs each, and
+   * the sweep of every snapshot build walks them all).
    */
   async * chunkHashes (): AsyncGenerator<Uint8Array> {
-    const lt = Uint8Array.of(SnapshotBucket.CHUNK + 1)
-    let after: Uint8Array | undefined
-    while (true) {
-      const range = after === undefined ? { gte: Uint8Array.of(SnapshotBucket.CHUNK), lt } : { gt: after, lt }
-      const keys = await this.db.keys({ ...range, limit: 1024 }).all()
-      if (keys.length === 0) return
-      for (const k of keys) yield k.subarray(1)
-      after = keys[keys.length - 1]
-    }
+    for await (const e of this.packs.entries()) yield e.hash
   }
 
-  putChunk (batch: StoreBatch, hash: Uint8Array, bytes: Uint8Array): void {
-    batch.put(SnapshotKeys.chunk(hash), bytes)
+  /**
+   * Stores chunks (sha256-checked by the caller): their bytes appended to a pack, then `batch` written
+   * with their index rows. Already stored ones are skipped. Returns the number written.
+   */
+  async commitChunks (batch: StoreBatch, chunks: readonly Blob[]): Promise<number> {
+    return await this.packs.commit(batch, chunks)
+  }
+
+  /** Adds to `batch` the deletion of chunks (index rows; their pack space is reclaimed by collectPacks). */
+  async delChunks (batch: StoreBatch, hashes: readonly Uint8Array[]): Promise<void> {
+    await this.packs.del(batch, hashes)
+  }
+
+  /** Deletes the pack files no stored chunk is in any more (after a batch that swept chunks). */
+  async collectPacks (): Promise<CollectStats> {
+    return await this.packs.collect()
   }
 
   putRows (batch: StoreBatch, r: SnapshotRows): void {
@@ -128,7 +143,8 @@ export class SnapshotStore {
   /**
    * Adds to `batch` the deletion of every stored snapshot except the newest `keep` of `stored ∪ added`
    * (added: the snapshot being written, with its listing), and of every chunk that no kept snapshot
-   * lists (including orphans of an interrupted build). Returns the kept commits and the counts.
+   * lists (including orphans of an interrupted build). Returns the kept commits and the counts. After
+   * writing the batch, call collectPacks.
    */
   async prune (batch: StoreBatch, keep: number, added?: { commit: number, listing: readonly ChunkInfo[] }): Promise<{ kept: number[], prunedSnapshots: number[], sweptChunks: number }> {
     if (!Number.isInteger(keep) || keep < 1) throw new RangeError(`keep must be an integer >= 1, got ${keep}`)
@@ -145,10 +161,10 @@ export class SnapshotStore {
       const listing = added !== undefined && c === added.commit ? added.listing : await this.getListing(c)
       for (const info of listing) live.add(bytesKey(info.hash))
     }
-    // sweep
+    // sweep (the index rows; the caller runs collectPacks after writing the batch)
     let sweptChunks = 0
-    for await (const h of this.chunkHashes()) {
-      if (!live.has(bytesKey(h))) { batch.del(SnapshotKeys.chunk(h)); sweptChunks++ }
+    for await (const e of this.packs.entries()) {
+      if (!live.has(bytesKey(e.hash))) { this.packs.delAt(batch, e.hash, e.loc); sweptChunks++ }
     }
     return { kept, prunedSnapshots, sweptChunks }
   }
@@ -172,15 +188,14 @@ export class SnapshotStore {
     batch.del(SnapshotKeys.attestation(commit)).del(SnapshotKeys.listing(commit)).del(SnapshotKeys.filter(commit)).del(SnapshotKeys.multiset(commit))
     const live = new Set<string>()
     for (const c of others) for (const info of await this.getListing(c)) live.add(toHex(info.hash))
-    for await (const h of this.chunkHashes()) if (!live.has(toHex(h))) batch.del(SnapshotKeys.chunk(h))
+    for await (const e of this.packs.entries()) if (!live.has(toHex(e.hash))) this.packs.delAt(batch, e.hash, e.loc)
     await batch.write()
+    await this.collectPacks()
   }
 
   /** The number of stored chunks. */
   async countChunks (): Promise<number> {
-    let n = 0
-    for await (const _ of this.chunkHashes()) n++
-    return n
+    return await this.packs.count()
   }
 }
 

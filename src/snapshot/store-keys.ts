@@ -4,8 +4,9 @@
  *
  * | prefix | bucket                 | key after the prefix | value                                                  |
  * |--------|------------------------|----------------------|--------------------------------------------------------|
- * | 0x11   | chunks                 | chunk hash 32        | chunk bytes (encode(StateChunk)); content-addressed,   |
- * |        |                        |                      | shared by every snapshot that lists it                 |
+ * | 0x11   | (schema 1: chunks)     | chunk hash 32        | chunk bytes; since schema 2 chunks are in pack files   |
+ * |        |                        |                      | (src/store/packs.ts, index 0x0c/0x0d in keys.ts) and   |
+ * |        |                        |                      | these rows are moved there when a store is opened      |
  * | 0x12   | snapshot attestations  | commit index u64     | SnapshotAttestation bytes (manifest + signatures); one |
  * |        |                        |                      | row per stored snapshot: this bucket is the index      |
  * | 0x13   | snapshot listings      | commit index u64     | SnapshotListing bytes (ChunkInfo rows, canonical order)|
@@ -14,8 +15,11 @@
  * |        |                        |                      | manifest has only their sha256): build state for the   |
  * |        |                        |                      | next incremental update                                |
  *
- * A snapshot's rows (0x12–0x15) are written together, with its new chunks, in one atomic batch, and are
- * deleted together when it is pruned; chunks no kept snapshot lists are then deleted in the same batch.
+ * Chunks (encode(StateChunk)) are content-addressed blobs in the store's pack files, shared by every
+ * snapshot that lists them (src/store/packs.ts). A snapshot's rows (0x12–0x15) are written together,
+ * with its last chunks' index rows, in one atomic batch (the chunk bytes are appended to a pack before
+ * it), and are deleted together when it is pruned; the index rows of chunks no kept snapshot lists are
+ * then deleted in the same batch, and pack files left without any indexed chunk are deleted after it.
  *
  * ## Snapshot sync in progress (0x16–0x1a; src/snapshot/sync/sync-state.ts)
  *
@@ -32,13 +36,14 @@
  * | 0x18   | sync listed hashes     | chunk hash 32        | row index u64: sorted by hash, so iterating it gives   |
  * |        |                        |                      | the final checksum's order in O(1) memory              |
  * | 0x19   | sync have              | chunk hash 32        | size u32 ‖ the serving peer's id bytes (empty: reused   |
- * |        |                        |                      | from a chunk already stored): the chunk is in 0x11 and |
- * |        |                        |                      | verified; written in the chunk's own batch             |
+ * |        |                        |                      | from a chunk already stored): the chunk is in a pack,  |
+ * |        |                        |                      | indexed and verified; written in the batch of its      |
+ * |        |                        |                      | index rows                                             |
  * | 0x1a   | sync chunk partial     | chunk hash 32        | the chunk's partial state hash: 2048 LtHash lane bytes,|
  * |        |                        |                      | the lane-wise sum of the state elements of its entries |
- * |        |                        |                      | (as src/executor/state-hash.ts makes them). Written    |
+ * |        |                        |                      | (as src/store/state-hash.ts makes them). Written    |
  * |        |                        |                      | with the chunk's HAVE row, in the same batch; a HAVE   |
- * |        |                        |                      | row without one (a chunk reused from 0x11, a chunk that|
+ * |        |                        |                      | row without one (a chunk already stored, a chunk that  |
  * |        |                        |                      | does not decode, an older store) is computed by the    |
  * |        |                        |                      | load. A function of the chunk bytes, hence of the key: |
  * |        |                        |                      | never from a peer, and checked by the state root       |
@@ -63,6 +68,7 @@ export const SnapshotBucket = {
 } as const
 
 export const SnapshotKeys = {
+  /** schema 1's chunk rows (moved into packs at open); the snapshot-sync bench's raw-into-LevelDB floor writes here */
   chunk: (hash: Uint8Array) => hashed(SnapshotBucket.CHUNK, hash),
   attestation: (commit: number) => indexed(SnapshotBucket.ATTESTATION, commit),
   listing: (commit: number) => indexed(SnapshotBucket.LISTING, commit),

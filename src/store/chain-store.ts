@@ -17,10 +17,11 @@ import { parseCommit, type ParsedCommit } from '../chain/commit.ts'
 import type { AccountState, BlockRef, Committee, Embedding, TransactionEffects } from '../chain/types.ts'
 import { bytesEqual, toHex } from '../crypto/hash.ts'
 import { LtHash } from '../crypto/lthash.ts'
-import { accountElement, encodeAccount } from '../executor/state-hash.ts'
+import { accountElement, encodeAccount } from './state-hash.ts'
 import { CorruptStoreError, ForeignStoreError, StoreError } from '../errors.ts'
 import { codec } from '../chain/proto.ts'
-import type { EpochProof } from '../sync/protocols/messages.ts'
+import type { EpochProof } from '../chain/types.ts'
+import { PackStore, type PackLog } from './packs.ts'
 
 const EpochProofCodec = codec<EpochProof>('soma.EpochProof')
 
@@ -33,6 +34,10 @@ export interface ChainStoreOptions {
   cacheSize?: number
   /** Snappy compression. @default false (blocks are mostly signatures and keys, which do not compress) */
   compression?: boolean
+  /** pack file size (src/store/packs.ts). @default 256 MiB */
+  maxPackBytes?: number
+  /** where the packs' recovery and collection messages go (info/warn). @default nowhere */
+  logger?: PackLog
 }
 
 export interface Progress {
@@ -164,6 +169,8 @@ export class ChainStore {
   readonly dir: string
   readonly db: Level
   readonly genesis: GenesisBundle
+  /** immutable blobs (snapshot chunks) in pack files under `<dir>/packs`, indexed in `db` */
+  packs!: PackStore
   private progress: Progress
   private archivalStore: boolean
   private readonly committees = new Map<number, CommitteeInfo>()
@@ -211,12 +218,43 @@ export class ChainStore {
       }
       throw new CorruptStoreError(`${dir}: cannot open the LevelDB database: ${cause.message}`, { cause: err })
     }
+    let store: ChainStore
     try {
-      return await ChainStore.init(dir, db, opts)
+      store = await ChainStore.init(dir, db, opts)
     } catch (err) {
       await db.close()
       throw err
     }
+    try {
+      store.packs = await PackStore.open(path.join(dir, 'packs'), { db, batch: () => store.batch() }, { maxPackBytes: opts.maxPackBytes, log: opts.logger })
+      await store.migrateChunks()
+    } catch (err) {
+      await store.packs?.close()
+      await db.close()
+      throw err
+    }
+    return store
+  }
+
+  /**
+   * Schema 1 kept snapshot chunks in LevelDB (0x11): they move into a pack, a few MiB per batch (each
+   * batch deletes the rows it indexed: a restart continues), then the schema becomes 2.
+   */
+  private async migrateChunks (): Promise<void> {
+    const schema = await this.db.get(Keys.meta(META_SCHEMA))
+    if (schema === undefined || readU64(schema, 0) !== 1) return
+    const [gte, lt] = Keys.bucketRange(Bucket.LEGACY_CHUNK)
+    let moved = 0
+    for (;;) {
+      const page: Array<[Uint8Array, Uint8Array]> = await this.db.iterator({ gte, lt, limit: 64 }).all()
+      if (page.length === 0) break
+      const batch = this.batch()
+      for (const [k] of page) batch.del(k)
+      await this.packs.commit(batch, page.map(([k, v]) => ({ hash: k.subarray(1), bytes: v })))
+      moved += page.length
+    }
+    await this.db.put(Keys.meta(META_SCHEMA), u64(SCHEMA_VERSION))
+    if (moved > 0) this.packs.log?.info('%s: %d snapshot chunks moved from LevelDB into pack files (store schema 1 -> 2)', this.dir, moved)
   }
 
   private static async init (dir: string, db: Level, opts: ChainStoreOptions): Promise<ChainStore> {
@@ -237,7 +275,8 @@ export class ChainStore {
       schema = u64(SCHEMA_VERSION)
     }
     const version = readU64(schema, 0)
-    if (version !== SCHEMA_VERSION) throw new ForeignStoreError(`${dir} has store schema ${version}; this soma-sync reads schema ${SCHEMA_VERSION}`)
+    // schema 1 differs only in where chunk bytes are: migrated once the packs are open
+    if (version !== SCHEMA_VERSION && version !== 1) throw new ForeignStoreError(`${dir} has store schema ${version}; this soma-sync reads schema ${SCHEMA_VERSION}`)
     const genesisBytes = await db.get(Keys.meta(META_GENESIS))
     const chainId = await db.get(Keys.meta(META_CHAIN_ID))
     if (genesisBytes === undefined || chainId === undefined) throw new CorruptStoreError(`${dir}: store has no genesis`)
@@ -488,6 +527,7 @@ export class ChainStore {
   async close (): Promise<void> {
     if (this.closed) return
     this.closed = true
+    await this.packs?.close()
     await this.db.close()
   }
 

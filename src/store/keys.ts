@@ -16,9 +16,16 @@
  * | 0x09   | state roots         | commit index u64                          | root 32                       |
  * | 0x0a   | commit votes        | commit index u64, round u64, author u32, block digest 32 | vote digest 32 |
  * | 0x0b   | epoch proofs        | epoch u64                                 | EpochProof bytes (sync.proto) |
+ * | 0x0c   | pack index          | blob hash 32 (sha256 of its bytes)        | pack u32, offset u64, length u32 |
+ * | 0x0d   | pack records        | pack u32, offset u64                      | blob hash 32                  |
  * | 0x0f   | pruned embeddings   | id 32 (tx digest)                         | pruned at u64 ‖ Embedding bytes |
  * | 0x10   | state change log    | commit index u64, kind u8 (0x07/0x08), key 32 | prior value summary, see below |
  * | 0x11-0x1f | snapshots        | owned by src/snapshot/store-keys.ts       |                               |
+ *
+ * 0x0c/0x0d index the immutable blobs (snapshot chunks) kept in append-only pack files beside the
+ * database (src/store/packs.ts): 0x0c finds a blob's bytes, 0x0d lists each pack's blobs in file order
+ * (its refcount, its tail check at open). Schema 1 kept chunk bytes in LevelDB under 0x11; opening a
+ * schema-1 store moves them into a pack (ChainStore.open) and makes it schema 2.
  *
  * The state change log (0x10) is written by the CommitExecutor in each execution batch's atomic write
  * (a batch is one or more consecutive commits): one row per state entry the batch changed, at the index
@@ -56,6 +63,10 @@ export const Bucket = {
   VOTE: 0x0a,
   CHANGE_LOG: 0x10,
   EPOCH_PROOF: 0x0b,
+  PACK_INDEX: 0x0c,
+  PACK_RECORD: 0x0d,
+  /** schema 1 only: chunk hash 32 → chunk bytes (moved into packs on open) */
+  LEGACY_CHUNK: 0x11,
   PRUNED_EMBEDDING: 0x0f
 } as const
 
@@ -65,7 +76,7 @@ export const META_GENESIS = 'genesis'   // Genesis bytes
 export const META_INIT_PENDING = 'init-pending' // present while a genesis import is under way
 export const META_LTHASH = 'lthash'     // 2048-byte LtHash of the executed state
 export const META_ARCHIVAL = 'archival' // present (u64 0) on an archival store: full history kept since genesis
-export const SCHEMA_VERSION = 1
+export const SCHEMA_VERSION = 2
 
 export const PROGRESS_SYNCED = 'synced'
 export const PROGRESS_EXECUTED = 'executed'

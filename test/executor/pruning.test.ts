@@ -1,7 +1,7 @@
 import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
 import { Bucket, Keys, keySuffix, readU64 } from '../../src/store/keys.ts'
-import { accountElement, embeddingElement } from '../../src/executor/state-hash.ts'
+import { accountElement, embeddingElement } from '../../src/store/state-hash.ts'
 import { createGenesis, decodeGenesis } from '../../src/chain/genesis.ts'
 import { Codecs } from '../../src/chain/codecs.ts'
 import { EmbeddingPruneMode, type EmbeddingPruning } from '../../src/chain/types.ts'

@@ -9,7 +9,7 @@ import { verifyChain, verifyCertification, type ParsedCommit } from '../../src/c
 import { parseBlock, verifyBlock, type ParsedBlock } from '../../src/chain/block.ts'
 import { LtHash } from '../../src/crypto/lthash.ts'
 import { sha256, toHex } from '../../src/crypto/hash.ts'
-import { accountElement, embeddingElement } from '../../src/executor/state-hash.ts'
+import { accountElement, embeddingElement } from '../../src/store/state-hash.ts'
 import { Codecs } from '../../src/chain/codecs.ts'
 
 export interface InvariantReport {

@@ -10,7 +10,6 @@ import { createHash } from 'node:crypto'
 import { testEnv } from '../helpers/sync-net.ts'
 import { SyncState } from '../../src/snapshot/sync/sync-state.ts'
 import { ChunkQueue } from '../../src/snapshot/sync/chunk-queue.ts'
-import { SnapshotKeys } from '../../src/snapshot/store-keys.ts'
 import { LtHash } from '../../src/crypto/lthash.ts'
 import { ChunkKind, type ChunkInfo } from '../../src/snapshot/chunk-format.ts'
 
@@ -25,8 +24,7 @@ test('the chunk queue: windowed feed, reuse, packing, release with exclusion, st
   const batch = store.batch()
   state.putRows(batch, 0, rows, { next: 10, bytes: 1000, multiset: new LtHash(), sources: [], verified: false })
   state.putHave(batch, h(1), 100, new TextEncoder().encode('x'))
-  batch.put(SnapshotKeys.chunk(h(2)), new Uint8Array(100))
-  await batch.write()
+  await store.packs.commit(batch, [{ hash: h(2), bytes: new Uint8Array(100) }])
 
   let available = 6
   const q = new ChunkQueue({ state, store, total: 10, rowsAvailable: () => available }, { windowRows: 4 })

@@ -19,7 +19,7 @@ async function bucketHex (store: ChainStore, bucket: number): Promise<Map<string
   return out
 }
 
-test('a node holding snapshot N syncs snapshot N+k and downloads only the chunks N does not have', { timeout: 60_000 }, async t => {
+test('a node holding snapshot N syncs snapshot N+k and downloads only the chunks N does not have', { timeout: 120_000 }, async t => {
   const env = testEnv(t)
   const g = snapshotGenesis()
   // producer at 30 (snapshots at 10, 20, 30). 40 active accounts: they stay in the hot chunks, and from

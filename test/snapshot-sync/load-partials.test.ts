@@ -9,7 +9,10 @@
  * - a damaged stored partial is detected (the sum is not the root), recomputed from the chunk bytes and
  *   replaced; a snapshot whose root is wrong is still refused (BadSnapshotError);
  * - a load stopped mid-way (write pipelined) resumes at the persisted cursor and ends at the root, with
- *   exactly the cursor's entries in the store.
+ *   exactly the cursor's entries in the store;
+ * - loading on arrival (ArrivalLoader) follows the stored chunks in listing order, clears the genesis
+ *   state first, never loads a stored chunk the listing does not have, and the load phase continues
+ *   from its cursor.
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -20,12 +23,13 @@ import type { ChainStore } from '../../src/store/chain-store.ts'
 import { Bucket, Keys } from '../../src/store/keys.ts'
 import { sha256 } from '../../src/crypto/hash.ts'
 import { LtHash } from '../../src/crypto/lthash.ts'
-import { ChunkKind, decodeChunk, type ChunkInfo } from '../../src/snapshot/chunk-format.ts'
+import { ChunkKind, accountEntry, decodeChunk, encodeChunk, type ChunkInfo } from '../../src/snapshot/chunk-format.ts'
+import { Codecs } from '../../src/chain/codecs.ts'
 import type { SnapshotManifest } from '../../src/snapshot/manifest.ts'
 import { SnapshotBucket, SnapshotKeys } from '../../src/snapshot/store-keys.ts'
 import { SyncState } from '../../src/snapshot/sync/sync-state.ts'
 import { ChunkHashPool, chunkPartial } from '../../src/snapshot/sync/chunk-hash-pool.ts'
-import { BadSnapshotError, loadState } from '../../src/snapshot/sync/loader.ts'
+import { ArrivalLoader, BadSnapshotError, MissingChunksError, finalCheck, loadState } from '../../src/snapshot/sync/loader.ts'
 
 const TIP = 25
 
@@ -58,10 +62,9 @@ async function atLoad (ctx: Awaited<ReturnType<typeof setup>>, name: string, par
   for (let i = 0; i < ctx.listing.length; i++) {
     const partial = partials === 'none' ? undefined : await partials.partial(ctx.chunks[i])
     if (partials !== 'none') assert.ok(partial !== undefined)
-    batch.put(SnapshotKeys.chunk(ctx.listing[i].hash), ctx.chunks[i])
     state.putHave(batch, ctx.listing[i].hash, ctx.chunks[i].byteLength, undefined, partial)
   }
-  await batch.write()
+  await store.packs.commit(batch, ctx.listing.map((r, i) => ({ hash: r.hash, bytes: ctx.chunks[i] })))
   await state.beginLoad()
   return { store, state }
 }
@@ -199,4 +202,93 @@ test('a load stopped mid-way resumes at its persisted cursor (one write in fligh
     assert.equal(await count(a.store, Bucket.ACCOUNT), r.accounts)
     assert.equal(await count(a.store, Bucket.EMBEDDING), r.embeddings)
   }
+})
+
+test('chunks loaded as they arrive: the cursor follows the stored chunks in listing order, never loads an unlisted chunk, and the load phase finishes from it', { timeout: 60_000 }, async t => {
+  const ctx = await setup(t)
+  const total = ctx.listing.length
+  assert.ok(total >= 6, `enough chunks (${total})`)
+  const pool = new ChunkHashPool({ workers: 2 })
+  t.after(async () => { await pool.close() })
+  const store = await ctx.env.store('arrival', ctx.g)
+  const state = new SyncState(store)
+  await state.begin(ctx.attestation)
+  const rows = store.batch()
+  state.putRows(rows, 0, ctx.listing, { next: total, bytes: ctx.manifest.totalBytes, multiset: new LtHash(), sources: [], verified: true })
+  await rows.write()
+  await state.setListingVerified()
+  // a chunk arrives: stored with its HAVE row and partial, as the downloader writes it
+  const arrive = async (i: number): Promise<void> => {
+    const b = store.batch()
+    state.putHave(b, ctx.listing[i].hash, ctx.chunks[i].byteLength, undefined, (await pool.partial(ctx.chunks[i]))!)
+    await store.packs.commit(b, [{ hash: ctx.listing[i].hash, bytes: ctx.chunks[i] }])
+  }
+  // an unlisted chunk that passed the filter before the listing verified (a false positive): stored
+  // with its HAVE row, never loaded. It holds the accounts of a listed chunk with other balances, so
+  // loading it would leave wrong accounts in the state
+  const a = ctx.listing.findIndex(r => r.kind === ChunkKind.ACCOUNTS)
+  const listedChunk = decodeChunk(ctx.chunks[a])
+  const stray = encodeChunk(listedChunk.kind, listedChunk.group, listedChunk.entries.map(e => {
+    const s = Codecs.AccountState.decode(e.value)
+    return accountEntry(e.id, Codecs.AccountState.encode({ ...s, balance: s.balance + 1 }))
+  }))
+  const strayHash = sha256(stray)
+  const b = store.batch()
+  state.putHave(b, strayHash, stray.length, undefined, (await pool.partial(stray))!)
+  await store.packs.commit(b, [{ hash: strayHash, bytes: stray }])
+
+  // genesis accounts are in the state before: cleared when the cursor is at 0
+  assert.ok(await count(store, Bucket.ACCOUNT) > 0)
+  const half = Math.floor(total / 2)
+  for (let i = 0; i < half; i++) await arrive(i)
+  await arrive(half + 1) // out of order: loaded only after `half`
+  const done: number[] = []
+  const loader = new ArrivalLoader(store, state, ctx.manifest, { hashPool: pool, batchEntries: 64, followWaitMs: 20, ready: () => true, onProgress: (n) => { done.push(n) } })
+  loader.start(AbortSignal.timeout(50_000))
+  const waitCursor = async (n: number): Promise<void> => {
+    const t0 = Date.now()
+    while ((await state.load()).next < n) {
+      if (Date.now() - t0 > 20_000) assert.fail(`the cursor did not reach ${n}: ${(await state.load()).next}`)
+      await new Promise(resolve => setTimeout(resolve, 20))
+    }
+  }
+  await waitCursor(half)
+  await new Promise(resolve => setTimeout(resolve, 200))
+  let p = await state.load()
+  assert.equal(p.next, half, 'stops at the first chunk not stored yet')
+  assert.equal(await state.stateReplaced(), true, 'the state is marked replaced before it is cleared')
+  // exactly the entries of the rows below the cursor are in the state
+  let expected = new LtHash()
+  let accounts = 0
+  for (let i = 0; i < half; i++) {
+    expected = expected.merge(LtHash.fromBytes(chunkPartial(ctx.chunks[i])!))
+    if (ctx.listing[i].kind === ChunkKind.ACCOUNTS) accounts += ctx.listing[i].entries
+  }
+  assert.equal(hex(p.lthash.toBytes()), hex(expected.toBytes()))
+  assert.equal(await count(store, Bucket.ACCOUNT), accounts, 'genesis accounts cleared, the loaded chunks\' accounts there')
+  // the missing one arrives: the cursor moves past the out-of-order one too
+  await arrive(half)
+  await waitCursor(half + 2)
+  await loader.stop()
+  assert.equal(loader.error, undefined)
+  p = await state.load()
+  assert.ok(p.next >= half + 2)
+  // the rest arrives after the chunks phase: the load phase continues from the cursor
+  for (let i = half + 2; i < total; i++) await arrive(i)
+  // the final checksum finds the stray HAVE row and drops it: it was never loaded, the loaded state stays
+  const before = await count(store, Bucket.ACCOUNT)
+  await assert.rejects(finalCheck(state, ctx.manifest), (err: any) => err instanceof MissingChunksError && /1 unlisted chunks dropped/.test(err.message))
+  await finalCheck(state, ctx.manifest)
+  assert.equal(await count(store, Bucket.ACCOUNT), before)
+  assert.equal((await state.load()).next, p.next)
+  await state.beginLoad()
+  assert.equal((await state.load()).next, p.next, 'entering the load phase keeps the cursor')
+  const r = await loadState(store, state, ctx.manifest, { hashPool: pool })
+  assert.equal(r.storedPartials + r.computedPartials, total - p.next, 'only the rest is loaded by the load phase')
+  assert.equal(hex((await state.load()).lthash.checksum()), hex(ctx.manifest.stateRoot))
+  assert.equal(await count(store, Bucket.ACCOUNT), r.accounts)
+  assert.equal(await count(store, Bucket.EMBEDDING), r.embeddings)
+  // the stray chunk's entries were never written: its accounts have the listed chunk's values
+  for (const e of listedChunk.entries) assert.equal(hex((await store.db.get(Keys.account(e.id)))!), hex(e.value))
+  assert.ok(done.length > 0 && done.every((n, i) => i === 0 || n >= done[i - 1]), 'progress reported in order')
 })

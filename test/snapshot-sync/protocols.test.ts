@@ -10,7 +10,6 @@ import { randomBytes, createHash } from 'node:crypto'
 import { testEnv, type TestEnv } from '../helpers/sync-net.ts'
 import { hex } from '../helpers/chain.ts'
 import { snapshotProducer, snapNode, snapshotGenesis, replaceHandler, type SnapshotProducer } from '../helpers/snapshot-net.ts'
-import { SnapshotKeys } from '../../src/snapshot/store-keys.ts'
 import { decodeAttestation, encodeAttestation, decodeListing } from '../../src/snapshot/manifest.ts'
 import { SnapshotSyncCodecs, listingRowOffsets, PROTOCOL_SNAPSHOT_FILTER } from '../../src/snapshot/protocols/messages.ts'
 import { SnapshotChunksService, ChunkNotServedError } from '../../src/snapshot/protocols/snapshot-chunks.ts'
@@ -72,7 +71,7 @@ describe('snapshot protocols', () => {
     const res = await svc.serve({ hashes: hashes.slice(0, 64) })
     assert.ok(res.chunks.length >= 1 && res.chunks.length < 64)
     assert.ok(SnapshotSyncCodecs.GetSnapshotChunksResponse.encode(res).byteLength <= 2000)
-    for (let i = 0; i < res.chunks.length; i++) assert.equal(hex(res.chunks[i]), hex((await P.store.db.get(SnapshotKeys.chunk(hashes[i])))!), `chunk ${i}`)
+    for (let i = 0; i < res.chunks.length; i++) assert.equal(hex(res.chunks[i]), hex((await P.store.packs.get(hashes[i]))!), `chunk ${i}`)
     const tiny = new SnapshotChunksService(offline, { store: P.store, maxChunkResponseBytes: 100 })
     assert.equal((await tiny.serve({ hashes: [hashes[0]] })).chunks.length, 1, 'one chunk is always sent')
     assert.match((await svc.serve({ hashes: hashes.slice(0, 65) })).error!, /limit is 64/)
@@ -97,13 +96,15 @@ describe('snapshot protocols', () => {
     // a chunk larger than the response limit and than libp2p's default 4 MiB read buffer travels alone
     const big = new Uint8Array(randomBytes(5 * 1024 * 1024 + 17))
     const bigHash = new Uint8Array(createHash('sha256').update(big).digest())
-    await P.store.batch().put(SnapshotKeys.chunk(bigHash), big).write()
+    await P.store.packs.commit(P.store.batch(), [{ hash: bigHash, bytes: big }])
     try {
       const got = await chunks.fetch(server.peerId, [bigHash, hashes[0]], { largest: big.byteLength })
       assert.equal(got.length, 1, 'alone in its response')
       assert.equal(hex(got[0]), hex(big))
     } finally {
-      await P.store.batch().del(SnapshotKeys.chunk(bigHash)).write()
+      const del = P.store.batch()
+      await P.store.packs.del(del, [bigHash])
+      await del.write()
     }
 
     // a filter one byte longer than the manifest's parameters allow is refused by the client

@@ -20,6 +20,8 @@ import { resolveSyncMode } from '../../src/node/node.ts'
 import { SnapshotBucket, SnapshotKeys } from '../../src/snapshot/store-keys.ts'
 import { SyncState, type PersistedPhase } from '../../src/snapshot/sync/sync-state.ts'
 import { SnapshotSyncCodecs, PROTOCOL_SNAPSHOT_CHUNKS, PROTOCOL_SNAPSHOT_LISTING } from '../../src/snapshot/protocols/messages.ts'
+import { ChunkKind } from '../../src/snapshot/chunk-format.ts'
+import { Bucket } from '../../src/store/keys.ts'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const CHILD = path.resolve(here, '../helpers/snapshot-child.ts')
@@ -62,7 +64,7 @@ async function countedSnapshotServer (env: TestEnv, delayMs: number) {
   return { g, P, total, server, counts }
 }
 
-test('SIGKILL mid-download, then a restart fetches only the chunks that were not stored', { timeout: 60_000 }, async t => {
+test('SIGKILL mid-download, then a restart fetches only the chunks that were not stored', { timeout: 120_000 }, async t => {
   const env = testEnv(t)
   const { g, P, total, server, counts } = await countedSnapshotServer(env, 3)
   const genesisFile = writeGenesisFile(env.dir, g)
@@ -97,10 +99,22 @@ test('SIGKILL mid-download, then a restart fetches only the chunks that were not
   assert.equal((await state.read())?.phase, 'chunks', 'killed in the chunks phase')
   const had = (await state.haveTotals()).chunks
   assert.ok(had >= killedAt && had < total, `stored ${had} of ${total} chunks before the kill (${killedAt} reported)`)
-  assert.equal(await countBucket(store, SnapshotBucket.CHUNK), had, 'a chunk is stored iff its HAVE row is (one batch)')
+  assert.equal(await store.packs.count(), had, 'a chunk is indexed iff its HAVE row is (one batch)')
   assert.equal(await countBucket(store, SnapshotBucket.SYNC_PARTIAL), had, 'and its partial state hash (the same batch)')
   const listingAtKill = (await state.listing()).next
   assert.ok(firstRun >= had, 'the server sent at least what was stored')
+  // chunks loaded as they arrived: exactly the entries of the rows below the persisted cursor are in the
+  // state (the genesis accounts cleared once the cursor started), and the cursor trails the chunks stored
+  const load = await state.load()
+  assert.ok(load.next <= had, `the load cursor (${load.next}) trails the stored chunks (${had})`)
+  if (await state.stateReplaced()) {
+    let accounts = 0
+    let embeddings = 0
+    for await (const [, r] of state.rows(0, load.next)) { if (r.kind === ChunkKind.ACCOUNTS) accounts += r.entries; else embeddings += r.entries }
+    assert.equal(await store.countBucket(Bucket.ACCOUNT), accounts, 'accounts in the state = those of the loaded rows')
+    assert.equal(await store.countBucket(Bucket.EMBEDDING), embeddings, 'embeddings in the state = those of the loaded rows')
+    t.diagnostic(`killed with ${load.next} of ${had} stored chunks loaded`)
+  }
 
   // restart in-process against the same server: only the missing chunks are fetched
   counts.chunks = 0
@@ -116,16 +130,18 @@ test('SIGKILL mid-download, then a restart fetches only the chunks that were not
   assert.equal(hex((await store.getStateRoot(TIP))!), hex((await P.store.getStateRoot(TIP))!))
 })
 
-test('stopped in any persisted phase (mid-load included), a node resumes there and fetches nothing twice', { timeout: 60_000 }, async t => {
+test('stopped in any persisted phase (mid-load and mid-arrival-load included), a node resumes there and fetches nothing twice', { timeout: 240_000 }, async t => {
   const env = testEnv(t)
   const { g, P, total, server, counts } = await countedSnapshotServer(env, 0)
   const rootAtTip = hex((await P.store.getStateRoot(TIP))!)
 
-  const phases: Array<PersistedPhase | 'mid-load'> = ['filter', 'chunks', 'final-check', 'load', 'mid-load', 'anchor']
+  // arrival: stopped in the chunks phase once chunks have been loaded as they arrived
+  const phases: Array<PersistedPhase | 'mid-load' | 'arrival'> = ['filter', 'chunks', 'arrival', 'final-check', 'load', 'mid-load', 'anchor']
   for (const phase of phases) {
     const store = await env.store(`stop-${phase}`, g)
     const state = new SyncState(store)
-    const opts = { snapshot: true, snap: { maxChunksPerRequest: 8, loadBatchBytes: 1024 } }
+    // mid-load stops the load phase itself: every chunk is left to it
+    const opts = { snapshot: true, snap: { maxChunksPerRequest: 8, loadBatchBytes: 1024, loadOnArrival: phase !== 'mid-load' } }
     counts.chunks = 0
     // first run: stopped as it enters the phase (chunks: a third of the way; load: after some batches)
     const first = env.node(await snapNode(store, opts))
@@ -135,6 +151,8 @@ test('stopped in any persisted phase (mid-load included), a node resumes there a
     const stop = (): void => { if (stopping === undefined) { first.services.snapshotSync.cancel(); stopping = Promise.resolve(first.stop()) } }
     if (phase === 'chunks') {
       const timer = setInterval(() => { if ((sync.progress().chunks.done) >= total / 3) { clearInterval(timer); stop() } }, 1)
+    } else if (phase === 'arrival') {
+      const timer = setInterval(() => { const p = sync.progress(); if (p.phase === 'chunks' && p.load.done > 0) { clearInterval(timer); stop() } }, 1)
     } else if (phase === 'mid-load') {
       const timer = setInterval(() => { const p = sync.progress(); if (p.phase === 'load' && p.load.done > 0) { clearInterval(timer); stop() } }, 1)
     } else {
@@ -152,6 +170,11 @@ test('stopped in any persisted phase (mid-load included), a node resumes there a
       assert.ok(l.next > 0 && l.next < total, `stopped mid-load (row ${l.next} of ${total})`)
       assert.ok(await state.stateReplaced(), 'the state is marked as being replaced')
       assert.equal((await resolveSyncMode({ syncMode: 'commits' }, store)).snapshot, true, 'a half-loaded state forces snapshot sync')
+    } else if (phase === 'arrival') {
+      assert.equal(persisted?.phase, 'chunks')
+      const l = await state.load()
+      assert.ok(l.next > 0, `chunks were loaded as they arrived (row ${l.next} of ${total})`)
+      assert.ok(await state.stateReplaced(), 'the state is marked as being replaced')
     } else {
       assert.equal(persisted?.phase, phase, `persisted phase after stopping in ${phase}`)
     }

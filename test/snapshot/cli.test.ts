@@ -8,7 +8,7 @@ import { createGenesis } from '../../src/chain/genesis.ts'
 import { loadConfig } from '../../src/config.ts'
 import { runSnapshotCommand, snapshotHelp } from '../../src/cli/snapshot.ts'
 import { SnapshotStore } from '../../src/snapshot/snapshot-store.ts'
-import { SnapshotKeys } from '../../src/snapshot/store-keys.ts'
+import { overwriteBlob } from '../helpers/packs.ts'
 import { ConfigError, InvalidChunkError, StoreError } from '../../src/errors.ts'
 import { tmpDir } from '../helpers/tmp.ts'
 import { flipBit, hex } from '../helpers/chain.ts'
@@ -112,7 +112,7 @@ describe('soma-sync snapshot', { timeout: 60_000 }, () => {
     const listing = await new SnapshotStore(store).getListing(6)
     const victim = listing[Math.floor(listing.length / 2)].hash
     const bytes = (await new SnapshotStore(store).getChunk(victim))!
-    await store.db.put(SnapshotKeys.chunk(victim), flipBit(bytes, 20, 2))
+    await overwriteBlob(store, victim, flipBit(bytes, 20, 2))
     await store.close()
     await fails(run(dir, ['verify']), InvalidChunkError, new RegExp(`chunk ${hex(victim)} is corrupt`))
   })

@@ -2,9 +2,10 @@ import { test, describe } from 'node:test'
 import assert from 'node:assert/strict'
 import { buildSnapshot } from '../../src/snapshot/builder.ts'
 import { SnapshotStore } from '../../src/snapshot/snapshot-store.ts'
-import { SnapshotBucket, SnapshotKeys } from '../../src/snapshot/store-keys.ts'
+import { SnapshotBucket } from '../../src/snapshot/store-keys.ts'
 import { sha256 } from '../../src/crypto/hash.ts'
 import { StoreError } from '../../src/errors.ts'
+import { Bucket } from '../../src/store/keys.ts'
 import { HandChain } from './fixtures.ts'
 import { hex } from '../helpers/chain.ts'
 
@@ -23,19 +24,20 @@ async function rowCount (h: HandChain, bucket: number): Promise<number> {
 }
 
 describe('snapshot storage', { timeout: 60_000 }, () => {
-  test('chunkHashes pages through more than one page of keys: every stored hash once, ascending, nothing of the next bucket', async (t) => {
+  test('chunkHashes pages through more than one page of the pack index: every stored hash once, ascending, nothing of the next bucket', async (t) => {
     const h = await HandChain.open(t, { seed: 'snap-pages', accounts: 10, embeddingDim: 4 })
     const snaps = new SnapshotStore(h.store)
     const want: string[] = []
-    const batch = h.store.batch()
+    const blobs = []
     for (let i = 0; i < 2 * 1024 + 37; i++) {
       const bytes = Uint8Array.of(i & 0xff, i >> 8, 7)
-      batch.put(SnapshotKeys.chunk(sha256(bytes)), bytes)
+      blobs.push({ hash: sha256(bytes), bytes })
       want.push(hex(sha256(bytes)))
     }
+    const batch = h.store.batch()
     // a row of the next bucket must not be read as a chunk
-    batch.put(Uint8Array.of(SnapshotBucket.CHUNK + 1, 0xff), Uint8Array.of(1))
-    await batch.write()
+    batch.put(Uint8Array.of(Bucket.PACK_INDEX + 1, 0xff), Uint8Array.of(1))
+    assert.equal(await snaps.commitChunks(batch, blobs), blobs.length)
     const got: string[] = []
     for await (const x of snaps.chunkHashes()) got.push(hex(x))
     assert.deepEqual(got, want.sort())
@@ -78,7 +80,7 @@ describe('snapshot storage', { timeout: 60_000 }, () => {
     await h.exec([h.transfer(0, 1)])
     await buildSnapshot(h.store, OPTS)
     const orphan = sha256(Uint8Array.of(1, 2, 3))
-    await h.store.db.put(SnapshotKeys.chunk(orphan), Uint8Array.of(1, 2, 3))
+    await snaps.commitChunks(h.store.batch(), [{ hash: orphan, bytes: Uint8Array.of(1, 2, 3) }])
     assert.ok((await storedChunks(snaps)).includes(hex(orphan)))
     await h.exec([h.transfer(1, 2)])
     const s = await buildSnapshot(h.store, OPTS)

@@ -8,7 +8,7 @@ import { CommitteeInfo } from '../../src/chain/committee.ts'
 import { Bucket } from '../../src/store/keys.ts'
 import { sha256 } from '../../src/crypto/hash.ts'
 import { SnapshotStore } from '../../src/snapshot/snapshot-store.ts'
-import { SnapshotKeys } from '../../src/snapshot/store-keys.ts'
+import { overwriteBlob } from '../helpers/packs.ts'
 import { encodeManifest, decodeAttestation, type SnapshotManifest, type SnapshotAttestation } from '../../src/snapshot/manifest.ts'
 import { attestManifest, devnetCommitteeKeys, signManifest, verifyAttestation } from '../../src/snapshot/attestation.ts'
 import { verifyFilter, verifyListing, verifyChunkBytes, checkChunk, verifyStoredSnapshot, canonicalFilterCheck } from '../../src/snapshot/verify.ts'
@@ -235,10 +235,12 @@ describe('devnet snapshots: attestation, verification, rebuild', { timeout: 120_
     const c = latest.manifest.commitIndex
     const info = latest.listing[latest.listing.length - 1]
     const original = (await snaps.getChunk(info.hash))!
-    t.after(async () => { await store.db.put(SnapshotKeys.chunk(info.hash), original) })
-    await store.db.put(SnapshotKeys.chunk(info.hash), flipBit(original, original.length - 1, 0))
+    t.after(async () => { await snaps.commitChunks(store.batch(), [{ hash: info.hash, bytes: original }]) })
+    await overwriteBlob(store, info.hash, flipBit(original, original.length - 1, 0))
     await assert.rejects(verifyStoredSnapshot(store, c), (e: any) => e instanceof InvalidChunkError && e.message.includes(`chunk ${hex(info.hash)} is corrupt`))
-    await store.db.del(SnapshotKeys.chunk(info.hash))
+    const del = store.batch()
+    await snaps.delChunks(del, [info.hash])
+    await del.write()
     await assert.rejects(verifyStoredSnapshot(store, c), (e: any) => e instanceof InvalidChunkError && e.message.includes(`chunk ${hex(info.hash)} is missing`))
     await assert.rejects(verifyStoredSnapshot(store, 999_999), (e: any) => e instanceof InvalidSnapshotError && /no snapshot of commit 999999/.test(e.message))
   })

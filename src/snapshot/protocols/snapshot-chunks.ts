@@ -247,6 +247,7 @@ export class SnapshotChunksService implements Startable {
     if (req.hashes.length === 0) return { chunks: [], error: 'no hashes' }
     if (req.hashes.length > this.maxChunksPerRequest) return { chunks: [], error: `${req.hashes.length} hashes requested, the limit is ${this.maxChunksPerRequest}` }
     if (req.hashes.some(h => h.byteLength !== 32)) return { chunks: [], error: 'a chunk hash is not 32 bytes' }
+    // located in LevelDB (16-byte index rows), read from the pack files (src/store/packs.ts)
     const found = await new SnapshotStore(this.store!).getChunks(req.hashes)
     const limit = req.maxBytes !== undefined && req.maxBytes > 0 ? Math.min(req.maxBytes, this.maxResponseBytes) : this.maxResponseBytes
     const chunks: Uint8Array[] = []

@@ -1,6 +1,6 @@
 /**
  * A chunk's **partial state hash**: the LtHash (lane-wise sum) of the state elements of its entries,
- * elements exactly as src/executor/state-hash.ts makes them (`shake256(bucket tag ‖ key ‖ stored
+ * elements exactly as src/store/state-hash.ts makes them (`shake256(bucket tag ‖ key ‖ stored
  * value)`, tag 0x07 for accounts, 0x08 for embeddings). The state root of a snapshot is the checksum of
  * the sum of its chunks' partials, so snapshot sync computes each chunk's partial as the chunk arrives
  * (off the main thread, overlapped with the download) and the load only adds them up.

@@ -4,7 +4,7 @@
  *
  * One queue for all peers. It is fed from the listing rows stored so far (sync-state.ts), a bounded
  * window at a time (`windowRows`), so memory does not grow with the snapshot: rows whose chunk is already
- * verified (a HAVE row: resumed sync) are skipped, rows whose chunk is already stored (bucket 0x11: an
+ * verified (a HAVE row: resumed sync) are skipped, rows whose chunk is already stored (in the packs: an
  * older snapshot's chunk, a delta) get their HAVE row at once without any fetch, and the rest become
  * work items. Each peer's workers `take` items as fast as they get through them, so a faster peer takes
  * more work. A failed item goes back (`release`), excluded from the peer that failed it when that peer
@@ -13,7 +13,6 @@
  */
 import { toHex } from '../../crypto/hash.ts'
 import type { ChainStore } from '../../store/chain-store.ts'
-import { SnapshotKeys } from '../store-keys.ts'
 import type { SyncState } from './sync-state.ts'
 
 /** Bytes a chunk of `size` takes in a GetSnapshotChunksResponse (tag, length varint, bytes). */
@@ -109,14 +108,14 @@ export class ChunkQueue {
     if (gen !== this.generation) return
     const have = await this.src.state.have(rows.map(r => r.hash))
     const candidates = rows.filter((r, i) => !have[i])
-    const stored = candidates.length === 0 ? [] : await this.src.store.db.hasMany(candidates.map(r => SnapshotKeys.chunk(r.hash)))
+    const stored = candidates.length === 0 ? [] : await this.src.store.packs.has(candidates.map(r => r.hash))
     if (gen !== this.generation) return
     const batch = this.src.store.batch()
     candidates.forEach((r, i) => {
       // in flight, or delivered while the rows were being read: not work
       if (this.inflight.has(r.key) || this.completedDuringRefill.has(r.key)) return
       if (stored[i]) {
-        // content-addressed: the stored bytes hash to their key (everything written to 0x11 is checked)
+        // content-addressed: the stored bytes hash to their key (every chunk written to a pack is checked)
         this.src.state.putHave(batch, r.hash, r.size)
         this.reused.chunks++
         this.reused.bytes += r.size

@@ -1,6 +1,7 @@
 /**
  * The `chunks` phase of snapshot sync: the listing, streamed page by page, and the chunks, fetched in
- * parallel from every peer serving the snapshot, both straight into LevelDB.
+ * parallel from every peer serving the snapshot, both straight into the store (listing rows in LevelDB,
+ * chunk bytes in pack files).
  *
  * ## Listing
  *
@@ -19,8 +20,9 @@
  *
  * A worker per serving peer runs "lanes", each one request in flight: take up to `maxChunksPerRequest`
  * items of at most `maxChunkResponseBytes` from the shared ChunkQueue, fetch them, check each chunk —
- * sha256 of its bytes equal to the hash it was asked by, and in the filter — and write the good ones with
- * their HAVE rows and partial state hashes in one batch. The number of lanes adapts per peer: it starts at
+ * sha256 of its bytes equal to the hash it was asked by, and in the filter — and write the good ones: their
+ * bytes appended to the store's pack file (src/store/packs.ts), then their index rows, HAVE rows and
+ * partial state hashes in one batch. The number of lanes adapts per peer: it starts at
  * `initialRequestsPerPeer` and grows by one after each answer faster than `latencyTargetMs` (up to
  * `maxRequestsPerPeer`), and halves on a failure, so fast peers carry more requests and take more work.
  * Chunks in flight are bounded by `maxInflightBytes` over all peers. A chunk that fails is discarded, its
@@ -38,7 +40,7 @@ import { InvalidChunkError, InvalidSnapshotError, RateLimitedError } from '../..
 import type { CuckooFilter } from '../cuckoo-filter.ts'
 import { ChunkKind, compareChunkInfo, type ChunkInfo } from '../chunk-format.ts'
 import type { SnapshotManifest } from '../manifest.ts'
-import { SnapshotKeys } from '../store-keys.ts'
+import type { PackStore } from '../../store/packs.ts'
 import { frameListingRow } from '../protocols/messages.ts'
 import { ChunkNotServedError, type ChunkSession, type SnapshotChunksService } from '../protocols/snapshot-chunks.ts'
 import type { SnapshotListingService } from '../protocols/snapshot-listing.ts'
@@ -212,6 +214,8 @@ export class ChunkDownloader {
   }
 
   private progressed (): void { this.lastProgress = Date.now() }
+
+  private get packs (): PackStore { return this.deps.store.packs }
 
   // ------------------------------------------------------------------------------------------------
   // listing
@@ -485,7 +489,6 @@ export class ChunkDownloader {
         bad = new InvalidChunkError(`chunk ${it.key} from ${w.key} is not in the snapshot's filter`)
       } else {
         this.queue.claim(it.key) // a duplicate (stolen) answer arriving now is discarded
-        batch.put(SnapshotKeys.chunk(h), bytes)
         this.deps.state.putHave(batch, h, bytes.byteLength, w.idBytes)
         good.push(it)
         goodChunks.push([h, bytes])
@@ -505,7 +508,8 @@ export class ChunkDownloader {
           const partials = await Promise.all(goodChunks.map(async ([, bytes]) => await pool.partial(bytes).catch(() => undefined)))
           partials.forEach((p, i) => { if (p !== undefined) this.deps.state.putPartial(batch, goodChunks[i][0], p) })
         }
-        if (batch.length > 0) await batch.write()
+        // the bytes to a pack file, then the batch with their index rows and HAVE rows
+        if (batch.length > 0 || goodChunks.length > 0) await this.packs.commit(batch, goodChunks.map(([hash, bytes]) => ({ hash, bytes })))
       } catch (err: any) {
         this.writeError ??= err
         return

@@ -5,12 +5,13 @@
  * verified chunk (HAVE rows, which LevelDB yields sorted) must be the manifest's, and every listed chunk
  * must be there: 100 % certainty that the stored chunks are exactly the attested set.
  *
- * load: the node's accounts and embeddings are replaced by the snapshot's. A snapshot-synced store was
- * initialized from genesis like any other (genesis meta, committee 0, genesis accounts at commit 0), so
- * the ACCOUNT and EMBEDDING buckets are cleared first (the genesis accounts, or an older state, must not
- * linger), after the persisted `state-replaced` flag is set. Then the chunks are read back in listing
- * order, a window at a time (4 MiB or 256 chunks), each re-hashed against its row, decoded strictly,
- * checked against its row and the manifest's grouping (checkChunkContent), its entries written, and its
+ * load (begun during the chunks phase by ArrivalLoader, below, which loads verified chunks as they
+ * arrive; the load phase continues from its cursor): the node's accounts and embeddings are replaced by
+ * the snapshot's. A snapshot-synced store was initialized from genesis like any other (genesis meta,
+ * committee 0, genesis accounts at commit 0), so the ACCOUNT and EMBEDDING buckets are cleared first (the
+ * genesis accounts, or an older state, must not linger), after the persisted `state-replaced` flag is
+ * set. Then the chunks are read back from the pack files in listing order, a window at a time (4 MiB or
+ * 256 chunks), each re-hashed against its row, decoded strictly, checked against its row and the manifest's grouping (checkChunkContent), its entries written, and its
  * partial state hash added to an LtHash. The partial (the sum of the state elements of the chunk's
  * entries, chunk-hash-pool.ts) was computed by worker threads when the chunk arrived and stored with its
  * HAVE row (bucket 0x1a), so the load adds up 2048-byte partials instead of hashing every entry; a chunk
@@ -45,7 +46,6 @@ import { ChunkKind, decodeChunk, type ChunkInfo } from '../chunk-format.ts'
 import { checkChunkContent, entriesPartial } from '../rebuild.ts'
 import { decodeListing, type SnapshotManifest } from '../manifest.ts'
 import { SnapshotStore } from '../snapshot-store.ts'
-import { SnapshotKeys } from '../store-keys.ts'
 import { frameListingRow } from '../protocols/messages.ts'
 import type { SyncState } from './sync-state.ts'
 import { LtHash } from '../../crypto/lthash.ts'
@@ -116,6 +116,14 @@ export interface LoadOptions {
   signal?: AbortSignal
   onProgress?: (done: number, total: number) => void
   log?: (msg: string, ...args: unknown[]) => void
+  /**
+   * Follow the download (ArrivalLoader): load the rows whose chunk is stored and verified (a HAVE row),
+   * in listing order, waiting `followWaitMs` whenever the next one is not there yet; no root check.
+   * Runs until every row is loaded or `signal` aborts (then it rejects with the reason).
+   */
+  follow?: boolean
+  /** @default 100 ms */
+  followWaitMs?: number
 }
 
 /** chunk bytes read from the store at once */
@@ -127,7 +135,9 @@ const LOAD_READ_CHUNKS = 256
 async function checkStoredChunk (state: SyncState, row: ChunkInfo, bytes: Uint8Array | undefined): Promise<Uint8Array> {
   if (bytes !== undefined && bytesEqual(sha256(bytes), row.hash)) return bytes
   // lost or damaged since it was verified: fetch it again (the load starts over after it)
-  await state.delHave(state.store.batch(), row.hash).del(SnapshotKeys.chunk(row.hash)).write()
+  const batch = state.delHave(state.store.batch(), row.hash)
+  await state.store.packs.del(batch, [row.hash])
+  await batch.write()
   throw new MissingChunksError(`verified chunk ${toHex(row.hash)} is missing or damaged in the store`, 1)
 }
 
@@ -214,6 +224,31 @@ export async function loadState (store: ChainStore, state: SyncState, manifest: 
     windowBytes = 0
   }
   try {
+    if (opts.follow === true) {
+      // the rows whose chunk is stored, from the cursor on, up to the first that is not (yet)
+      while (next < total) {
+        opts.signal?.throwIfAborted()
+        const rows: Array<[number, ChunkInfo]> = []
+        let bytes = 0
+        for await (const r of state.rows(next, Math.min(total, next + LOAD_READ_CHUNKS))) {
+          rows.push(r)
+          if ((bytes += r[1].size) >= LOAD_READ_BYTES) break
+        }
+        const have = await state.have(rows.map(([, r]) => r.hash))
+        const k = have.indexOf(false)
+        window = k < 0 ? rows : rows.slice(0, k)
+        windowBytes = window.reduce((s, [, r]) => s + r.size, 0)
+        if (window.length > 0) { await loadWindow(); continue }
+        // wait for the next chunk; what is loaded so far is persisted meanwhile
+        if (batchEntries > 0 || next !== flushed) await flush()
+        await sleep(opts.followWaitMs ?? 100, opts.signal)
+      }
+      if (batchEntries > 0 || next !== flushed) await flush()
+      if (writing !== undefined) await writing
+      stats.accounts = accounts
+      stats.embeddings = embeddings
+      return stats
+    }
     for await (const r of state.rows(p.next)) {
       opts.signal?.throwIfAborted()
       window.push(r)
@@ -248,6 +283,75 @@ export async function loadState (store: ChainStore, state: SyncState, manifest: 
     opts.log?.('%d damaged partial state hashes replaced; the recomputed root is the manifest\'s', r.repaired)
   }
   return stats
+}
+
+const sleep = async (ms: number, signal?: AbortSignal): Promise<void> => {
+  await new Promise<void>(resolve => {
+    const t = setTimeout(done, ms)
+    function done (): void { clearTimeout(t); signal?.removeEventListener('abort', done); resolve() }
+    signal?.addEventListener('abort', done, { once: true })
+  })
+}
+
+/**
+ * Loads chunks as they arrive (seed 002: chunks are loaded into the local database while the others
+ * download), off the download's path: during the chunks phase, once the listing has verified against
+ * the manifest, `loadState` in follow mode advances the load cursor over the rows whose chunks are
+ * stored and verified, in listing order (the download asks for them in that order, so the cursor
+ * trails it closely). It reads each chunk back from its pack (the page cache, not LevelDB), decodes and
+ * checks it, and writes its entries with the cursor and the accumulator in the load's batches, so that
+ * a restart resumes with exactly the rows below the persisted cursor loaded. The state's accounts and
+ * embeddings are cleared (under the `state-replaced` flag) when the cursor is 0, as the load phase does.
+ *
+ * Only rows of the verified listing are loaded, and only chunks whose bytes hash to their row: a chunk
+ * that arrived before the listing verified, vouched for by the filter only, is loaded once its row is
+ * attested; one the listing does not have is never loaded (its HAVE row is dropped, as before). So
+ * the final checksum cannot find a loaded chunk bad; a chunk of the attested snapshot that does not
+ * decode or does not match its row fails the snapshot (BadSnapshotError) whether loaded early or late,
+ * and the next sync clears the state buckets again. What is left when the chunks phase ends (rows whose
+ * chunks came last, or all of them if this stopped on an error) is loaded by the load phase, which
+ * continues from the cursor, then checks the root. `stop()` aborts it and waits for its write in
+ * flight, so the load phase never reads a cursor that is about to move.
+ */
+export class ArrivalLoader {
+  private readonly ctrl = new AbortController()
+  private running?: Promise<void>
+  private readonly store: ChainStore
+  private readonly state: SyncState
+  private readonly manifest: SnapshotManifest
+  private readonly opts: LoadOptions & { ready: () => boolean }
+  /** the error that stopped it early, if any (the load phase does the rest) */
+  error?: Error
+
+  constructor (store: ChainStore, state: SyncState, manifest: SnapshotManifest, opts: LoadOptions & { ready: () => boolean }) {
+    this.store = store
+    this.state = state
+    this.manifest = manifest
+    this.opts = opts
+  }
+
+  /** Starts following the download once `ready()` (the listing verified). */
+  start (signal: AbortSignal): void {
+    const sig = AbortSignal.any([signal, this.ctrl.signal])
+    this.running = (async () => {
+      while (!this.opts.ready()) {
+        if (sig.aborted) return
+        await sleep(100, sig)
+      }
+      await (await this.state.prepareLoad()).write()
+      await loadState(this.store, this.state, this.manifest, { ...this.opts, signal: sig, follow: true })
+    })().catch((err: any) => {
+      if (sig.aborted) return
+      this.error = err
+      this.opts.log?.('loading chunks as they arrive stopped at an error (the load phase loads the rest): %s', err?.message ?? err)
+    })
+  }
+
+  /** Stops and waits until nothing is being written. */
+  async stop (): Promise<void> {
+    this.ctrl.abort()
+    await this.running
+  }
 }
 
 /**
@@ -369,6 +473,8 @@ export async function anchorSnapshot (store: ChainStore, state: SyncState, manif
   state.finish(batch)
   await batch.write()
   await state.clear()
+  // pack files holding only swept chunks are deleted (a crash before: the next collection does it)
+  await snaps.collectPacks()
   return { prunedSnapshots: pruned.prunedSnapshots, sweptChunks: pruned.sweptChunks }
 }
 

@@ -19,7 +19,8 @@
  *   InvalidSnapshotError, penalized, another peer asked).
  * - chunks: listing and chunks in parallel from every serving peer (downloader.ts, chunk-queue.ts); each
  *   verified chunk's partial state hash computed on the `hashWorkers` pool (chunk-hash-pool.ts) and stored
- *   with it, for the load to add up.
+ *   with it, for the load to add up; once the listing verified, chunks are loaded as they arrive
+ *   (ArrivalLoader, loader.ts).
  * - final-check, load, anchor: loader.ts.
  * After `done`, commit sync (the node's stateSync) catches up from S+1.
  *
@@ -49,7 +50,7 @@ import { DEFAULT_CHUNK_RESPONSE_BYTES, DEFAULT_MAX_CHUNKS_PER_REQUEST } from '..
 import { DEFAULT_LISTING_PAGE_ROWS } from '../protocols/snapshot-listing.ts'
 import { collectCandidates, mergeCandidates, peerCandidates, type SnapshotCandidateSource, type SnapshotCandidate } from './candidates.ts'
 import { ChunkDownloader, SnapshotUnavailableError, type DownloadConfig, type DownloadStats } from './downloader.ts'
-import { BadSnapshotError, MissingChunksError, anchorCommit, anchorSnapshot, finalCheck, loadState } from './loader.ts'
+import { ArrivalLoader, BadSnapshotError, MissingChunksError, anchorCommit, anchorSnapshot, finalCheck, loadState } from './loader.ts'
 import { SyncState, type PersistedPhase } from './sync-state.ts'
 import { ChunkHashPool } from './chunk-hash-pool.ts'
 
@@ -72,6 +73,11 @@ export interface SnapshotSyncConfig extends DownloadConfig {
   keep: number
   /** entry bytes per write batch when loading the state (batches end at chunk boundaries). @default 8 MiB */
   loadBatchBytes: number
+  /**
+   * load verified chunks into the state as they arrive, once the listing has verified (ArrivalLoader,
+   * loader.ts); false: all of them in the load phase, after the download. @default true
+   */
+  loadOnArrival: boolean
   /**
    * worker threads that compute each chunk's partial state hash as it arrives (chunk-hash-pool.ts);
    * 0: on the main thread. @default 2
@@ -96,6 +102,7 @@ export const SNAPSHOT_SYNC_DEFAULTS: Readonly<SnapshotSyncConfig> = Object.freez
   peerBanMs: 10 * 60_000,
   keep: 3,
   loadBatchBytes: 8 * 1024 * 1024,
+  loadOnArrival: true,
   hashWorkers: 2
 })
 
@@ -517,10 +524,14 @@ export class SnapshotSync {
             hashPool: this.hashPool
           }, this.config)
           this.downloader = d
+          // verified chunks are loaded as they arrive, once the listing has verified (loader.ts)
+          const arrival = new ArrivalLoader(store, this.state, manifest, { batchBytes: this.config.loadBatchBytes, hashPool: this.hashPool, ready: () => d.listing.verified, onProgress: (done) => { this.loadDone = done }, log: (msg, ...args) => { this.log.warn(msg, ...args) } })
+          if (this.config.loadOnArrival) arrival.start(signal)
           try {
             await d.run(signal)
             signal.throwIfAborted()
           } finally {
+            await arrival.stop()
             // the workers' heaps are given back for the load (which starts them again only for chunks
             // stored without a partial)
             await this.hashPool.release()

@@ -302,11 +302,20 @@ export class SyncState {
     batch.put(META.loadNext, u64(p.next)).put(META.loadLtHash, p.lthash.toBytes()).put(META.loadEntries, entries)
   }
 
-  /** Marks the state as being replaced and resets the load progress (then the caller clears the state). */
+  /**
+   * Marks the state as being replaced and starts the load progress at row 0 unless a load has begun
+   * (chunks loaded as they arrived, loader.ts: their rows are rows of the verified listing, so the cursor
+   * stays valid); then the loader clears the state when its cursor is 0.
+   */
+  async prepareLoad (batch = this.store.batch()): Promise<StoreBatch> {
+    batch.put(META.stateReplaced, Uint8Array.of(1))
+    if (await this.db.get(META.loadNext) === undefined) this.putLoad(batch, { next: 0, lthash: new LtHash(), accounts: 0, embeddings: 0 })
+    return batch
+  }
+
+  /** prepareLoad, and the phase `load`. */
   async beginLoad (): Promise<void> {
-    const batch = this.store.batch().put(META.stateReplaced, Uint8Array.of(1))
-    this.putLoad(batch, { next: 0, lthash: new LtHash(), accounts: 0, embeddings: 0 })
-    await this.setPhase(batch, 'load').write()
+    await this.setPhase(await this.prepareLoad(), 'load').write()
   }
 
   /** In the anchor batch: the sync is over (its other rows are cleared right after by `clear`). */
@@ -315,7 +324,7 @@ export class SyncState {
   }
 
   /**
-   * Deletes every row of the sync (meta, listing, HAVE, partials); chunks stay in 0x11 (a later sync reuses
+   * Deletes every row of the sync (meta, listing, HAVE, partials); chunks stay in the packs (a later sync reuses
    * them, the next snapshot registration sweeps those no snapshot lists). `keepStateReplaced` keeps
    * the state-replaced flag (an abandoned sync after the state was cleared).
    */

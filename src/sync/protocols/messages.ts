@@ -1,6 +1,6 @@
 /** Typed codecs of protocols/sync.proto. */
 import { codec } from '../../chain/proto.ts'
-import type { BlockRef } from '../../chain/types.ts'
+import type { BlockRef, EpochProof } from '../../chain/types.ts'
 
 export interface GetCommitAvailabilityRequest { timestampMs: number }
 export interface GetCommitAvailabilityResponse { highestSyncedCommit: number, lowestAvailableCommit: number, genesisDigest: Uint8Array, error?: string }
@@ -32,8 +32,8 @@ export const PROTOCOL_PUSH_COMMIT = '/soma/push-commit/1.0.0'
 
 // /soma/epoch-proofs/1.0.0 (committee sync: the trust chain of committees from genesis)
 export interface GetEpochProofsRequest { fromEpoch: number }
-/** The end-of-epoch commit of one epoch and blocks of that epoch voting for it with 2f+1 stake. */
-export interface EpochProof { commit: Uint8Array, certifierBlocks: Uint8Array[] }
+/** (defined in src/chain/types.ts: the store keeps them too) */
+export type { EpochProof }
 export interface GetEpochProofsResponse { proofs: EpochProof[], error?: string }
 
 export const PROTOCOL_EPOCH_PROOFS = '/soma/epoch-proofs/1.0.0'

@@ -5,7 +5,7 @@
  */
 import { LtHash } from '../crypto/lthash.ts'
 import { bytesKey } from '../crypto/hash.ts'
-import { Bucket } from '../store/keys.ts'
+import { Bucket } from './keys.ts'
 import { Codecs } from '../chain/codecs.ts'
 import type { AccountState, Embedding } from '../chain/types.ts'
 
