@@ -28,6 +28,7 @@ import { commitSyncServices, stateSyncConfig, type StateSync } from '../sync/sta
 import { snapshotSyncConfig, snapshotSyncServices, type SnapshotSyncService } from '../snapshot/sync/service.ts'
 import { SyncState } from '../snapshot/sync/sync-state.ts'
 import type { SnapshotCandidate, SnapshotCandidateSource } from '../snapshot/sync/candidates.ts'
+import { InboundGuard } from '../net/inbound-guard.ts'
 
 /** Known phases; sync code may use others. */
 export type NodePhase = 'idle' | 'syncing' | 'snapshot' | 'producing' | 'synced' | 'done' | 'stopped' | (string & {})
@@ -365,7 +366,9 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
       handlerTimeoutMs: config.handlerTimeoutMs,
       requestsPerSecond: config.inboundRequestsPerSecond,
       maxInboundStreams: config.maxInboundStreams,
-      maxOutboundStreams: config.maxOutboundStreams
+      maxOutboundStreams: config.maxOutboundStreams,
+      // one score per peer over every protocol it breaks as a client (framing, undecodable requests)
+      guard: new InboundGuard({ banMs: config.peerBanMs, log: log.child('inbound') })
     }
     const syncServices = mode === false
       ? {}
@@ -380,7 +383,8 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
             handlerTimeoutMs: config.handlerTimeoutMs,
             inboundRequestsPerSecond: config.inboundRequestsPerSecond,
             maxInboundStreams: config.maxInboundStreams,
-            maxOutboundStreams: config.maxOutboundStreams
+            maxOutboundStreams: config.maxOutboundStreams,
+            rpc: { guard: rpc.guard }
           }),
           ...snapshotSyncServices({
             ...snapshotSyncConfig(config),
