@@ -118,7 +118,7 @@ describe('malformed framing', () => {
 
   it('a client meeting a malformed or oversized response prefix fails at once, MalformedFrameError / OversizedFrameError', async () => {
     const evil = env.node(await plainNode({}))
-    let answer = new Uint8Array(32).fill(0xff)
+    let answer: Uint8Array = new Uint8Array(32).fill(0xff)
     for (const protocol of [PROTOCOL_SNAPSHOT_MANIFEST, PROTOCOL_SNAPSHOT_CHUNKS]) {
       await evil.handle(protocol, (stream: Stream) => { stream.send(answer) })
     }
