@@ -107,8 +107,8 @@ describe('fuzz: protocol handlers over stream pairs', () => {
         client.addEventListener('message', evt => { received += evt.data.byteLength })
         try { client.send(bytes) } catch {}
         void client.close().catch(() => {})
-        const ms = await closedWithin(server, HANDLER_TIMEOUT_MS + 2000)
-        assert.ok(ms <= HANDLER_TIMEOUT_MS + 2000)
+        // the handler's own timeout, plus a margin for a loaded machine
+        await closedWithin(server, HANDLER_TIMEOUT_MS + 5000)
         assert.ok(received <= t.maxResponse + 16 || t.protocol === PROTOCOL_SNAPSHOT_CHUNKS, `${received} bytes answered, the limit is ${t.maxResponse}`)
         let badPrefix = false
         try { decodeFrameLength(bytes.subarray(0, 10), t.maxRequest) } catch { badPrefix = true }

@@ -5,7 +5,7 @@
  * the project's named classes (SomaError), with what it allocates bounded by its input.
  */
 import fc from 'fast-check'
-import { streamPair, type StreamPairOptions } from '@libp2p/utils'
+import { streamPair, multiaddrConnectionPair, mockMuxer, type StreamPairOptions } from '@libp2p/utils'
 import type { PeerId, Stream } from '@libp2p/interface'
 import { SomaError } from '../../src/errors.ts'
 
@@ -104,14 +104,34 @@ export function handlerHarness (): HandlerHarness {
     },
     logger: { forComponent: () => silent }
   }
+  // streams without options share one in-memory connection (streamPair makes a connection per pair,
+  // numbered like TCP ports: at most ~32k per process), renewed every 4,096 streams
+  let shared: { local: any, remote: any, streams: number } | undefined
+  const sharedPair = (): { local: any, remote: any, streams: number } => {
+    if (shared === undefined || shared.streams >= 4096) {
+      const [outbound, inbound] = multiaddrConnectionPair({ delay: 0 })
+      shared = { local: mockMuxer().createStreamMuxer(outbound), remote: mockMuxer().createStreamMuxer(inbound), streams: 0 }
+    }
+    shared.streams++
+    return shared
+  }
   return {
     components,
     handlers,
     closed,
-    open: async (protocol, peer, opts = {}) => {
+    open: async (protocol, peer, opts) => {
       const h = handlers.get(protocol)
       if (h === undefined) throw new Error(`no handler for ${protocol}`)
-      const [client, server] = await streamPair({ delay: 0, ...opts })
+      let client: Stream
+      let server: Stream
+      if (opts !== undefined) {
+        [client, server] = await streamPair({ delay: 0, ...opts })
+      } else {
+        const { local, remote } = sharedPair()
+        const inbound = new Promise<Stream>(resolve => { remote.addEventListener('stream', (evt: any) => { resolve(evt.detail) }, { once: true }) })
+        client = await local.createStream({})
+        server = await inbound
+      }
       h(server, { remotePeer: peer })
       return { client, server }
     }
