@@ -29,7 +29,7 @@ export class InvalidTransactionError extends SomaError { static override readonl
 export class OversizedResponseError extends SomaError { static override readonly code: string = 'ERR_OVERSIZED_RESPONSE' }
 /** A length prefix that is not a varint of at most the bytes the protocol's size limit needs (src/net/framing.ts). */
 export class MalformedFrameError extends MalformedMessageError { static override readonly code: string = 'ERR_MALFORMED_FRAME' }
-/** A length prefix declaring a message beyond the protocol's size limit (request or response). */
+/** A length prefix declaring a request beyond the protocol's size limit (a client reports such a response as OversizedResponseError, its cause). */
 export class OversizedFrameError extends OversizedResponseError { static override readonly code: string = 'ERR_OVERSIZED_FRAME' }
 /** A peer that belongs to another chain (different genesis digest). */
 export class WrongChainError extends SomaError { static override readonly code: string = 'ERR_WRONG_CHAIN' }

@@ -55,7 +55,7 @@ export function decodeFrameLength (bytes: Uint8Array, maxDataLength: number, wha
     v += (b & 0x7f) * mul
     mul *= 128
     if ((b & 0x80) === 0) {
-      if (v > maxDataLength) throw new OversizedFrameError(`${what}: declared length ${v} exceeds the limit of ${maxDataLength} bytes`)
+      if (v > maxDataLength) throw new OversizedFrameError(`${what}: declared length ${v} is over the size limit of ${maxDataLength} bytes`)
       return { length: v, size: i + 1 }
     }
     // the continuation bit on the last byte the limit allows: no valid prefix can follow

@@ -10,7 +10,7 @@ import { RateLimiter } from '@libp2p/utils'
 import type { AbortOptions, ComponentLogger, Connection, Logger, PeerId, Startable, Stream } from '@libp2p/interface'
 import type { ConnectionManager, Registrar } from '@libp2p/interface-internal'
 import type { Codec } from '../chain/proto.ts'
-import { MalformedMessageError, PeerRequestFailedError, PeerTimeoutError, RateLimitedError, OversizedResponseError } from '../errors.ts'
+import { MalformedMessageError, OversizedFrameError, PeerRequestFailedError, PeerTimeoutError, RateLimitedError, OversizedResponseError } from '../errors.ts'
 import { FrameStream } from './framing.ts'
 import { InboundGuard } from './inbound-guard.ts'
 
@@ -210,6 +210,8 @@ export function bufferFor (maxDataLength: number): number {
 
 /** Turns stream and codec errors into our named errors. */
 export function classifyError (err: any, signal: AbortSignal, peer: PeerId, protocol: string, timeoutMs?: number): Error {
+  // a response whose length prefix declares more than the client reads: the response is oversized
+  if (err instanceof OversizedFrameError) return new OversizedResponseError(`${peer.toString()} sent a ${protocol} message over the size limit (${err.message})`, { cause: err })
   if (err instanceof MalformedMessageError || err instanceof PeerRequestFailedError || err instanceof RateLimitedError || err instanceof OversizedResponseError) return err
   if (err?.name === 'InvalidDataLengthError' || err?.code === 'ERR_MSG_DATA_TOO_LONG') {
     return new OversizedResponseError(`${peer.toString()} sent a ${protocol} message over the size limit`, { cause: err })

@@ -4,7 +4,9 @@
  * valid framed request mutated, or one truncated, then closes its end. Every case: the server's stream
  * ends (answered, closed or reset) well within the handler timeout, no exception escapes, the response
  * stays within the protocol's limit, and an input whose length prefix cannot be valid costs the peer
- * its penalty (MalformedFrameError / OversizedFrameError). FUZZ_RUNS cases per protocol.
+ * its penalty (MalformedFrameError / OversizedFrameError). And each client, answered with random bytes,
+ * mutations and truncations of what the real server answers, ends in a value or a named error (SomaError)
+ * within its timeout. FUZZ_RUNS cases per protocol and side.
  */
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
@@ -31,6 +33,7 @@ import { SnapshotManifestService } from '../../src/snapshot/protocols/snapshot-m
 import { SnapshotFilterService } from '../../src/snapshot/protocols/snapshot-filter.ts'
 import { SnapshotListingService } from '../../src/snapshot/protocols/snapshot-listing.ts'
 import { SnapshotChunksService } from '../../src/snapshot/protocols/snapshot-chunks.ts'
+import { SomaError } from '../../src/errors.ts'
 
 const HANDLER_TIMEOUT_MS = 3000
 
@@ -47,7 +50,7 @@ describe('fuzz: protocol handlers over stream pairs', () => {
   let guard: InboundGuard
   const services: Array<{ start: () => Promise<void>, stop: () => Promise<void> }> = []
   /** per protocol: its request limit, response limit, and valid framed requests */
-  const targets: Array<{ protocol: string, maxRequest: number, maxResponse: number, valid: Uint8Array[] }> = []
+  const targets: Array<{ protocol: string, maxRequest: number, maxResponse: number, valid: Uint8Array[], raw: Uint8Array[], svc: any }> = []
 
   before(async () => {
     dir = mkdtempSync(path.join(tmpdir(), 'soma-fuzz-h-'))
@@ -62,7 +65,7 @@ describe('fuzz: protocol handlers over stream pairs', () => {
     const commits = await store.getCommitRange(1, 3)
     const add = (protocol: string, svc: any, maxRequest: number, maxResponse: number, valid: Uint8Array[]): void => {
       services.push(svc)
-      targets.push({ protocol, maxRequest, maxResponse, valid: valid.map(frame) })
+      targets.push({ protocol, maxRequest, maxResponse, valid: valid.map(frame), raw: valid, svc })
     }
     const rpc = (svc: any): [number, number] => [svc.rpc.maxRequestBytes, svc.rpc.maxResponseBytes]
     let s: any
@@ -114,6 +117,40 @@ describe('fuzz: protocol handlers over stream pairs', () => {
         try { decodeFrameLength(bytes.subarray(0, 10), t.maxRequest) } catch { badPrefix = true }
         if (badPrefix) assert.ok(guard.scores.penaltiesOf(peer).length >= 1, 'a malformed prefix is penalized')
         client.abort(new Error('done'))
+      }), fcParams())
+    })
+
+    it(`/soma/${name} client: any response ends in a value or a named error, within its timeout`, async () => {
+      const t = targets.find(x => x.protocol === `/soma/${name}/1.0.0`)!
+      const peer = peerIdFromPrivateKey(await generateKeyPair('Ed25519'))
+      // valid responses: what the real server answers to the valid requests
+      const samples: Uint8Array[] = []
+      for (const req of t.valid) {
+        const { client } = await h.open(t.protocol, peer)
+        const got: Uint8Array[] = []
+        client.addEventListener('message', evt => { got.push(evt.data.subarray()) })
+        client.send(req)
+        void client.close().catch(() => {})
+        await closedWithin(client, HANDLER_TIMEOUT_MS + 5000)
+        samples.push(Uint8Array.from(got.flatMap(b => [...b])))
+      }
+      assert.ok(samples.every(x => x.length > 0), 'the server answered the valid requests')
+      const request = t.protocol === PROTOCOL_SNAPSHOT_CHUNKS ? undefined : t.svc.rpc
+      const reqValue = request === undefined ? undefined : (request as any).reqCodec.decode(t.raw[0])
+      const hashes = t.protocol === PROTOCOL_SNAPSHOT_CHUNKS ? SnapshotSyncCodecs.GetSnapshotChunksRequest.decode(t.raw[0]).hashes : []
+      await fc.assert(fc.asyncProperty(inputs(samples), async bytes => {
+        h.respond = server => {
+          try { server.send(bytes) } catch {}
+          void server.close().catch(() => {})
+        }
+        const t0 = Date.now()
+        try {
+          if (request !== undefined) await request.request(peer, reqValue, { signal: AbortSignal.timeout(HANDLER_TIMEOUT_MS) })
+          else await (t.svc as SnapshotChunksService).fetch(peer, hashes, { signal: AbortSignal.timeout(HANDLER_TIMEOUT_MS) })
+        } catch (err) {
+          if (!(err instanceof SomaError)) throw new Error(`not a named error on ${Buffer.from(bytes).toString('hex').slice(0, 200)}: ${(err as Error)?.stack ?? String(err)}`)
+        }
+        assert.ok(Date.now() - t0 <= HANDLER_TIMEOUT_MS + 5000)
       }), fcParams())
     })
   }

@@ -87,6 +87,8 @@ export interface HandlerHarness {
   handlers: Map<string, (stream: Stream, connection: any) => void>
   closed: string[]
   open: (protocol: string, peer: PeerId, opts?: StreamPairOptions) => Promise<{ client: Stream, server: Stream }>
+  /** what answers a stream the services open as clients (connectionManager.openStream) */
+  respond?: (server: Stream) => void
 }
 
 export function handlerHarness (): HandlerHarness {
@@ -100,7 +102,15 @@ export function handlerHarness (): HandlerHarness {
     },
     connectionManager: {
       closeConnections: async (peer: PeerId) => { closed.push(peer.toString()) },
-      openStream: async () => { throw new Error('client side not used') }
+      // client side: the stream's other end goes to `respond` (set by the test)
+      openStream: async () => {
+        if (harness.respond === undefined) throw new Error('no responder')
+        const { local, remote } = sharedPair()
+        const inbound = new Promise<Stream>(resolve => { remote.addEventListener('stream', (evt: any) => { resolve(evt.detail) }, { once: true }) })
+        const client: Stream = await local.createStream({})
+        harness.respond(await inbound)
+        return client
+      }
     },
     logger: { forComponent: () => silent }
   }
@@ -115,7 +125,7 @@ export function handlerHarness (): HandlerHarness {
     shared.streams++
     return shared
   }
-  return {
+  const harness: HandlerHarness = {
     components,
     handlers,
     closed,
@@ -136,6 +146,7 @@ export function handlerHarness (): HandlerHarness {
       return { client, server }
     }
   }
+  return harness
 }
 
 /** Resolves when the stream has closed (either way); rejects after `ms`. */

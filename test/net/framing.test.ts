@@ -4,7 +4,7 @@
  * the protocol's limit, resets the stream well before the handler timeout (30 s), costs the peer its
  * penalty (MalformedFrameError / OversizedFrameError in PEER_PENALTIES) and is logged at warn; a peer
  * that does it twice is banned (connection closed, streams refused). A client meeting such a response
- * fails at once too.
+ * fails at once too (MalformedFrameError, or OversizedResponseError as for any response over its limit).
  */
 import { describe, it, before, after } from 'node:test'
 import assert from 'node:assert/strict'
@@ -15,7 +15,7 @@ import { InboundGuard } from '../../src/net/inbound-guard.ts'
 import { decodeFrameLength } from '../../src/net/framing.ts'
 import { createLogger } from '../../src/utils/logger.ts'
 import { writeVarint, varintLength } from '../../src/chain/varint.ts'
-import { MalformedFrameError, OversizedFrameError, PeerRequestFailedError, penaltyFor } from '../../src/errors.ts'
+import { MalformedFrameError, OversizedFrameError, OversizedResponseError, PeerRequestFailedError, penaltyFor } from '../../src/errors.ts'
 import { PROTOCOL_COMMIT_AVAILABILITY, PROTOCOL_FETCH_COMMITS, PROTOCOL_FETCH_BLOCKS, PROTOCOL_PUSH_COMMIT, PROTOCOL_EPOCH_PROOFS } from '../../src/sync/protocols/messages.ts'
 import { PROTOCOL_SNAPSHOT_MANIFEST, PROTOCOL_SNAPSHOT_FILTER, PROTOCOL_SNAPSHOT_LISTING, PROTOCOL_SNAPSHOT_CHUNKS } from '../../src/snapshot/protocols/messages.ts'
 import { SnapshotManifestService } from '../../src/snapshot/protocols/snapshot-manifest.ts'
@@ -116,7 +116,7 @@ describe('malformed framing', () => {
     await attacker.stop()
   })
 
-  it('a client meeting a malformed or oversized response prefix fails at once, MalformedFrameError / OversizedFrameError', async () => {
+  it('a client meeting a malformed or oversized response prefix fails at once, MalformedFrameError / OversizedResponseError', async () => {
     const evil = env.node(await plainNode({}))
     let answer: Uint8Array = new Uint8Array(32).fill(0xff)
     for (const protocol of [PROTOCOL_SNAPSHOT_MANIFEST, PROTOCOL_SNAPSHOT_CHUNKS]) {
@@ -136,7 +136,7 @@ describe('malformed framing', () => {
     // a declared length beyond what this request allows: refused before the bytes arrive
     answer = varint(chunks.maxResponseBytes + 128 * 1024)
     t0 = Date.now()
-    await assert.rejects(chunks.fetch(evil.peerId, [new Uint8Array(32)]), OversizedFrameError)
+    await assert.rejects(chunks.fetch(evil.peerId, [new Uint8Array(32)]), (err: Error) => err instanceof OversizedResponseError && err.cause instanceof OversizedFrameError)
     assert.ok(Date.now() - t0 < AT_ONCE_MS)
     assert.ok(!(new OversizedFrameError('') instanceof PeerRequestFailedError))
   })
