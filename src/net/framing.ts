@@ -97,7 +97,7 @@ export class FrameStream {
   }
 
   /** Reads one frame and decodes it; a decoder failure is a MalformedMessageError. */
-  async readPb<T>(codec: FrameCodec<T>, options: ReadFrameOptions = {}): Promise<T> {
+  async readPb<T>(codec: Pick<FrameCodec<T>, 'decode'>, options: ReadFrameOptions = {}): Promise<T> {
     const buf = await this.read(options)
     try {
       return codec.decode(buf)

@@ -158,3 +158,21 @@ export async function closedWithin (stream: Stream, ms: number): Promise<number>
     stream.addEventListener('close', () => { clearTimeout(timer); resolve(Date.now() - t0) }, { once: true })
   })
 }
+
+let sharedMuxers: { local: any, remote: any, streams: number } | undefined
+
+/**
+ * A stream pair over one shared in-memory connection (renewed every 4,096 streams): streamPair makes a
+ * connection per pair, numbered like TCP ports, which runs out after ~32k pairs in one process.
+ */
+export async function pairedStreams (): Promise<[Stream, Stream]> {
+  if (sharedMuxers === undefined || sharedMuxers.streams >= 4096) {
+    const [outbound, inbound] = multiaddrConnectionPair({ delay: 0 })
+    sharedMuxers = { local: mockMuxer().createStreamMuxer(outbound), remote: mockMuxer().createStreamMuxer(inbound), streams: 0 }
+  }
+  sharedMuxers.streams++
+  const { local, remote } = sharedMuxers
+  const inbound = new Promise<Stream>(resolve => { remote.addEventListener('stream', (evt: any) => { resolve(evt.detail) }, { once: true }) })
+  const client: Stream = await local.createStream({})
+  return [client, await inbound]
+}
