@@ -3,7 +3,8 @@
  * /soma/* protocol a request whose length prefix is no valid varint (32 × 0xff), or declares more than
  * the protocol's limit, resets the stream well before the handler timeout (30 s), costs the peer its
  * penalty (MalformedFrameError / OversizedFrameError in PEER_PENALTIES) and is logged at warn; a peer
- * that does it twice is banned (connection closed, streams refused). A client meeting such a response
+ * that does it twice is banned (connection closed, streams refused); a node made by createNode shares one
+ * guard over all its protocols and logs to its own log. A client meeting such a response
  * fails at once too (MalformedFrameError, or OversizedResponseError as for any response over its limit).
  */
 import { describe, it, before, after } from 'node:test'
@@ -20,6 +21,9 @@ import { PROTOCOL_COMMIT_AVAILABILITY, PROTOCOL_FETCH_COMMITS, PROTOCOL_FETCH_BL
 import { PROTOCOL_SNAPSHOT_MANIFEST, PROTOCOL_SNAPSHOT_FILTER, PROTOCOL_SNAPSHOT_LISTING, PROTOCOL_SNAPSHOT_CHUNKS } from '../../src/snapshot/protocols/messages.ts'
 import { SnapshotManifestService } from '../../src/snapshot/protocols/snapshot-manifest.ts'
 import { SnapshotChunksService } from '../../src/snapshot/protocols/snapshot-chunks.ts'
+import { createNode } from '../../src/node/node.ts'
+import { createGenesis } from '../../src/chain/genesis.ts'
+import { DEFAULTS } from '../../src/config.ts'
 
 const PROTOCOLS = [PROTOCOL_COMMIT_AVAILABILITY, PROTOCOL_FETCH_COMMITS, PROTOCOL_FETCH_BLOCKS, PROTOCOL_PUSH_COMMIT, PROTOCOL_EPOCH_PROOFS,
   PROTOCOL_SNAPSHOT_MANIFEST, PROTOCOL_SNAPSHOT_FILTER, PROTOCOL_SNAPSHOT_LISTING, PROTOCOL_SNAPSHOT_CHUNKS]
@@ -114,6 +118,33 @@ describe('malformed framing', () => {
     const ms = await closedWithin(s, AT_ONCE_MS)
     assert.ok(ms < AT_ONCE_MS)
     await attacker.stop()
+  })
+
+  it('a node (createNode) shares one guard over every protocol and logs the penalty and the ban at warn in its own log', async () => {
+    await new Promise(resolve => setTimeout(resolve, 1000))
+    const nodeLines: string[] = []
+    const genesis = createGenesis({ seed: 'framing-test', validators: 4, accounts: 8, initialBalance: 1000, embeddingDim: 4 })
+    const node = await createNode({ ...DEFAULTS, dataDir: `${env.dir}/node`, listen: ['/ip4/127.0.0.1/tcp/0'], announce: [], entrypoints: [], statusPort: 0, dhtEnabled: false, logLevel: 'info' },
+      { genesis, commitSync: 'serve', statusServer: false, logger: createLogger('node', { level: 'info', write: l => { nodeLines.push(l) } }) })
+    env.node(node)
+    await node.start()
+    const services = node.libp2p.services as any
+    const shared: InboundGuard = services.snapshotChunks.guard
+    for (const name of ['commitAvailability', 'fetchCommits', 'fetchBlocks', 'pushCommit', 'epochProofs', 'snapshotManifest', 'snapshotFilter', 'snapshotListing']) {
+      assert.equal(services[name].rpc.guard, shared, `${name} uses the node's guard`)
+    }
+    const attacker = env.node(await plainNode({}))
+    for (const protocol of [PROTOCOL_FETCH_COMMITS, PROTOCOL_SNAPSHOT_CHUNKS]) {
+      const s = await attacker.dialProtocol(node.libp2p.getMultiaddrs()[0], protocol)
+      s.send(new Uint8Array(32).fill(0xff))
+      assert.ok(await closedWithin(s, AT_ONCE_MS) < AT_ONCE_MS)
+    }
+    await waitFor(() => shared.isBanned(attacker.peerId), AT_ONCE_MS, 'the ban')
+    const warned = nodeLines.filter(l => l.includes(' WARN ') && l.includes('[node:inbound]') && l.includes(attacker.peerId.toString()))
+    assert.equal(warned.length, 3, `two penalties and the ban at warn:\n${nodeLines.join('')}`)
+    assert.ok(warned.some(l => l.includes(PROTOCOL_FETCH_COMMITS)) && warned.some(l => l.includes(PROTOCOL_SNAPSHOT_CHUNKS)) && warned.some(l => /banned/.test(l)))
+    await attacker.stop()
+    await node.stop()
   })
 
   it('a client meeting a malformed or oversized response prefix fails at once, MalformedFrameError / OversizedResponseError', async () => {
