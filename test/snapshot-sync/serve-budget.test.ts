@@ -39,7 +39,7 @@ describe('chunk serving: bytes held bounded by the in-flight budget', () => {
   })
 
   it('ByteBudget: first come first served, never beyond the limit, an aborted wait frees its place', async () => {
-    const b = new ByteBudget(100)
+    const b = new ByteBudget(100, 1)
     assert.equal(await b.acquire(60), 60)
     const order: string[] = []
     const second = b.acquire(60).then(n => { order.push('second'); return n })
@@ -57,6 +57,23 @@ describe('chunk serving: bytes held bounded by the in-flight budget', () => {
     assert.equal(b.peak, 100)
     b.release(100)
     assert.equal(b.held, 0)
+  })
+
+  it('ByteBudget: one key holds at most its share, and waiting for it holds up nobody else', async () => {
+    const b = new ByteBudget(100, 0.5)
+    assert.equal(await b.acquire(40, undefined, 'abuser'), 40)
+    assert.equal(await new ByteBudget(100, 0.5).acquire(80, undefined, 'honest'), 50, 'more than a share gets the share')
+    assert.equal(await b.acquire(30, undefined, 'honest'), 30)
+    const order: string[] = []
+    const abuser = b.acquire(20, undefined, 'abuser').then(n => { order.push('abuser'); return n }) // 60 > 50: waits for its own share
+    const other = b.acquire(10, undefined, 'other').then(n => { order.push('other'); return n }) // fits: passes it
+    assert.equal(await other, 10)
+    assert.deepEqual(order, ['other'])
+    assert.equal(b.heldBy('abuser'), 40)
+    b.release(40, 'abuser')
+    assert.equal(await abuser, 20)
+    assert.deepEqual(order, ['other', 'abuser'])
+    assert.ok(b.peak <= 100 && b.heldBy('abuser') === 20 && b.held === 60)
   })
 
   it('several sessions asking for more than the budget at once hold at most the budget', async () => {

@@ -44,7 +44,8 @@ export interface SnapshotChunksInit extends RpcInit {
   maxChunkBytes?: number
   /**
    * Most chunk bytes held for responses over all sessions this node serves (read from the store and not
-   * yet taken by the streams): a session waits for its share. @default config snapshotMaxInflightBytes
+   * yet taken by the streams), half of it for one peer: a session waits for its part.
+   * @default config snapshotMaxInflightBytes
    */
   maxServeBytes?: number
 }
@@ -55,57 +56,68 @@ export class ChunkNotServedError extends SomaError { static override readonly co
 const NOT_STORED = 'chunk not stored'
 
 /**
- * Bytes held over all sessions, bounded by `limit`: `acquire` waits (first come, first served) until
- * the bytes fit; a request for more than the whole limit gets the whole limit once nothing is held.
+ * Bytes held over all sessions, bounded by `limit`, and per key (a peer) by `limit × keyShare`:
+ * `acquire` waits until the bytes fit. Waiters are served first come, first served, except that one
+ * waiting only for its key's share does not hold up others (one peer's sessions cannot take the whole
+ * budget and make every other peer wait). A request for more than a key's share gets that share.
  */
 export class ByteBudget {
   readonly limit: number
+  /** most bytes one key may hold */
+  readonly keyLimit: number
   /** bytes held now */
   held = 0
   /** most bytes held at once */
   peak = 0
-  private readonly waiters: Array<{ n: number, resolve: (n: number) => void }> = []
+  private readonly byKey = new Map<string, number>()
+  private readonly waiters: Array<{ n: number, key: string, resolve: (n: number) => void }> = []
 
-  constructor (limit: number) {
+  constructor (limit: number, keyShare = 0.5) {
     this.limit = limit
+    this.keyLimit = Math.max(1, Math.floor(limit * keyShare))
   }
 
-  /** Waits until `n` bytes (at most the limit) are free and takes them; returns how many it took. */
-  async acquire (n: number, signal?: AbortSignal): Promise<number> {
-    n = Math.max(0, Math.min(n, this.limit))
+  /** Bytes `key` holds now. */
+  heldBy (key: string): number { return this.byKey.get(key) ?? 0 }
+
+  /** Waits until `n` bytes (at most the key's share) are free and takes them; returns how many it took. */
+  async acquire (n: number, signal?: AbortSignal, key = ''): Promise<number> {
+    n = Math.max(0, Math.min(n, this.keyLimit))
     signal?.throwIfAborted()
-    if (this.waiters.length === 0 && this.held + n <= this.limit) {
-      this.take(n)
-      return n
-    }
     return await new Promise<number>((resolve, reject) => {
-      const w = { n, resolve: (got: number) => { signal?.removeEventListener('abort', onAbort); resolve(got) } }
+      const w = { n, key, resolve: (got: number) => { signal?.removeEventListener('abort', onAbort); resolve(got) } }
       const onAbort = (): void => {
         const i = this.waiters.indexOf(w)
-        if (i >= 0) this.waiters.splice(i, 1)
+        if (i < 0) return
+        this.waiters.splice(i, 1)
         this.wake()
         reject(signal!.reason)
       }
       signal?.addEventListener('abort', onAbort, { once: true })
       this.waiters.push(w)
+      this.wake()
     })
   }
 
-  release (n: number): void {
+  release (n: number, key = ''): void {
     if (n <= 0) return
     this.held -= n
+    const k = this.heldBy(key) - n
+    if (k > 0) this.byKey.set(key, k)
+    else this.byKey.delete(key)
     this.wake()
   }
 
-  private take (n: number): void {
-    this.held += n
-    if (this.held > this.peak) this.peak = this.held
-  }
-
   private wake (): void {
-    while (this.waiters.length > 0 && this.held + this.waiters[0].n <= this.limit) {
-      const w = this.waiters.shift()!
-      this.take(w.n)
+    for (let i = 0; i < this.waiters.length;) {
+      const w = this.waiters[i]
+      // first come, first served over the whole budget: nobody passes a waiter the budget cannot fit
+      if (this.held + w.n > this.limit) return
+      if (this.heldBy(w.key) + w.n > this.keyLimit) { i++; continue }
+      this.waiters.splice(i, 1)
+      this.held += w.n
+      this.byKey.set(w.key, this.heldBy(w.key) + w.n)
+      if (this.held > this.peak) this.peak = this.held
       w.resolve(w.n)
     }
   }
@@ -324,7 +336,7 @@ export class SnapshotChunksService implements Startable {
         try {
           try {
             this.limiter.consume(peer.toString())
-            const r = await this.assemble(req, signal)
+            const r = await this.assemble(req, signal, peer.toString())
             res = r.res
             held = r.held
           } catch (err: any) {
@@ -335,7 +347,7 @@ export class SnapshotChunksService implements Startable {
           await frames.write(encodeChunksResponseList(res), { signal })
           await flushed(stream, signal)
         } finally {
-          this.budget.release(held)
+          this.budget.release(held, peer.toString())
         }
         // a refusal other than the rate limit or a missing chunk ends the session
         if (res.error !== undefined && res.error !== 'rate limited' && res.error !== NOT_STORED) break
@@ -352,8 +364,8 @@ export class SnapshotChunksService implements Startable {
 
   /** The server side of one request, exposed for tests (the budget is released before it returns). */
   async serve (req: GetSnapshotChunksRequest, signal: AbortSignal = AbortSignal.timeout(this.handlerTimeoutMs)): Promise<GetSnapshotChunksResponse> {
-    const { res, held } = await this.assemble(req, signal)
-    this.budget.release(held)
+    const { res, held } = await this.assemble(req, signal, '')
+    this.budget.release(held, '')
     return res
   }
 
@@ -363,13 +375,13 @@ export class SnapshotChunksService implements Startable {
    * response limit, then shrunk to what the chunks take. Chunks are read a few at a time (as many as
    * the room left is likely to hold), never all the hashes asked for at once.
    */
-  private async assemble (req: GetSnapshotChunksRequest, signal: AbortSignal): Promise<{ res: GetSnapshotChunksResponse, held: number }> {
+  private async assemble (req: GetSnapshotChunksRequest, signal: AbortSignal, key: string): Promise<{ res: GetSnapshotChunksResponse, held: number }> {
     if (req.hashes.length === 0) return { res: { chunks: [], error: 'no hashes' }, held: 0 }
     if (req.hashes.length > this.maxChunksPerRequest) return { res: { chunks: [], error: `${req.hashes.length} hashes requested, the limit is ${this.maxChunksPerRequest}` }, held: 0 }
     if (req.hashes.some(h => h.byteLength !== 32)) return { res: { chunks: [], error: 'a chunk hash is not 32 bytes' }, held: 0 }
     const limit = req.maxBytes !== undefined && req.maxBytes > 0 ? Math.min(req.maxBytes, this.maxResponseBytes) : this.maxResponseBytes
     const snapshots = new SnapshotStore(this.store!)
-    let held = await this.budget.acquire(limit, signal)
+    let held = await this.budget.acquire(limit, signal, key)
     try {
       const chunks: Uint8Array[] = []
       let size = 0
@@ -386,9 +398,9 @@ export class SnapshotChunksService implements Startable {
           if (s > held) {
             // the first chunk alone is larger than the share taken: wait for its size (holding
             // nothing meanwhile, so that two such sessions cannot wait on each other), then read it again
-            this.budget.release(held)
+            this.budget.release(held, key)
             held = 0
-            held = await this.budget.acquire(s, signal)
+            held = await this.budget.acquire(s, signal, key)
             const again = (await snapshots.getChunks([req.hashes[0]]))[0]
             if (again === undefined) { firstMissing = true; break reading }
             chunks.push(again)
@@ -405,16 +417,16 @@ export class SnapshotChunksService implements Startable {
         batch = Math.max(1, Math.min(64, Math.floor((limit - size) / (size / chunks.length))))
       }
       if (chunks.length === 0) {
-        this.budget.release(held)
+        this.budget.release(held, key)
         return { res: { chunks: [], error: firstMissing ? NOT_STORED : 'chunk larger than the response limit' }, held: 0 }
       }
-      if (held > size) { this.budget.release(held - size); held = size }
+      if (held > size) { this.budget.release(held - size, key); held = size }
       this.served.requests++
       this.served.chunks += chunks.length
       this.served.bytes += size
       return { res: { chunks }, held }
     } catch (err) {
-      this.budget.release(held)
+      this.budget.release(held, key)
       throw err
     }
   }
