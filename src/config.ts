@@ -227,7 +227,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'snapshotMaxRequestsPerPeer', type: 'int', group: 'snapshot', commands: ['start', 'demo'], min: 1, max: 256, doc: 'most chunk requests in flight to one peer (the window starts at 2 and grows while the peer answers fast)' },
   { key: 'snapshotMaxChunksPerRequest', type: 'int', group: 'snapshot', commands: SYNC, min: 1, max: 65536, doc: 'most chunks per /soma/snapshot-chunks request (asked, and served)' },
   { key: 'snapshotChunkResponseBytes', type: 'bytes', group: 'snapshot', commands: SYNC, min: 1024, doc: 'most chunk bytes per /soma/snapshot-chunks response (asked, and served; a larger chunk is still sent, alone)' },
-  { key: 'snapshotMaxInflightBytes', type: 'bytes', group: 'snapshot', commands: ['start', 'demo'], min: 1024, doc: 'chunk bytes requested and not yet stored, over all peers (bounds snapshot sync\'s memory)' },
+  { key: 'snapshotMaxInflightBytes', type: 'bytes', group: 'snapshot', commands: ['start', 'demo'], min: 1024, doc: 'chunk bytes requested and not yet stored, over all peers (bounds snapshot sync\'s memory); serving, chunk bytes held for responses over all sessions' },
   { key: 'snapshotListingPageRows', type: 'int', group: 'snapshot', commands: SYNC, min: 1, max: 1_000_000, doc: 'listing rows per /soma/snapshot-listing page (asked, and served)' },
   { key: 'snapshotMaxFilterBytes', type: 'bytes', group: 'snapshot', commands: SYNC, min: 1024, doc: 'largest snapshot Cuckoo filter served or accepted' },
   { key: 'snapshotWaitForPeers', type: 'int', group: 'snapshot', commands: ['start', 'demo'], min: 1, max: 1000, doc: 'peers serving the chosen snapshot to wait for (up to --snapshot-peer-wait) before downloading its chunks' },

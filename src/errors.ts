@@ -27,6 +27,10 @@ export class BlockMismatchError extends SomaError { static override readonly cod
 export class InvalidTransactionError extends SomaError { static override readonly code: string = 'ERR_INVALID_TRANSACTION' }
 /** A response larger than the protocol allows. */
 export class OversizedResponseError extends SomaError { static override readonly code: string = 'ERR_OVERSIZED_RESPONSE' }
+/** A length prefix that is not a varint of at most the bytes the protocol's size limit needs (src/net/framing.ts). */
+export class MalformedFrameError extends MalformedMessageError { static override readonly code: string = 'ERR_MALFORMED_FRAME' }
+/** A length prefix declaring a request beyond the protocol's size limit (a client reports such a response as OversizedResponseError, its cause). */
+export class OversizedFrameError extends OversizedResponseError { static override readonly code: string = 'ERR_OVERSIZED_FRAME' }
 /** A peer that belongs to another chain (different genesis digest). */
 export class WrongChainError extends SomaError { static override readonly code: string = 'ERR_WRONG_CHAIN' }
 /** A peer that did not answer in time. */
@@ -66,6 +70,8 @@ export const PEER_PENALTIES: ReadonlyArray<[abstract new (...args: any[]) => Err
   [InvalidSnapshotError, 100],
   [InvalidChunkError, 50],
   [ProtocolViolationError, 50],
+  [MalformedFrameError, 50],
+  [OversizedFrameError, 50],
   [MalformedMessageError, 50],
   [OversizedResponseError, 50],
   [PeerTimeoutError, 10],

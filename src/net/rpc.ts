@@ -6,11 +6,13 @@
  * `maxDataLength` on every read, inbound/outbound stream limits per connection.
  * Client side: every request takes an AbortSignal, and gets a timeout when the caller gives none.
  */
-import { pbStream, RateLimiter } from '@libp2p/utils'
+import { RateLimiter } from '@libp2p/utils'
 import type { AbortOptions, ComponentLogger, Connection, Logger, PeerId, Startable, Stream } from '@libp2p/interface'
 import type { ConnectionManager, Registrar } from '@libp2p/interface-internal'
 import type { Codec } from '../chain/proto.ts'
-import { MalformedMessageError, PeerRequestFailedError, PeerTimeoutError, RateLimitedError, OversizedResponseError } from '../errors.ts'
+import { MalformedMessageError, OversizedFrameError, PeerRequestFailedError, PeerTimeoutError, RateLimitedError, OversizedResponseError } from '../errors.ts'
+import { FrameStream } from './framing.ts'
+import { InboundGuard } from './inbound-guard.ts'
 
 export interface RpcComponents {
   registrar: Registrar
@@ -35,6 +37,8 @@ export interface RpcInit {
   requestsPerSecond?: number
   /** Serve inbound requests (false: client only). @default true */
   serve?: boolean
+  /** Scores of peers that break the framing or send undecodable requests (one per node). @default a guard of its own */
+  guard?: InboundGuard
 }
 
 export interface RequestOptions extends AbortOptions {
@@ -58,8 +62,6 @@ export interface RpcStats {
   outboundErrors: number
 }
 
-const RAW = { encode: (b: Uint8Array): Uint8Array => b }
-
 /** A response type with an optional refusal message. */
 interface WithError { error?: string }
 
@@ -72,6 +74,8 @@ export class RpcProtocol<Req, Res extends WithError> implements Startable {
   readonly timeoutMs: number
   readonly handlerTimeoutMs: number
   readonly stats: RpcStats = { inbound: 0, inboundErrors: 0, rateLimited: 0, outbound: 0, outboundErrors: 0 }
+  /** penalizes peers that break the framing or send undecodable requests */
+  readonly guard: InboundGuard
   private readonly components: RpcComponents
   private readonly reqCodec: Codec<Req>
   private readonly resCodec: Codec<Res>
@@ -94,6 +98,7 @@ export class RpcProtocol<Req, Res extends WithError> implements Startable {
     this.timeoutMs = init.timeoutMs ?? 30_000
     this.handlerTimeoutMs = init.handlerTimeoutMs ?? 30_000
     this.serve = init.serve ?? true
+    this.guard = init.guard ?? new InboundGuard()
     this.limiter = new RateLimiter({ points: init.requestsPerSecond ?? 50, duration: 1 })
     this.log = components.logger.forComponent(`soma:rpc:${protocol}`)
   }
@@ -119,24 +124,43 @@ export class RpcProtocol<Req, Res extends WithError> implements Startable {
   private async onStream (stream: Stream, connection: Connection): Promise<void> {
     this.stats.inbound++
     const peer = connection.remotePeer
+    if (this.guard.isBanned(peer)) {
+      this.stats.inboundErrors++
+      stream.abort(new PeerRequestFailedError(`${peer.toString()} is banned`))
+      return
+    }
     const signal = AbortSignal.timeout(this.handlerTimeoutMs)
-    const pb = pbStream(stream, { maxDataLength: this.maxRequestBytes, maxBufferSize: bufferFor(this.maxRequestBytes) }).pb(this.reqCodec)
+    // one request per stream: buffer little more than one request, so unread bytes cannot pile up
+    const frames = new FrameStream(stream, { maxDataLength: this.maxRequestBytes, maxBufferSize: this.maxRequestBytes + 1024, what: `${this.protocol} request` })
+    let req: Req
     try {
       // the request is read (it is bounded by maxRequestBytes) even when the peer is over its rate: a
-      // refusal written before it would race the client's write and reach it as a reset stream
-      const req = await pb.read({ signal })
+      // refusal written before it would race the client's write and reach it as a reset stream. A
+      // malformed length prefix or request resets the stream at once and costs the peer its penalty.
+      req = await frames.readPb(this.reqCodec, { signal })
+    } catch (err: any) {
+      this.stats.inboundErrors++
+      stream.abort(err)
+      if (err instanceof MalformedMessageError || err instanceof OversizedResponseError) {
+        this.guard.penalize(peer, this.protocol, err, async () => { await this.components.connectionManager.closeConnections(peer) })
+      } else {
+        this.log('inbound request from %p failed: %s', peer, err.message)
+      }
+      return
+    }
+    try {
       try {
         this.limiter.consume(peer.toString())
       } catch {
         this.stats.rateLimited++
-        await pb.unwrap().pb(this.resCodec).write({ error: 'rate limited' } as Res, { signal })
+        await frames.writePb({ error: 'rate limited' } as Res, this.resCodec, { signal })
         await stream.close({ signal })
         return
       }
       const res = await this.handler!(req, { peer, connection, signal })
       const bytes = this.resCodec.encode(res)
       if (bytes.byteLength > this.maxResponseBytes) throw new OversizedResponseError(`${this.protocol}: response of ${bytes.byteLength} bytes exceeds ${this.maxResponseBytes}`)
-      await pb.unwrap().write(bytes, RAW, { signal })
+      await frames.write(bytes, { signal })
       await stream.close({ signal })
     } catch (err: any) {
       this.stats.inboundErrors++
@@ -159,9 +183,9 @@ export class RpcProtocol<Req, Res extends WithError> implements Startable {
     try {
       stream = await this.components.connectionManager.openStream(peer, this.protocol, { signal })
       const max = options.maxResponseBytes ?? this.maxResponseBytes
-      const pb = pbStream(stream, { maxDataLength: max, maxBufferSize: bufferFor(max) })
-      await pb.write(req, this.reqCodec, { signal })
-      const res = await pb.read(this.resCodec, { signal })
+      const frames = new FrameStream(stream, { maxDataLength: max, maxBufferSize: bufferFor(max), what: `${this.protocol} response` })
+      await frames.writePb(req, this.reqCodec, { signal })
+      const res = await frames.readPb(this.resCodec, { signal })
       await stream.close({ signal })
       if (res.error != null && res.error !== '') {
         if (res.error === 'rate limited') throw new RateLimitedError(`${peer.toString()} rate-limited ${this.protocol}`)
@@ -186,6 +210,8 @@ export function bufferFor (maxDataLength: number): number {
 
 /** Turns stream and codec errors into our named errors. */
 export function classifyError (err: any, signal: AbortSignal, peer: PeerId, protocol: string, timeoutMs?: number): Error {
+  // a response whose length prefix declares more than the client reads: the response is oversized
+  if (err instanceof OversizedFrameError) return new OversizedResponseError(`${peer.toString()} sent a ${protocol} message over the size limit (${err.message})`, { cause: err })
   if (err instanceof MalformedMessageError || err instanceof PeerRequestFailedError || err instanceof RateLimitedError || err instanceof OversizedResponseError) return err
   if (err?.name === 'InvalidDataLengthError' || err?.code === 'ERR_MSG_DATA_TOO_LONG') {
     return new OversizedResponseError(`${peer.toString()} sent a ${protocol} message over the size limit`, { cause: err })

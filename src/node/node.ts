@@ -30,6 +30,7 @@ import { SyncState } from '../snapshot/sync/sync-state.ts'
 import type { SnapshotCandidate, SnapshotCandidateSource } from '../snapshot/sync/candidates.ts'
 import { prepareArchivalStore } from '../sync/archival.ts'
 import { archivalDiscoveryConfig, archivalDiscoveryService, type ArchivalDiscovery, type HistoryMissing } from '../sync/archival-discovery.ts'
+import { InboundGuard } from '../net/inbound-guard.ts'
 
 /** Known phases; sync code may use others. */
 export type NodePhase = 'idle' | 'syncing' | 'snapshot' | 'producing' | 'synced' | 'done' | 'stopped' | (string & {})
@@ -374,7 +375,9 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
       handlerTimeoutMs: config.handlerTimeoutMs,
       requestsPerSecond: config.inboundRequestsPerSecond,
       maxInboundStreams: config.maxInboundStreams,
-      maxOutboundStreams: config.maxOutboundStreams
+      maxOutboundStreams: config.maxOutboundStreams,
+      // one score per peer over every protocol it breaks as a client (framing, undecodable requests)
+      guard: new InboundGuard({ banMs: config.peerBanMs, log: log.child('inbound') })
     }
     const syncServices = mode === false
       ? {}
@@ -392,7 +395,8 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
             maxInboundStreams: config.maxInboundStreams,
             maxOutboundStreams: config.maxOutboundStreams,
             // history below every peer's lowest available commit: find and dial archival peers
-            onHistoryMissing: (m: HistoryMissing) => { archivalDiscovery()?.historyMissing(m) }
+            onHistoryMissing: (m: HistoryMissing) => { archivalDiscovery()?.historyMissing(m) },
+            rpc: { guard: rpc.guard }
           }),
           // archival nodes announce themselves; every node listens (and forwards), and looks them up
           archivalDiscovery: archivalDiscoveryService({ store, config: archivalDiscoveryConfig(config), logger: log.child('archival') }),

@@ -10,7 +10,7 @@
  *   SnapshotListing (`rows`: field 1 of SnapshotListing is field 1 of the response, same framing), so a
  *   page is a slice of the stored bytes, never decoded and re-encoded on the server.
  */
-import type { Uint8ArrayList } from 'uint8arraylist'
+import { Uint8ArrayList } from 'uint8arraylist'
 import { codec, type Codec } from '../../chain/proto.ts'
 import { MalformedMessageError } from '../../errors.ts'
 import type { ChunkInfo } from '../chunk-format.ts'
@@ -118,6 +118,27 @@ export const ChunksResponseCodec: Codec<GetSnapshotChunksResponse> = {
     const { items, error } = parseRepeatedBytes(buf, 'GetSnapshotChunksResponse')
     return error === undefined ? { chunks: items } : { chunks: items, error }
   }
+}
+
+/**
+ * GetSnapshotChunksResponse as a list of views: the field headers and the chunks themselves, not copied
+ * (a server writes it to the stream as it is: its bytes are ChunksResponseCodec.encode's).
+ */
+export function encodeChunksResponseList (value: GetSnapshotChunksResponse): Uint8ArrayList {
+  const out = new Uint8ArrayList()
+  for (const c of value.chunks ?? []) {
+    const head = new Uint8Array(1 + varintLength(c.byteLength))
+    head[0] = TAG_FIELD_1
+    writeVarint(head, 1, c.byteLength)
+    out.append(head, c)
+  }
+  const err = encodeError(value.error)
+  if (err !== undefined) {
+    const buf = new Uint8Array(lengthDelimitedSize(err.byteLength))
+    writeField(buf, 0, TAG_ERROR, err)
+    out.append(buf)
+  }
+  return out
 }
 
 /** GetSnapshotListingResponse: `rows` (pre-encoded) are sent as they are; decoding is protobufjs'. */

@@ -17,13 +17,16 @@
  * Responses are encoded straight from the stored bytes (messages.ts) and decoded as views into the
  * received message.
  */
-import { pbStream, RateLimiter } from '@libp2p/utils'
+import { RateLimiter } from '@libp2p/utils'
 import { serviceCapabilities, type AbortOptions, type Connection, type Logger, type PeerId, type Startable, type Stream } from '@libp2p/interface'
 import { bufferFor, classifyError, type RpcComponents, type RpcInit, type RpcStats } from '../../net/rpc.ts'
 import type { ChainStore } from '../../store/chain-store.ts'
 import { SnapshotStore } from '../snapshot-store.ts'
-import { OversizedResponseError, PeerRequestFailedError, ProtocolViolationError, RateLimitedError, SomaError } from '../../errors.ts'
-import { SnapshotSyncCodecs, PROTOCOL_SNAPSHOT_CHUNKS, lengthDelimitedSize, type GetSnapshotChunksRequest, type GetSnapshotChunksResponse } from './messages.ts'
+import { MalformedMessageError, OversizedResponseError, PeerRequestFailedError, ProtocolViolationError, RateLimitedError, SomaError } from '../../errors.ts'
+import { FrameStream } from '../../net/framing.ts'
+import { InboundGuard } from '../../net/inbound-guard.ts'
+import { DEFAULTS } from '../../config.ts'
+import { SnapshotSyncCodecs, PROTOCOL_SNAPSHOT_CHUNKS, lengthDelimitedSize, encodeChunksResponseList, type GetSnapshotChunksRequest, type GetSnapshotChunksResponse } from './messages.ts'
 
 export const DEFAULT_MAX_CHUNKS_PER_REQUEST = 1024
 export const DEFAULT_CHUNK_RESPONSE_BYTES = 4 * 1024 * 1024
@@ -39,13 +42,106 @@ export interface SnapshotChunksInit extends RpcInit {
   maxChunkResponseBytes?: number
   /** Largest chunk served or accepted. @default 32 MiB */
   maxChunkBytes?: number
+  /**
+   * Most chunk bytes held for responses over all sessions this node serves (read from the store and not
+   * yet taken by the streams), half of it for one peer: a session waits for its part.
+   * @default config snapshotMaxInflightBytes
+   */
+  maxServeBytes?: number
 }
 
 /** The peer does not store the first chunk asked for (it may have pruned the snapshot): no lie. */
 export class ChunkNotServedError extends SomaError { static override readonly code: string = 'ERR_CHUNK_NOT_SERVED' }
 
 const NOT_STORED = 'chunk not stored'
-const RAW = { encode: (b: Uint8Array): Uint8Array => b }
+
+/**
+ * Bytes held over all sessions, bounded by `limit`, and per key (a peer) by `limit × keyShare`:
+ * `acquire` waits until the bytes fit. Waiters are served first come, first served, except that one
+ * waiting only for its key's share does not hold up others (one peer's sessions cannot take the whole
+ * budget and make every other peer wait). A request for more than a key's share gets that share.
+ */
+export class ByteBudget {
+  readonly limit: number
+  /** most bytes one key may hold */
+  readonly keyLimit: number
+  /** bytes held now */
+  held = 0
+  /** most bytes held at once */
+  peak = 0
+  private readonly byKey = new Map<string, number>()
+  private readonly waiters: Array<{ n: number, key: string, resolve: (n: number) => void }> = []
+
+  constructor (limit: number, keyShare = 0.5) {
+    this.limit = limit
+    this.keyLimit = Math.max(1, Math.floor(limit * keyShare))
+  }
+
+  /** Bytes `key` holds now. */
+  heldBy (key: string): number { return this.byKey.get(key) ?? 0 }
+
+  /** Waits until `n` bytes (at most the key's share) are free and takes them; returns how many it took. */
+  async acquire (n: number, signal?: AbortSignal, key = ''): Promise<number> {
+    n = Math.max(0, Math.min(n, this.keyLimit))
+    signal?.throwIfAborted()
+    return await new Promise<number>((resolve, reject) => {
+      const w = { n, key, resolve: (got: number) => { signal?.removeEventListener('abort', onAbort); resolve(got) } }
+      const onAbort = (): void => {
+        const i = this.waiters.indexOf(w)
+        if (i < 0) return
+        this.waiters.splice(i, 1)
+        this.wake()
+        reject(signal!.reason)
+      }
+      signal?.addEventListener('abort', onAbort, { once: true })
+      this.waiters.push(w)
+      this.wake()
+    })
+  }
+
+  release (n: number, key = ''): void {
+    if (n <= 0) return
+    this.held -= n
+    const k = this.heldBy(key) - n
+    if (k > 0) this.byKey.set(key, k)
+    else this.byKey.delete(key)
+    this.wake()
+  }
+
+  private wake (): void {
+    for (let i = 0; i < this.waiters.length;) {
+      const w = this.waiters[i]
+      // first come, first served over the whole budget: nobody passes a waiter the budget cannot fit
+      if (this.held + w.n > this.limit) return
+      if (this.heldBy(w.key) + w.n > this.keyLimit) { i++; continue }
+      this.waiters.splice(i, 1)
+      this.held += w.n
+      this.byKey.set(w.key, this.heldBy(w.key) + w.n)
+      if (this.held > this.peak) this.peak = this.held
+      w.resolve(w.n)
+    }
+  }
+}
+
+/** Resolves when everything written to the stream has left its write buffer (to the muxer). */
+async function flushed (stream: Stream, signal: AbortSignal): Promise<void> {
+  while (stream.writeBufferLength > 0) {
+    if (stream.status !== 'open') throw new PeerRequestFailedError(`the ${PROTOCOL_SNAPSHOT_CHUNKS} stream closed with ${stream.writeBufferLength} bytes unsent`)
+    signal.throwIfAborted()
+    await new Promise<void>((resolve, reject) => {
+      const done = (): void => {
+        stream.removeEventListener('idle', done)
+        stream.removeEventListener('close', done)
+        signal.removeEventListener('abort', onAbort)
+        resolve()
+      }
+      const onAbort = (): void => { done(); reject(signal.reason) }
+      stream.addEventListener('idle', done)
+      stream.addEventListener('close', done)
+      signal.addEventListener('abort', onAbort)
+    })
+  }
+}
 
 export interface ChunkServerStats {
   sessions: number
@@ -66,7 +162,7 @@ export class ChunkSession {
   readonly peer: PeerId
   private readonly service: SnapshotChunksService
   private readonly stream: Stream
-  private readonly pb: ReturnType<typeof pbStream>
+  private readonly frames: FrameStream
   private closed = false
 
   constructor (service: SnapshotChunksService, peer: PeerId, stream: Stream) {
@@ -74,7 +170,7 @@ export class ChunkSession {
     this.peer = peer
     this.stream = stream
     const max = service.maxChunkBytes + 64 * 1024
-    this.pb = pbStream(stream, { maxDataLength: max, maxBufferSize: bufferFor(max) })
+    this.frames = new FrameStream(stream, { maxDataLength: max, maxBufferSize: bufferFor(max), what: `${PROTOCOL_SNAPSHOT_CHUNKS} response` })
   }
 
   get isClosed (): boolean { return this.closed }
@@ -98,10 +194,9 @@ export class ChunkSession {
     svc.stats.outbound++
     let res: GetSnapshotChunksResponse
     try {
-      await this.pb.write({ hashes: [...hashes], maxBytes: budget }, SnapshotSyncCodecs.GetSnapshotChunksRequest, { signal })
-      const bytes = await this.pb.read(RAW_DECODER, { signal })
-      if (bytes.byteLength > limit + 64 * 1024) throw new OversizedResponseError(`${this.peer.toString()} sent a ${bytes.byteLength}-byte chunk response, the limit is ${limit}`)
-      res = SnapshotSyncCodecs.GetSnapshotChunksResponse.decode(bytes)
+      await this.frames.writePb({ hashes: [...hashes], maxBytes: budget }, SnapshotSyncCodecs.GetSnapshotChunksRequest, { signal })
+      // a length prefix beyond this request's limit fails as soon as it arrives
+      res = await this.frames.readPb(SnapshotSyncCodecs.GetSnapshotChunksResponse, { signal, maxDataLength: limit + 64 * 1024 })
     } catch (err) {
       svc.stats.outboundErrors++
       this.abort(err as Error)
@@ -136,9 +231,6 @@ export class ChunkSession {
   }
 }
 
-/** pb.read with a decoder that keeps the raw bytes (the size is checked before decoding). */
-const RAW_DECODER = { decode: (b: Uint8Array | { subarray: () => Uint8Array }): Uint8Array => b instanceof Uint8Array ? b : b.subarray() }
-
 export class SnapshotChunksService implements Startable {
   readonly [Symbol.toStringTag] = '@soma/snapshot-chunks'
   readonly [serviceCapabilities] = ['@soma/snapshot-chunks']
@@ -153,6 +245,10 @@ export class SnapshotChunksService implements Startable {
   readonly stats: RpcStats = { inbound: 0, inboundErrors: 0, rateLimited: 0, outbound: 0, outboundErrors: 0 }
   /** what this node served */
   readonly served: ChunkServerStats = { sessions: 0, requests: 0, chunks: 0, bytes: 0 }
+  /** chunk bytes held for responses, over all sessions (bounded by `maxServeBytes`) */
+  readonly budget: ByteBudget
+  /** penalizes peers that break the framing or send undecodable requests */
+  readonly guard: InboundGuard
   private readonly components: RpcComponents
   private readonly store?: ChainStore
   private readonly serveRequests: boolean
@@ -175,6 +271,8 @@ export class SnapshotChunksService implements Startable {
     this.maxRequestBytes = this.maxChunksPerRequest * 36 + 1024
     this.serveRequests = (init.serve ?? true) && this.store !== undefined
     this.limiter = new RateLimiter({ points: init.requestsPerSecond ?? 50, duration: 1 })
+    this.budget = new ByteBudget(init.maxServeBytes ?? DEFAULTS.snapshotMaxInflightBytes)
+    this.guard = init.guard ?? new InboundGuard()
     this.log = components.logger.forComponent(`soma:rpc:${PROTOCOL_SNAPSHOT_CHUNKS}`)
   }
 
@@ -198,19 +296,35 @@ export class SnapshotChunksService implements Startable {
 
   isStarted (): boolean { return this.started }
 
-  /** Server: requests answered in order until the client closes, idles, or breaks a limit. */
+  /**
+   * Server: requests answered in order until the client closes, idles, or breaks a limit. A length
+   * prefix that is no valid varint, a declared length beyond the request limit, or a request that does
+   * not decode resets the session at once and costs the peer its penalty (the guard). A response holds
+   * its chunks' bytes in the budget from the store read until the stream has taken them (back-pressure:
+   * a client that does not read keeps its share, and other sessions wait, never more than the budget).
+   */
   private async onSession (stream: Stream, connection: Connection): Promise<void> {
     const peer = connection.remotePeer
+    if (this.guard.isBanned(peer)) {
+      this.stats.inboundErrors++
+      stream.abort(new PeerRequestFailedError(`${peer.toString()} is banned`))
+      return
+    }
     this.served.sessions++
     this.sessions.add(stream)
-    const pb = pbStream(stream, { maxDataLength: this.maxRequestBytes, maxBufferSize: bufferFor(this.maxRequestBytes) })
+    // requests come one at a time: buffer little more than one, so unread bytes cannot pile up
+    const frames = new FrameStream(stream, { maxDataLength: this.maxRequestBytes, maxBufferSize: this.maxRequestBytes + 1024, what: `${PROTOCOL_SNAPSHOT_CHUNKS} request` })
     try {
       while (this.started) {
         // idle limit: the next request must come within handlerTimeoutMs
         let req: GetSnapshotChunksRequest
         try {
-          req = await pb.read(SnapshotSyncCodecs.GetSnapshotChunksRequest, { signal: AbortSignal.timeout(this.handlerTimeoutMs) })
+          req = await frames.readPb(SnapshotSyncCodecs.GetSnapshotChunksRequest, { signal: AbortSignal.timeout(this.handlerTimeoutMs) })
         } catch (err: any) {
+          if (err instanceof MalformedMessageError || err instanceof OversizedResponseError) {
+            this.guard.penalize(peer, PROTOCOL_SNAPSHOT_CHUNKS, err, async () => { await this.components.connectionManager.closeConnections(peer) })
+            throw err
+          }
           // the client closed its end: the session is over
           if (err?.name === 'UnexpectedEOFError' || stream.readStatus !== 'readable') break
           throw err
@@ -218,17 +332,23 @@ export class SnapshotChunksService implements Startable {
         this.stats.inbound++
         const signal = AbortSignal.timeout(this.handlerTimeoutMs)
         let res: GetSnapshotChunksResponse
+        let held = 0
         try {
-          this.limiter.consume(peer.toString())
-          res = await this.serve(req)
-        } catch (err: any) {
-          if (err?.name !== 'RateLimitError') throw err
-          this.stats.rateLimited++
-          res = { chunks: [], error: 'rate limited' }
+          try {
+            this.limiter.consume(peer.toString())
+            const r = await this.assemble(req, signal, peer.toString())
+            res = r.res
+            held = r.held
+          } catch (err: any) {
+            if (err?.name !== 'RateLimitError') throw err
+            this.stats.rateLimited++
+            res = { chunks: [], error: 'rate limited' }
+          }
+          await frames.write(encodeChunksResponseList(res), { signal })
+          await flushed(stream, signal)
+        } finally {
+          this.budget.release(held, peer.toString())
         }
-        const bytes = SnapshotSyncCodecs.GetSnapshotChunksResponse.encode(res)
-        if (bytes.byteLength > this.maxChunkBytes + 64 * 1024) throw new OversizedResponseError(`${PROTOCOL_SNAPSHOT_CHUNKS}: response of ${bytes.byteLength} bytes exceeds ${this.maxChunkBytes}`)
-        await pb.write(bytes, RAW, { signal })
         // a refusal other than the rate limit or a missing chunk ends the session
         if (res.error !== undefined && res.error !== 'rate limited' && res.error !== NOT_STORED) break
       }
@@ -242,29 +362,74 @@ export class SnapshotChunksService implements Startable {
     }
   }
 
-  /** The server side of one request, exposed for tests. */
-  async serve (req: GetSnapshotChunksRequest): Promise<GetSnapshotChunksResponse> {
-    if (req.hashes.length === 0) return { chunks: [], error: 'no hashes' }
-    if (req.hashes.length > this.maxChunksPerRequest) return { chunks: [], error: `${req.hashes.length} hashes requested, the limit is ${this.maxChunksPerRequest}` }
-    if (req.hashes.some(h => h.byteLength !== 32)) return { chunks: [], error: 'a chunk hash is not 32 bytes' }
-    // located in LevelDB (16-byte index rows), read from the pack files (src/store/packs.ts)
-    const found = await new SnapshotStore(this.store!).getChunks(req.hashes)
+  /** The server side of one request, exposed for tests (the budget is released before it returns). */
+  async serve (req: GetSnapshotChunksRequest, signal: AbortSignal = AbortSignal.timeout(this.handlerTimeoutMs)): Promise<GetSnapshotChunksResponse> {
+    const { res, held } = await this.assemble(req, signal, '')
+    this.budget.release(held, '')
+    return res
+  }
+
+  /**
+   * The response to one request, and the budget bytes it holds (the caller releases them once the
+   * stream has taken the response). Its share of the budget is taken before the store is read: the
+   * response limit, then shrunk to what the chunks take. Chunks are read a few at a time (as many as
+   * the room left is likely to hold), never all the hashes asked for at once.
+   */
+  private async assemble (req: GetSnapshotChunksRequest, signal: AbortSignal, key: string): Promise<{ res: GetSnapshotChunksResponse, held: number }> {
+    if (req.hashes.length === 0) return { res: { chunks: [], error: 'no hashes' }, held: 0 }
+    if (req.hashes.length > this.maxChunksPerRequest) return { res: { chunks: [], error: `${req.hashes.length} hashes requested, the limit is ${this.maxChunksPerRequest}` }, held: 0 }
+    if (req.hashes.some(h => h.byteLength !== 32)) return { res: { chunks: [], error: 'a chunk hash is not 32 bytes' }, held: 0 }
     const limit = req.maxBytes !== undefined && req.maxBytes > 0 ? Math.min(req.maxBytes, this.maxResponseBytes) : this.maxResponseBytes
-    const chunks: Uint8Array[] = []
-    let size = 0
-    for (const c of found) {
-      if (c === undefined) break
-      const s = lengthDelimitedSize(c.byteLength)
-      if (chunks.length > 0 && size + s > limit) break
-      if (c.byteLength > this.maxChunkBytes) break
-      chunks.push(c)
-      size += s
+    // located in LevelDB (16-byte index rows), read from the pack files (src/store/packs.ts)
+    const snapshots = new SnapshotStore(this.store!)
+    let held = await this.budget.acquire(limit, signal, key)
+    try {
+      const chunks: Uint8Array[] = []
+      let size = 0
+      let firstMissing = false
+      let next = 0
+      let batch = 1
+      reading: while (next < req.hashes.length) {
+        const found = await snapshots.getChunks(req.hashes.slice(next, next + batch))
+        for (const c of found) {
+          if (c === undefined) { firstMissing = chunks.length === 0; break reading }
+          const s = lengthDelimitedSize(c.byteLength)
+          if (chunks.length > 0 && size + s > Math.min(limit, held)) break reading
+          if (c.byteLength > this.maxChunkBytes) break reading
+          if (s > held) {
+            // the first chunk alone is larger than the share taken: wait for its size (holding
+            // nothing meanwhile, so that two such sessions cannot wait on each other), then read it again
+            this.budget.release(held, key)
+            held = 0
+            held = await this.budget.acquire(s, signal, key)
+            const again = (await snapshots.getChunks([req.hashes[0]]))[0]
+            if (again === undefined) { firstMissing = true; break reading }
+            chunks.push(again)
+            size += s
+            next = 1
+            if (s >= held) break reading
+            continue reading
+          }
+          chunks.push(c)
+          size += s
+          next++
+        }
+        // as many as the room left is likely to hold, judged by the chunks read so far
+        batch = Math.max(1, Math.min(64, Math.floor((limit - size) / (size / chunks.length))))
+      }
+      if (chunks.length === 0) {
+        this.budget.release(held, key)
+        return { res: { chunks: [], error: firstMissing ? NOT_STORED : 'chunk larger than the response limit' }, held: 0 }
+      }
+      if (held > size) { this.budget.release(held - size, key); held = size }
+      this.served.requests++
+      this.served.chunks += chunks.length
+      this.served.bytes += size
+      return { res: { chunks }, held }
+    } catch (err) {
+      this.budget.release(held, key)
+      throw err
     }
-    if (chunks.length === 0) return { chunks: [], error: found[0] === undefined ? NOT_STORED : 'chunk larger than the response limit' }
-    this.served.requests++
-    this.served.chunks += chunks.length
-    this.served.bytes += size
-    return { chunks }
   }
 
   /** Opens a session with a peer (one stream, many requests). */

@@ -227,7 +227,7 @@ export function snapshotSyncServices (init: SnapshotSyncServicesInit): {
     // a filter is asked once per sync and can be large: a tighter rate
     snapshotFilter: snapshotFilter({ ...rpc, requestsPerSecond: Math.min(rpc.requestsPerSecond ?? 50, 5), store, maxFilterBytes: init.maxFilterBytes }),
     snapshotListing: snapshotListing({ ...rpc, store, maxRowsPerPage: init.listingPageRows }),
-    snapshotChunks: snapshotChunks({ ...rpc, requestsPerSecond: init.chunkRequestsPerSecond ?? 200, store, maxChunksPerRequest: init.maxChunksPerRequest, maxChunkResponseBytes: init.maxChunkResponseBytes }),
+    snapshotChunks: snapshotChunks({ ...rpc, requestsPerSecond: init.chunkRequestsPerSecond ?? 200, store, maxChunksPerRequest: init.maxChunksPerRequest, maxChunkResponseBytes: init.maxChunkResponseBytes, maxServeBytes: init.maxInflightBytes }),
     snapshotSync: snapshotSync(init)
   }
 }
