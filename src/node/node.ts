@@ -27,6 +27,7 @@ import { findGenesisFile, readGenesisFile } from './genesis-file.ts'
 import { commitSyncServices, stateSyncConfig, type StateSync } from '../sync/state-sync.ts'
 import { snapshotSyncConfig, snapshotSyncServices, type SnapshotSyncService } from '../snapshot/sync/service.ts'
 import { SyncState } from '../snapshot/sync/sync-state.ts'
+import { abandonSnapshotSync } from '../snapshot/sync/snapshot-sync.ts'
 import type { SnapshotCandidate, SnapshotCandidateSource } from '../snapshot/sync/candidates.ts'
 
 /** Known phases; sync code may use others. */
@@ -350,6 +351,7 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
     const peerKey = await loadOrCreatePeerKey(config.dataDir)
     const executor = new CommitExecutor(store, { maxBatchCommits: config.executionBatchCommits })
     const mode = opts.commitSync ?? 'sync'
+    if (config.snapshotAbandon === true) await abandonSnapshotSync(store, log)
     const snapshot = mode === 'sync' ? await resolveSyncMode(config, store) : { snapshot: false, reason: '' }
     if (snapshot.snapshot) log.info('snapshot sync first: %s', snapshot.reason)
     else if (mode === 'sync' && config.syncMode === 'snapshot') log.info('%s', snapshot.reason)
