@@ -10,6 +10,9 @@
  *   ~1-2 s of the reconnect (the per-peer back-off of the requests that failed meanwhile does not carry
  *   over; with it, a 5 s outage left up to 3.2 s of back-off).
  *
+ * - while waiting, a newer attested snapshot supersedes the stalled one and syncs as a delta of the
+ *   chunks stored; `--snapshot-abandon` (abandonSnapshotSync) drops the sync in progress, chunks kept.
+ *
  * The serving peer's libp2p node is stopped and started again (same peer id, a new port) and the syncing
  * node dials it, as a node redials its entrypoints.
  */
@@ -23,6 +26,9 @@ import { SnapshotBucket, SnapshotKeys } from '../../src/snapshot/store-keys.ts'
 import { SyncState } from '../../src/snapshot/sync/sync-state.ts'
 import { SnapshotSyncCodecs, PROTOCOL_SNAPSHOT_CHUNKS } from '../../src/snapshot/protocols/messages.ts'
 import { createLogger } from '../../src/utils/logger.ts'
+import { abandonSnapshotSync } from '../../src/snapshot/sync/snapshot-sync.ts'
+import { loadConfig } from '../../src/config.ts'
+import { resolveSyncMode } from '../../src/node/node.ts'
 
 const TIP = 35
 const sleep = async (ms: number): Promise<void> => { await new Promise(resolve => setTimeout(resolve, ms)) }
@@ -149,3 +155,63 @@ test(`a ${outageMs / 1000} s outage within the stall timeout (${stallMs / 1000} 
   assert.equal(hex((await store.getStateRoot(TIP))!), hex((await P.store.getStateRoot(TIP))!))
 })
 }
+
+test('while waiting, a newer attested snapshot supersedes the stalled one: synced as a delta of the chunks stored', { timeout: 120_000 }, async t => {
+  const env = testEnv(t)
+  const g = snapshotGenesis()
+  // the producer keeps one snapshot (once at 53 it no longer serves the one of 30); 40 active accounts, so
+  // that later snapshots share most chunks (test/snapshot-sync/delta.test.ts)
+  const P = await snapshotProducer(env.dir, 35, { genesis: g, keep: 1, activeAccounts: 40 })
+  env.track(P.store)
+  assert.deepEqual(await P.snapshots.list(), [30])
+  const A = env.node(await snapNode(P.store, { commitSync: false }))
+  await replaceHandler(A, PROTOCOL_SNAPSHOT_CHUNKS, { req: SnapshotSyncCodecs.GetSnapshotChunksRequest, res: SnapshotSyncCodecs.GetSnapshotChunksResponse }, async (req) => await A.services.snapshotChunks.serve(req), { delayMs: 15 })
+  const store = await env.store('victim', g)
+  const state = new SyncState(store)
+  const lines: string[] = []
+  const node = await syncingNode(env, store, lines)
+  const sync = node.services.snapshotSync.snapshotSync!
+  await node.dial(A.getMultiaddrs()[0])
+  await waitFor(() => sync.manifest?.commitIndex === 30 && sync.progress().chunks.done >= sync.progress().chunks.total * 0.5, 40_000, 'half the snapshot of 30')
+  await A.stop()
+  await waitFor(() => sync.phase === 'waiting', 10_000, 'waiting')
+  const stored = new Set<string>()
+  for await (const h of state.haves()) stored.add(hex(h.hash))
+  // the chain moves on; another node (same store) offers only the snapshot of 50
+  await P.producer.produceUntil(53)
+  assert.deepEqual(await P.snapshots.list(), [50])
+  const shared = (await P.snapshots.getListing(50)).filter(r => stored.has(hex(r.hash))).length
+  assert.ok(shared > 0, 'the snapshot of 50 shares chunks with what was stored of the one of 30')
+  const B = env.node(await snapNode(P.store, { commitSync: false }))
+  await node.dial(B.getMultiaddrs()[0])
+  await waitFor(() => sync.manifest?.commitIndex === 50, 20_000, 'the snapshot of 50 to supersede the one of 30')
+  assert.ok(lines.some(l => / INFO .*the snapshot of commit 30 is superseded by the attested snapshot of commit 50/.test(l)), lines.join(''))
+  await waitFor(() => store.highestExecuted >= 53, 60_000, 'the sync of 50 to complete and catch up')
+  assert.equal(node.services.snapshotSync.result?.commit, 50)
+  assert.equal(sync.stats.reusedChunks, shared, `every stored chunk the snapshot of 50 lists was reused (${stored.size} stored, ${shared} shared)`)
+  assert.equal(sync.stats.abandoned, 0)
+  assert.equal(hex((await store.getStateRoot(53))!), hex((await P.store.getStateRoot(53))!))
+})
+
+test('--snapshot-abandon: the operator drops the sync in progress; its chunks stay stored', { timeout: 120_000 }, async t => {
+  const env = testEnv(t)
+  const { g, total, server } = await slowServer(env, 5)
+  const store = await env.store('victim', g)
+  const state = new SyncState(store)
+  const node = await syncingNode(env, store, [])
+  const sync = node.services.snapshotSync.snapshotSync!
+  await node.dial(server.getMultiaddrs()[0])
+  await waitFor(() => sync.progress().chunks.done >= total * 0.3, 40_000, 'a third of the chunks')
+  await node.stop()
+  const had = (await state.haveTotals()).chunks
+  const S = sync.manifest!.commitIndex
+  assert.ok(had > 0)
+  assert.equal(loadConfig({ argv: ['--snapshot-abandon'], command: 'start' }).config.snapshotAbandon, true)
+  const lines: string[] = []
+  assert.equal(await abandonSnapshotSync(store, createLogger('node', { write: (l) => { lines.push(l) } })), S)
+  assert.equal(await state.read(), undefined, 'no sync in progress')
+  assert.equal((await resolveSyncMode({ syncMode: 'auto' }, store)).snapshot, true, 'an empty store still snapshot-syncs by default')
+  assert.equal((await resolveSyncMode({ syncMode: 'commits' }, store)).snapshot, false, 'and may commit-sync: its state was never cleared')
+  assert.equal(await countBucket(store, SnapshotBucket.CHUNK), had, 'the verified chunks stay stored for reuse')
+  assert.ok(lines.some(l => new RegExp(` WARN .*abandoning the snapshot sync of commit ${S} \\(phase chunks\\) at the operator's request \\(--snapshot-abandon\\): its ${had} verified chunks`).test(l)), lines.join(''))
+})
