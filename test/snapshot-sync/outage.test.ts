@@ -215,3 +215,20 @@ test('--snapshot-abandon: the operator drops the sync in progress; its chunks st
   assert.equal(await countBucket(store, SnapshotBucket.CHUNK), had, 'the verified chunks stay stored for reuse')
   assert.ok(lines.some(l => new RegExp(` WARN .*abandoning the snapshot sync of commit ${S} \\(phase chunks\\) at the operator's request \\(--snapshot-abandon\\): its ${had} verified chunks`).test(l)), lines.join(''))
 })
+
+test('snapshot discovery says why it waits: no-peers, then no-snapshot when the connected peers offer none', { timeout: 60_000 }, async t => {
+  const env = testEnv(t)
+  const g = snapshotGenesis(100)
+  const store = await env.store('victim', g)
+  const node = await syncingNode(env, store, [])
+  await waitFor(() => node.services.snapshotSync.waiting()?.code === 'no-peers', 10_000, 'waiting: no-peers')
+  // a peer of the chain that stores no snapshot
+  const O = env.node(await snapNode(await env.store('peer', g), { commitSync: false }))
+  await node.dial(O.getMultiaddrs()[0])
+  await waitFor(() => node.services.snapshotSync.waiting()?.code === 'no-snapshot', 10_000, 'waiting: no-snapshot')
+  const w = node.services.snapshotSync.waiting()!
+  assert.equal((w.evidence as any).offered, 0)
+  assert.ok((w.evidence as any).asked >= 1)
+  assert.match(w.message, /none of the \d+ peers asked offers a snapshot/)
+  assert.equal(node.services.snapshotSync.snapshotSync!.phase, 'discover')
+})

@@ -277,6 +277,8 @@ export class SnapshotSync {
     const d = this.discoverInfo
     if (this._phase === 'discover' && d !== undefined && Date.now() - d.since >= 1000) {
       if (this.deps.connectedPeers().length === 0) return { code: 'no-peers', message: 'snapshot discovery: no peer is connected', since: d.since }
+      // peers connected since the last round: asked in the next one
+      if (d.asked === 0) return undefined
       return {
         code: 'no-snapshot',
         message: d.offered === 0
