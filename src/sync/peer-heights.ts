@@ -53,6 +53,8 @@ export class PeerHeights {
   private readonly wrongChain = new Map<string, { genesisDigest: string, at: number }>()
   private readonly withdrawMs: number
   private readonly maxWithdrawMs: number
+  /** what a peer that left had proven or failed (a reconnect does not wipe a withdrawal) */
+  private readonly departed = new Map<string, Pick<PeerStateSyncInfo, 'served' | 'throughput' | 'claimFailures' | 'cappedUntil' | 'cap'>>()
   /** the highest target reached, and the peer whose claim set it */
   private floor = 0
   private floorPeer?: string
@@ -74,7 +76,7 @@ export class PeerHeights {
       this.peers.delete(key)
       return false
     }
-    const prev = this.peers.get(key)
+    const prev = this.peers.get(key) ?? this.departedInfo(key)
     const rtt = rttMs === undefined ? (prev?.rttMs ?? 1000) : prev === undefined ? rttMs : prev.rttMs * 0.7 + rttMs * 0.3
     const now = Date.now()
     // heights only rise: a stale answer racing a push never lowers what we know; a withdrawn claim is
@@ -131,7 +133,23 @@ export class PeerHeights {
   /** Peers found on another chain: id → the genesis digest (hex) they announced, and when. */
   wrongChainDigests (): Map<string, { genesisDigest: string, at: number }> { return new Map(this.wrongChain) }
 
-  remove (peer: PeerId): void { this.peers.delete(peer.toString()) }
+  remove (peer: PeerId): void {
+    const key = peer.toString()
+    const p = this.peers.get(key)
+    if (p !== undefined && (p.served > 0 || p.claimFailures > 0)) {
+      this.departed.set(key, { served: p.served, throughput: p.throughput, claimFailures: p.claimFailures, cappedUntil: p.cappedUntil, cap: p.cap })
+      if (this.departed.size > 10_000) this.departed.delete(this.departed.keys().next().value!)
+    }
+    this.peers.delete(key)
+  }
+
+  private departedInfo (key: string): PeerStateSyncInfo | undefined {
+    const d = this.departed.get(key)
+    if (d === undefined) return undefined
+    this.departed.delete(key)
+    // a returning peer's height is learned afresh; what it proved or failed is kept
+    return { peer: undefined as any, height: 0, lowest: 0, rttMs: 1000, lastUpdated: 0, ...d }
+  }
 
   get (peer: PeerId): PeerStateSyncInfo | undefined { return this.peers.get(peer.toString()) }
 

@@ -162,7 +162,7 @@ test('the last peer leaving keeps the target; waiting(): no-peers, peers-behind,
   assert.deepEqual((wr.evidence as any).banned.map((b: any) => b.peer), [H.peerId.toString()])
 })
 
-test('a node at the tip of a producing devnet stays synced: no syncing/synced flapping', { timeout: 120_000 }, async t => {
+test('a node at the tip of a producing devnet stays synced (no syncing/synced flapping), and turns syncing when far behind', { timeout: 120_000 }, async t => {
   const env = testEnv(t)
   const ps = env.track(await ChainStore.open(path.join(env.dir, 'producer'), { genesis: testGenesis() }))
   const producer = new DevnetProducer(ps, new CommitExecutor(ps), { seed: SEED, epochLength: 10, txsPerBlock: 3, roundIntervalMs: 100 })
@@ -186,6 +186,13 @@ test('a node at the tip of a producing devnet stays synced: no syncing/synced fl
   assert.deepEqual(events, [], 'no phase change at the tip')
   assert.equal(C.services.stateSync.waiting(), undefined)
   await producer.stop()
+
+  // far behind (more than syncedLagCommits): syncing, then synced again
+  loop(C).on('phase', onPhase)
+  await producer.produceUntil(ps.highestSynced + 40)
+  await waitFor(() => cs.highestSynced >= ps.highestSynced && loop(C).phase === 'synced', 30_000, 'C to catch up again')
+  loop(C).off('phase', onPhase)
+  assert.deepEqual(events, ['syncing', 'synced'], 'one turn to syncing and back')
 })
 
 test('waiting(): every peer on another chain (their genesis digests), and the executor\'s failure', { timeout: 60_000 }, async t => {
@@ -248,4 +255,9 @@ test('PeerBalancer: a peer measured at under half the throughput of the fastest 
   h2.update(slow, info(HUGE))
   assert.equal(h2.get(slow)!.height, 100, 'and stays capped while withdrawn')
   assert.equal(h2.withdraw(slow, 101).failures, 2)
+  // leaving and coming back does not wipe a withdrawal
+  h2.remove(slow)
+  h2.update(slow, info(HUGE))
+  assert.equal(h2.get(slow)!.height, 100, 'still capped after a reconnect')
+  assert.equal(h2.withdraw(slow, 101).failures, 3)
 })
