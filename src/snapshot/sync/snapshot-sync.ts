@@ -668,7 +668,8 @@ export class SnapshotSync {
           // no serving peer, or none made progress: the snapshot and its verified chunks are kept; wait
           // for a serving peer (or a newer attested snapshot, which supersedes it)
           if (signal.aborted || !(err instanceof SnapshotUnavailableError)) throw err
-          await this.waitForServers(c, err, signal)
+          // the anchor's commit S can come from any peer of the chain, the rest only from serving peers
+          await this.waitForServers(c, err, signal, phase === 'anchor' ? () => this.eligible(this.deps.connectedPeers()) : () => this.servers())
         }
       }
     } finally {
@@ -700,10 +701,10 @@ export class SnapshotSync {
    * not connected at the stall is (a reconnect wakes it at once), or after a back-off round when serving
    * peers are connected; throws SupersededError when a newer attested snapshot verifies.
    */
-  private async waitForServers (c: Current, cause: Error, signal: AbortSignal): Promise<void> {
+  private async waitForServers (c: Current, cause: Error, signal: AbortSignal, usable: () => PeerId[] = () => this.servers()): Promise<void> {
     const S = c.manifest.commitIndex
     const since = Date.now()
-    const stalledWith = new Set(this.servers().map(p => p.toString()))
+    const stalledWith = new Set(usable().map(p => p.toString()))
     const reason = (): WaitingReason => {
       const p = this.progress()
       const known = this.knownServers().map(x => x.toString())
@@ -724,10 +725,10 @@ export class SnapshotSync {
     try {
       while (true) {
         signal.throwIfAborted()
-        const servers = this.servers()
+        const servers = usable()
         const now = Date.now()
         if (servers.some(p => !stalledWith.has(p.toString())) || (servers.length > 0 && now >= nextRound)) {
-          this.log.info('snapshot sync resumes the snapshot of commit %d after %d ms: %d serving peers connected (%s)', S, now - since, servers.length, servers.map(p => p.toString()).join(', '))
+          this.log.info('snapshot sync resumes the snapshot of commit %d after %d ms: %d usable peers connected (%s)', S, now - since, servers.length, servers.map(p => p.toString()).join(', '))
           return
         }
         if (now >= nextReminder) {
