@@ -296,6 +296,7 @@ export class SnapshotSync {
     this.log.warn('peer %p: %s', peer, (err as any)?.message ?? err)
     const banned = this.scores.penalize(peer, err)
     if (banned) {
+      this.log.warn('peer %p banned for %d s', peer, Math.round(this.config.peerBanMs / 1000))
       this.current?.servers.delete(peer.toString())
       void this.deps.disconnect?.(peer).catch(() => {})
     }
