@@ -361,11 +361,14 @@ export class SnapshotSync {
     // a newer attested snapshot that superseded the one in progress: synced next (delta: the chunks
     // stored for the old one that it lists too are reused, not fetched)
     let superseding: SnapshotCandidate | undefined
+    // the serving peers known when the sync in progress stalled: it resumes with them
+    let known: PeerId[] = []
     try {
       while (true) {
         signal.throwIfAborted()
         let persisted = await this.state.read()
-        let offered: PeerId[] = []
+        let offered: PeerId[] = known
+        known = []
         let resumed = persisted !== undefined
         if (superseding !== undefined) {
           await this.state.clear({ keepStateReplaced: true })
@@ -401,10 +404,22 @@ export class SnapshotSync {
           return { outcome: 'synced', commit: manifest.commitIndex, manifest }
         } catch (err: any) {
           if (signal.aborted) throw err
-          if (err instanceof SupersededError) {
-            this.log.info('%s', err.message)
-            this.current = undefined
-            superseding = err.candidate
+          if (err instanceof SnapshotUnavailableError && this.current !== undefined) {
+            // no serving peer, or none made progress: the snapshot and its verified chunks are kept;
+            // wait for a serving peer (or a newer attested snapshot, which supersedes it), then resume
+            // the persisted phase
+            const c = this.current
+            // the anchor's commit S can come from any peer of the chain, the rest only from serving peers
+            const anchoring = (await this.state.read())?.phase === 'anchor'
+            try {
+              await this.waitForServers(c, err, signal, anchoring ? () => this.eligible(this.deps.connectedPeers()) : () => this.servers())
+              known = [...c.servers.values()]
+            } catch (e) {
+              if (!(e instanceof SupersededError)) throw e
+              this.log.info('%s', e.message)
+              this.current = undefined
+              superseding = e.candidate
+            }
             continue
           }
           if (err instanceof BadSnapshotError) {
@@ -582,95 +597,87 @@ export class SnapshotSync {
       let filterBytes = p.filter
       while (true) {
         signal.throwIfAborted()
-        try {
-          if (phase === 'filter') {
-            this.setPhase('filter')
-            let size: number
-            try {
-              size = filterBytesFor(manifest.filter)
-            } catch (err: any) {
-              throw new BadSnapshotError(`the snapshot of commit ${manifest.commitIndex}: ${err.message}`)
-            }
-            if (size > this.deps.filter.maxFilterBytes) throw new BadSnapshotError(`the snapshot of commit ${manifest.commitIndex} has a ${size}-byte filter, above this node's limit of ${this.deps.filter.maxFilterBytes} (--snapshot-max-filter-bytes)`)
-            filterBytes = await this.fetchFilter(c, signal)
-            signal.throwIfAborted()
-            await this.state.saveFilter(filterBytes)
-            phase = 'chunks'
-          } else if (phase === 'chunks') {
-            this.setPhase('chunks')
-            const filter = verifyFilter(manifest, filterBytes!)
-            await this.waitForPeers(c, signal)
-            this.haveAtStart = await this.state.haveTotals()
-            const d = new ChunkDownloader({
-              store,
-              state: this.state,
-              manifest,
-              filter,
-              chunks: this.deps.chunks,
-              listing: this.deps.listing,
-              servers: () => this.servers(),
-              penalize: (peer, err) => this.penalize(peer, err),
-              reward: (peer) => { this.scores.reward(peer) },
-              log: (msg, ...args) => { this.log.warn(msg, ...args) },
-              hashPool: this.hashPool
-            }, this.config)
-            this.downloader = d
-            try {
-              await d.run(signal)
-              signal.throwIfAborted()
-            } finally {
-              // the workers' heaps are given back for the load (which starts them again only for chunks
-              // stored without a partial)
-              await this.hashPool.release()
-              this.absorb(d.stats)
-              this.haveAtStart = await this.state.haveTotals().catch(() => this.haveAtStart)
-              this.downloader = undefined
-            }
-            await this.state.enter('final-check')
-            phase = 'final-check'
-          } else if (phase === 'final-check') {
-            this.setPhase('final-check')
-            try {
-              await finalCheck(this.state, manifest)
-              signal.throwIfAborted()
-            } catch (err) {
-              if (!(err instanceof MissingChunksError)) throw err
-              this.log.warn('final check: %s; back to the chunks', err.message)
-              await this.state.enter('chunks')
-              phase = 'chunks'
-              continue
-            }
-            await this.state.beginLoad()
-            phase = 'load'
-          } else if (phase === 'load') {
-            this.setPhase('load')
-            try {
-              const r = await loadState(store, this.state, manifest, { batchBytes: this.config.loadBatchBytes, hashPool: this.hashPool, signal, onProgress: (done) => { this.loadDone = done }, log: (msg, ...args) => { this.log.warn(msg, ...args) } })
-              this.log.info('loaded %d accounts and %d embeddings from %d chunks (partial state hashes: %d stored, %d computed, %d repaired)', r.accounts, r.embeddings, r.chunks, r.storedPartials, r.computedPartials, r.repairedPartials)
-              signal.throwIfAborted()
-            } catch (err) {
-              if (!(err instanceof MissingChunksError)) throw err
-              this.log.warn('load: %s; back to the chunks', err.message)
-              await this.state.enter('chunks')
-              phase = 'chunks'
-              continue
-            }
-            await this.state.enter('anchor')
-            phase = 'anchor'
-          } else {
-            this.setPhase('anchor')
-            const commit = await this.waitForAnchor(c, signal)
-            signal.throwIfAborted()
-            const r = await anchorSnapshot(store, this.state, manifest, commit, { attestation: p.attestation, filter: filterBytes!, keep: this.config.keep })
-            this.log.info('anchored at commit %d (pruned snapshots %o, swept %d chunks)', manifest.commitIndex, r.prunedSnapshots, r.sweptChunks)
-            return manifest
+        if (phase === 'filter') {
+          this.setPhase('filter')
+          let size: number
+          try {
+            size = filterBytesFor(manifest.filter)
+          } catch (err: any) {
+            throw new BadSnapshotError(`the snapshot of commit ${manifest.commitIndex}: ${err.message}`)
           }
-        } catch (err) {
-          // no serving peer, or none made progress: the snapshot and its verified chunks are kept; wait
-          // for a serving peer (or a newer attested snapshot, which supersedes it)
-          if (signal.aborted || !(err instanceof SnapshotUnavailableError)) throw err
-          // the anchor's commit S can come from any peer of the chain, the rest only from serving peers
-          await this.waitForServers(c, err, signal, phase === 'anchor' ? () => this.eligible(this.deps.connectedPeers()) : () => this.servers())
+          if (size > this.deps.filter.maxFilterBytes) throw new BadSnapshotError(`the snapshot of commit ${manifest.commitIndex} has a ${size}-byte filter, above this node's limit of ${this.deps.filter.maxFilterBytes} (--snapshot-max-filter-bytes)`)
+          filterBytes = await this.fetchFilter(c, signal)
+          signal.throwIfAborted()
+          await this.state.saveFilter(filterBytes)
+          phase = 'chunks'
+        } else if (phase === 'chunks') {
+          this.setPhase('chunks')
+          const filter = verifyFilter(manifest, filterBytes!)
+          await this.waitForPeers(c, signal)
+          this.haveAtStart = await this.state.haveTotals()
+          const d = new ChunkDownloader({
+            store,
+            state: this.state,
+            manifest,
+            filter,
+            chunks: this.deps.chunks,
+            listing: this.deps.listing,
+            servers: () => this.servers(),
+            penalize: (peer, err) => this.penalize(peer, err),
+            reward: (peer) => { this.scores.reward(peer) },
+            log: (msg, ...args) => { this.log.warn(msg, ...args) },
+            hashPool: this.hashPool
+          }, this.config)
+          this.downloader = d
+          try {
+            await d.run(signal)
+            signal.throwIfAborted()
+          } finally {
+            // the workers' heaps are given back for the load (which starts them again only for chunks
+            // stored without a partial)
+            await this.hashPool.release()
+            this.absorb(d.stats)
+            this.haveAtStart = await this.state.haveTotals().catch(() => this.haveAtStart)
+            this.downloader = undefined
+          }
+          await this.state.enter('final-check')
+          phase = 'final-check'
+        } else if (phase === 'final-check') {
+          this.setPhase('final-check')
+          try {
+            await finalCheck(this.state, manifest)
+            signal.throwIfAborted()
+          } catch (err) {
+            if (!(err instanceof MissingChunksError)) throw err
+            this.log.warn('final check: %s; back to the chunks', err.message)
+            await this.state.enter('chunks')
+            phase = 'chunks'
+            continue
+          }
+          await this.state.beginLoad()
+          phase = 'load'
+        } else if (phase === 'load') {
+          this.setPhase('load')
+          try {
+            const r = await loadState(store, this.state, manifest, { batchBytes: this.config.loadBatchBytes, hashPool: this.hashPool, signal, onProgress: (done) => { this.loadDone = done }, log: (msg, ...args) => { this.log.warn(msg, ...args) } })
+            this.log.info('loaded %d accounts and %d embeddings from %d chunks (partial state hashes: %d stored, %d computed, %d repaired)', r.accounts, r.embeddings, r.chunks, r.storedPartials, r.computedPartials, r.repairedPartials)
+            signal.throwIfAborted()
+          } catch (err) {
+            if (!(err instanceof MissingChunksError)) throw err
+            this.log.warn('load: %s; back to the chunks', err.message)
+            await this.state.enter('chunks')
+            phase = 'chunks'
+            continue
+          }
+          await this.state.enter('anchor')
+          phase = 'anchor'
+        } else {
+          this.setPhase('anchor')
+          const commit = await this.waitForAnchor(c, signal)
+          signal.throwIfAborted()
+          const r = await anchorSnapshot(store, this.state, manifest, commit, { attestation: p.attestation, filter: filterBytes!, keep: this.config.keep })
+          this.log.info('anchored at commit %d (pruned snapshots %o, swept %d chunks)', manifest.commitIndex, r.prunedSnapshots, r.sweptChunks)
+          return manifest
         }
       }
     } finally {
