@@ -116,7 +116,7 @@ test('SIGKILL mid-download, then a restart fetches only the chunks that were not
   assert.equal(hex((await store.getStateRoot(TIP))!), hex((await P.store.getStateRoot(TIP))!))
 })
 
-test('stopped in any persisted phase (mid-load included), a node resumes there and fetches nothing twice', { timeout: 60_000 }, async t => {
+test('stopped in any persisted phase (mid-load included), a node resumes there and fetches nothing twice', { timeout: 150_000 }, async t => {
   const env = testEnv(t)
   const { g, P, total, server, counts } = await countedSnapshotServer(env, 0)
   const rootAtTip = hex((await P.store.getStateRoot(TIP))!)
