@@ -71,6 +71,8 @@ export interface SomaConfig {
   maxInboundStreams: number
   maxOutboundStreams: number
   peerBanMs: number
+  syncedLagCommits: number
+  syncedLagMs: number
   // ---- snapshots (seed 002)
   snapshotTargetChunkBytes: number
   snapshotHotEpochs: number
@@ -92,6 +94,9 @@ export interface SomaConfig {
   snapshotPeerWaitMs: number
   snapshotFindTimeoutMs: number
   snapshotChunkRequestsPerSecond: number
+  snapshotStallTimeoutMs: number
+  snapshotWaitReminderMs: number
+  snapshotAbandon: boolean
   // ---- archival mode (src/sync/archival.ts, archival-discovery.ts)
   archivalAnnounceIntervalMs: number
 }
@@ -146,6 +151,8 @@ export const DEFAULTS: Readonly<SomaConfig> = Object.freeze({
   maxInboundStreams: 32,
   maxOutboundStreams: 64,
   peerBanMs: 10 * 60_000,
+  syncedLagCommits: 10,
+  syncedLagMs: 10_000,
 
   snapshotTargetChunkBytes: 1024 * 1024,
   snapshotHotEpochs: 2,
@@ -166,6 +173,9 @@ export const DEFAULTS: Readonly<SomaConfig> = Object.freeze({
   snapshotPeerWaitMs: 3000,
   snapshotFindTimeoutMs: 10_000,
   snapshotChunkRequestsPerSecond: 200,
+  snapshotStallTimeoutMs: 60_000,
+  snapshotWaitReminderMs: 60_000,
+  snapshotAbandon: false,
 
   archivalAnnounceIntervalMs: 30_000
 })
@@ -215,6 +225,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'maxInboundStreams', type: 'int', group: 'sync', commands: SYNC, min: 1, doc: 'inbound streams per connection, per protocol' },
   { key: 'maxOutboundStreams', type: 'int', group: 'sync', commands: SYNC, min: 1, doc: 'outbound streams per connection, per protocol' },
   { key: 'peerBanMs', type: 'duration', group: 'sync', commands: SYNC, min: 0, doc: 'how long a peer that lied is not asked again' },
+  { key: 'syncedLagCommits', type: 'int', group: 'sync', commands: SYNC, min: 0, doc: 'phase hysteresis: a synced node stays `synced` while it is at most this many commits behind the sync target (it still fetches them)' },
+  { key: 'syncedLagMs', type: 'duration', group: 'sync', commands: SYNC, min: 0, doc: 'phase hysteresis: a synced node that is behind the sync target (by any amount) for longer than this turns `syncing`' },
 
   { key: 'snapshotTargetChunkBytes', type: 'bytes', group: 'snapshot', commands: SNAPSHOT, min: 64, max: 1024 * 1024 * 1024, doc: 'average size state chunks are cut to (content-defined boundaries; a chunk is cut at 4x this at the latest)' },
   { key: 'snapshotHotEpochs', type: 'int', group: 'snapshot', commands: SNAPSHOT, min: 1, max: 1_000_000, doc: 'K: accounts modified in the last K epochs go to the hot chunks, the rest to the cold ones' },
@@ -234,6 +246,9 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'snapshotPeerWaitMs', type: 'duration', group: 'snapshot', commands: ['start', 'demo'], min: 0, doc: 'how long to wait for --snapshot-wait-for-peers serving peers' },
   { key: 'snapshotFindTimeoutMs', type: 'duration', group: 'snapshot', commands: ['start', 'demo'], min: 0, doc: 'how long snapshot sync looks for a snapshot ahead of the store before the node commit-syncs instead (0: forever)' },
   { key: 'snapshotChunkRequestsPerSecond', type: 'int', group: 'snapshot', commands: SYNC, min: 1, doc: 'inbound /soma/snapshot-chunks requests one peer may make per second (responses are byte-bounded)' },
+  { key: 'snapshotStallTimeoutMs', type: 'duration', group: 'snapshot', commands: ['start', 'demo'], min: 100, doc: 'a snapshot sync with no serving peer, or no progress, for this long turns `waiting`: the snapshot and its verified chunks are kept until a serving peer returns (it resumes at once) or a newer attested snapshot supersedes it' },
+  { key: 'snapshotWaitReminderMs', type: 'duration', group: 'snapshot', commands: ['start', 'demo'], min: 100, doc: 'while snapshot sync is `waiting`, how often an info line says so again (the first line is a warning)' },
+  { key: 'snapshotAbandon', type: 'bool', group: 'snapshot', commands: ['start'], doc: 'abandon the snapshot sync in progress in the data dir at start (its verified chunks stay stored and are reused by a later snapshot): the node then syncs as --sync-mode says (a node whose state was already cleared for the snapshot must sync another snapshot)' },
   { key: 'archivalAnnounceIntervalMs', type: 'duration', group: 'archival', commands: ['start', 'demo'], min: 0, doc: 'how often an archival node (--sync-mode archival) re-announces itself on gossip (the DHT provider record of its chain\'s archive is re-published hourly); 0: only at start' }
 ]
 

@@ -27,6 +27,7 @@ import { findGenesisFile, readGenesisFile } from './genesis-file.ts'
 import { commitSyncServices, stateSyncConfig, type StateSync } from '../sync/state-sync.ts'
 import { snapshotSyncConfig, snapshotSyncServices, type SnapshotSyncService } from '../snapshot/sync/service.ts'
 import { SyncState } from '../snapshot/sync/sync-state.ts'
+import { abandonSnapshotSync } from '../snapshot/sync/snapshot-sync.ts'
 import type { SnapshotCandidate, SnapshotCandidateSource } from '../snapshot/sync/candidates.ts'
 import { prepareArchivalStore } from '../sync/archival.ts'
 import { archivalDiscoveryConfig, archivalDiscoveryService, type ArchivalDiscovery, type HistoryMissing } from '../sync/archival-discovery.ts'
@@ -357,6 +358,7 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
     const peerKey = await loadOrCreatePeerKey(config.dataDir)
     const executor = new CommitExecutor(store, { maxBatchCommits: config.executionBatchCommits })
     const mode = opts.commitSync ?? 'sync'
+    if (config.snapshotAbandon === true) await abandonSnapshotSync(store, log)
     if (mode !== false && config.syncMode === 'archival') await prepareArchivalStore(store, log.child('archival'))
     else if (mode !== false && store.archival) log.info('archival data dir: it keeps its full history and advertises lowest available commit 0 whatever --sync-mode says')
     const snapshot = mode === 'sync' ? await resolveSyncMode(config, store) : { snapshot: false, reason: '' }

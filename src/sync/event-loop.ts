@@ -7,6 +7,14 @@
  *
  * States: stopped → replaying (stored but unexecuted commits go to the executor first) → discovering
  * (no peer heights yet) ⇄ syncing ⇄ waiting-for-peers / synced.
+ *
+ * The sync target (`progress().target`) follows verified data only (PeerHeights.target): the highest
+ * height claimed by a peer that has served verified commits, never falling when peers leave. A claimed
+ * range a peer then fails to serve withdraws its claim, with a penalty that doubles per repeated failure
+ * (a peer that claims 10^9 and times out is banned at the 4th), and the PeerBalancer asks peers by
+ * measured throughput. Phases have hysteresis: a `synced` node stays `synced` while it is at most
+ * `syncedLagCommits` behind the target for at most `syncedLagMs` (it keeps fetching the new commits); it
+ * turns `syncing` past either. `waiting()` says why the loop is not progressing, with evidence.
  */
 import type { PeerId } from '@libp2p/interface'
 import type { Logger } from '../utils/logger.ts'
@@ -26,8 +34,10 @@ import type { CommitAvailability } from './protocols/commit-availability.ts'
 import type { FetchCommits } from './protocols/fetch-commits.ts'
 import type { FetchBlocks } from './protocols/fetch-blocks.ts'
 import type { PushCommit } from './protocols/push-commit.ts'
-import { WrongChainError } from '../errors.ts'
+import { WrongChainError, penaltyFor } from '../errors.ts'
 import type { SomaConfig } from '../config.ts'
+import { toHex } from '../crypto/hash.ts'
+import type { WaitingReason } from './waiting.ts'
 
 export type SyncPhase = 'stopped' | 'replaying' | 'discovering' | 'syncing' | 'waiting-for-peers' | 'synced'
 
@@ -36,7 +46,7 @@ export const STATE_SYNC_KEYS = [
   'mailboxCapacity', 'syncedCommitBroadcastChannelCapacity', 'waitIntervalWhenNoPeerToSyncContentMs', 'timeoutMs',
   'commitSyncBatchSize', 'maxBlocksPerFetch', 'maxFetchResponseBytes', 'maxTotalFetchedBytes',
   'commitSummaryDownloadConcurrency', 'tickIntervalMs', 'blockFetchStaggerMs', 'peerHeightQueryIntervalMs', 'peerBanMs',
-  'syncRangesInFlight'
+  'syncRangesInFlight', 'syncedLagCommits', 'syncedLagMs'
 ] as const satisfies ReadonlyArray<keyof SomaConfig>
 
 export type StateSyncConfig = Pick<SomaConfig, typeof STATE_SYNC_KEYS[number]>
@@ -110,11 +120,18 @@ export class StateSyncEventLoop {
   private rate: Array<[number, number]> = []
   droppedMessages = 0
   fatalError?: Error
+  /** why the loop is not progressing (updated every tick) */
+  private _waiting?: WaitingReason
+  /** while `synced`: since when the node has been behind the target (hysteresis) */
+  private behindSince?: number
+  /** when a peer of this chain was last known (wrong-chain evidence is what came after) */
+  private lastSameChainPeerAt = 0
 
   constructor (deps: EventLoopDeps, config: StateSyncConfig) {
     this.deps = deps
     this.config = config
-    this.heights = new PeerHeights(deps.store.chainId)
+    // a withdrawn claim stays withdrawn for a few height queries, doubling per repeated failure
+    this.heights = new PeerHeights(deps.store.chainId, { withdrawMs: Math.max(1000, 2 * config.peerHeightQueryIntervalMs), maxWithdrawMs: Math.max(config.peerBanMs, 1000) })
     this.scores = new PeerScores(config.peerBanMs)
     this.log = deps.logger
     this.downloader = new BlockDownloader({
@@ -198,7 +215,7 @@ export class StateSyncEventLoop {
       phase: this._phase,
       highestSynced: p.highestSynced,
       highestExecuted: p.highestExecuted,
-      target: Math.max(this.heights.highest(), p.highestSynced),
+      target: Math.max(this.heights.target(), p.highestSynced),
       peers: this.heights.size,
       commitsPerSecond: cps,
       syncedCommits: this.syncedCommits
@@ -265,7 +282,89 @@ export class StateSyncEventLoop {
     }
   }
 
+  /**
+   * Why the loop is not progressing, with evidence (undefined while it progresses or is synced): the
+   * executor failed; no peer; every peer on another chain; every peer that has the range banned or
+   * pruned below it; every usable peer behind us while the target is ahead.
+   */
+  waiting (): WaitingReason | undefined {
+    // the loop stops when the executor fails: no tick updates it any more
+    if (this.fatalError !== undefined && this._waiting?.code !== 'executor-failed') this.updateWaiting()
+    return this._waiting
+  }
+
+  private computeWaiting (): Omit<WaitingReason, 'since'> | undefined {
+    if (this.fatalError !== undefined) {
+      const e = this.fatalError as Error & { code?: string }
+      return { code: 'executor-failed', message: `the commit executor failed: ${e.message}`, evidence: { error: e.message, errorCode: e.code, highestExecuted: this.deps.store.highestExecuted, highestSynced: this.deps.store.highestSynced } }
+    }
+    if (this._phase === 'stopped' || this._phase === 'replaying') return undefined
+    const store = this.deps.store
+    const connected = this.deps.connectedPeers()
+    const target = Math.max(this.heights.target(), store.highestSynced)
+    // peers found on another chain since a peer of ours was last known (they are dropped at once)
+    const wrong = [...this.heights.wrongChainDigests()].filter(([, w]) => w.at >= this.lastSameChainPeerAt)
+    const wrongKeys = new Set(wrong.map(([k]) => k))
+    if (this.heights.size === 0 && wrong.length > 0 && connected.every(p => wrongKeys.has(p.toString()))) {
+      return {
+        code: 'peers-other-chain',
+        message: `every peer found (${wrong.length}) is on another chain (genesis ${[...new Set(wrong.map(([, w]) => w.genesisDigest.slice(0, 16)))].join(', ')}…, ours ${toHex(store.chainId).slice(0, 16)}…)`,
+        evidence: { genesisDigest: toHex(store.chainId), peers: wrong.map(([peer, w]) => ({ peer, genesisDigest: w.genesisDigest, connected: connected.some(p => p.toString() === peer) })) }
+      }
+    }
+    if (connected.length === 0) {
+      return { code: 'no-peers', message: `no peer is connected (at commit ${store.highestSynced}, target ${target})`, evidence: { highestSynced: store.highestSynced, target } }
+    }
+    if (this._phase === 'synced') return undefined
+    const start = store.highestSynced + 1
+    const known = this.heights.all()
+    const usable = known.filter(p => !this.scores.isBanned(p.peer))
+    if (usable.some(p => p.height >= start && p.lowest <= start)) return undefined
+    const banned = this.scores.banned()
+    const pruned = usable.filter(p => p.height >= start && p.lowest > start)
+    if (pruned.length > 0 || (banned.length > 0 && target >= start)) {
+      return {
+        code: 'range-unavailable',
+        message: `no usable peer serves commit ${start}: ${pruned.length} pruned below it, ${banned.length} banned`,
+        evidence: {
+          needed: start,
+          pruned: pruned.map(p => ({ peer: p.peer.toString(), height: p.height, lowestAvailable: p.lowest })),
+          banned: banned.map(b => ({ peer: b.peer, bannedUntil: new Date(b.until).toISOString() }))
+        }
+      }
+    }
+    if (known.length === 0) {
+      return { code: 'no-peers', message: `none of the ${connected.length} connected peers serves commit sync (or answered yet)`, evidence: { connected: connected.length } }
+    }
+    if (target >= start) {
+      return {
+        code: 'peers-behind',
+        message: `every usable peer is behind the sync target ${target} (at commit ${store.highestSynced})`,
+        evidence: { highestSynced: store.highestSynced, target, peers: usable.map(p => ({ peer: p.peer.toString(), height: p.height })) }
+      }
+    }
+    return undefined
+  }
+
+  private updateWaiting (): void {
+    if (this.heights.size > 0) this.lastSameChainPeerAt = Date.now()
+    const w = this.computeWaiting()
+    if (w === undefined) {
+      if (this._waiting !== undefined) this.log.info('no longer waiting (%s)', this._waiting.code)
+      this._waiting = undefined
+      return
+    }
+    if (this._waiting?.code !== w.code) {
+      this._waiting = { ...w, since: Date.now() }
+      // the executor's failure is logged at error when it happens
+      if (w.code !== 'executor-failed') this.log.info('waiting: %s', w.message)
+    } else {
+      this._waiting = { ...w, since: this._waiting.since }
+    }
+  }
+
   private handleTick (): void {
+    this.updateWaiting()
     const now = Date.now()
     if (now - this.lastQuery >= this.config.peerHeightQueryIntervalMs && this.queryTask === undefined) {
       this.lastQuery = now
@@ -289,12 +388,29 @@ export class StateSyncEventLoop {
     }
   }
 
-  private penalize (peer: PeerId, err: unknown): void {
-    this.log.warn('peer %p: %s', peer, (err as any)?.message ?? err)
-    if (this.scores.penalize(peer, err) || err instanceof WrongChainError) {
+  private penalize (peer: PeerId, err: unknown, weight = 1): void {
+    const penalty = penaltyFor(err) * weight
+    this.log.warn('peer %p: %s (penalty %d)', peer, (err as any)?.message ?? err, penalty)
+    const banned = this.scores.penalize(peer, err, weight)
+    if (banned) this.log.warn('peer %p banned for %d s', peer, Math.round(this.config.peerBanMs / 1000))
+    if (banned || err instanceof WrongChainError) {
       this.heights.remove(peer)
       void this.deps.disconnect(peer).catch(() => {})
     }
+  }
+
+  /**
+   * A peer failed to serve the range from `start` it claims to have: its claim is withdrawn for a
+   * back-off that doubles per repeated failure, and the penalty doubles with it.
+   */
+  private claimFailed (peer: PeerId, start: number, end: number, err: unknown): void {
+    // a local failure (the store, an abort) is not the peer's
+    if (penaltyFor(err) === 0) { this.penalize(peer, err); return }
+    const w = this.heights.withdraw(peer, start)
+    if (w.failures === 0) { this.penalize(peer, err); return }
+    const weight = 2 ** Math.min(w.failures - 1, 10)
+    this.log.warn('peer %p failed to serve commits %d..%d of its claimed height %d (failure %d): claim withdrawn for %d s, penalty x%d', peer, start, end, w.claimed, w.failures, Math.round(w.forMs / 1000), weight)
+    this.penalize(peer, err, weight)
   }
 
   private eligiblePeers (): ReturnType<PeerHeights['all']> {
@@ -308,11 +424,27 @@ export class StateSyncEventLoop {
     const start = store.highestSynced + 1
     const target = this.heights.highest()
     if (target < start) {
+      this.behindSince = undefined
       if (this.heights.size > 0) this.setPhase('synced')
       else if (this._phase !== 'synced') this.setPhase('discovering')
       return
     }
-    this.setPhase('syncing')
+    if (this._phase === 'synced') {
+      // hysteresis: a node at the tip stays synced while it is a little behind for a little while (it
+      // fetches the new commits all the same); only the verified target counts
+      const lag = this.heights.target() - store.highestSynced
+      const now = Date.now()
+      if (lag <= 0) this.behindSince = undefined
+      else this.behindSince ??= now
+      const behindMs = this.behindSince === undefined ? 0 : now - this.behindSince
+      if (lag > this.config.syncedLagCommits || behindMs > this.config.syncedLagMs) {
+        this.log.info('%d commits behind the sync target %d for %d ms: syncing', lag, this.heights.target(), behindMs)
+        this.behindSince = undefined
+        this.setPhase('syncing')
+      }
+    } else {
+      this.setPhase('syncing')
+    }
     this.syncTask = this.syncOnce(start, target, signal)
       .catch(err => {
         if (signal.aborted) return
@@ -405,19 +537,21 @@ export class StateSyncEventLoop {
    */
   private async fetchRange (start: number, end: number, anchor: CommitAnchor | undefined, signal: AbortSignal): Promise<{ range: VerifiedCommitRange, source: PeerId } | undefined> {
     for (const peer of new PeerBalancer(this.eligiblePeers(), start)) {
+      const t0 = Date.now()
       try {
         const range = await fetchAndVerifyCommits(peer, start, end, this.deps, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.config.timeoutMs)]) }, anchor)
         // the certifier blocks are stored with the range, and later count as stored blocks of the next
         // commits (the downloader does not fetch or verify those again): verify their transactions now
         await this.deps.txVerifier.verifyBlocks(range.certifiers)
         this.scores.reward(peer)
+        this.heights.served(peer, range.commits[range.commits.length - 1].index, range.commits.length, Date.now() - t0)
         return { range, source: peer }
       } catch (err) {
         if (signal.aborted) throw err
-        this.penalize(peer, err)
+        this.claimFailed(peer, start, end, err)
       }
     }
-    this.setPhase('waiting-for-peers')
+    if (this._phase !== 'synced') this.setPhase('waiting-for-peers')
     this.noPeerUntil = Date.now() + this.config.waitIntervalWhenNoPeerToSyncContentMs
     const holders = this.eligiblePeers().filter(p => p.height >= start)
     if (holders.length > 0 && holders.every(p => p.lowest > start)) {

@@ -21,10 +21,13 @@ export class PeerScores {
 
   score (peer: PeerId): number { return this.scores.get(peer.toString()) ?? 0 }
 
-  /** Applies the penalty for `err`; returns true when the peer is now banned. */
-  penalize (peer: PeerId, err: unknown): boolean {
+  /**
+   * Applies the penalty for `err`, times `weight` (repeated failures of one kind cost more: e.g. the
+   * n-th withdrawn claim costs 2^(n-1) times the table's penalty); returns true when the peer is now banned.
+   */
+  penalize (peer: PeerId, err: unknown, weight = 1): boolean {
     const key = peer.toString()
-    const penalty = penaltyFor(err)
+    const penalty = penaltyFor(err) * weight
     if (penalty === 0) return false
     const score = this.score(peer) - penalty
     this.scores.set(key, score)
@@ -48,6 +51,17 @@ export class PeerScores {
     if (until === undefined) return false
     if (Date.now() >= until) { this.bannedUntil.delete(peer.toString()); return false }
     return true
+  }
+
+  /** When the peer's ban ends (undefined: not banned). */
+  banEnd (peer: PeerId): number | undefined {
+    return this.isBanned(peer) ? this.bannedUntil.get(peer.toString()) : undefined
+  }
+
+  /** Peers banned now, with when each ban ends. */
+  banned (): Array<{ peer: string, until: number }> {
+    const now = Date.now()
+    return [...this.bannedUntil.entries()].filter(([, until]) => until > now).map(([peer, until]) => ({ peer, until }))
   }
 
   penaltiesOf (peer: PeerId): PenaltyRecord[] {

@@ -30,6 +30,7 @@ import { TxVerifier } from './tx-verifier.ts'
 import type { RpcInit } from '../net/rpc.ts'
 import { createLogger, type Logger } from '../utils/logger.ts'
 import { prepareArchivalStore } from './archival.ts'
+import type { WaitingReason } from './waiting.ts'
 
 export interface StateSyncInit extends Partial<StateSyncConfig> {
   store: ChainStore
@@ -172,6 +173,9 @@ export class StateSync implements Startable {
 
   /** undefined while the loop does not run (stopped, or held by startPaused) */
   progress (): SyncProgress | undefined { return this.paused ? undefined : this.loop?.progress() }
+
+  /** Why commit sync is not progressing, with evidence (undefined while it progresses, is synced, or is held). */
+  waiting (): WaitingReason | undefined { return this.paused ? undefined : this.loop?.waiting() }
 }
 
 export function stateSync (init: StateSyncInit): (components: StateSyncComponents) => StateSync {

@@ -385,7 +385,9 @@ export class ChunkDownloader {
     for (const peer of servers) {
       const key = peer.toString()
       let w = this.workers.get(key)
-      if (w === undefined || (!w.active && w.lanes === 0 && w.misses < 3)) {
+      // a peer back (reconnected, or unbanned) gets a fresh worker at once: no back-off left from its
+      // outage (the old worker's lanes see it inactive and end)
+      if (w === undefined || (!w.active && w.misses < 3)) {
         const stats = this.stats.perPeer.get(key) ?? { requests: 0, chunks: 0, bytes: 0, failures: 0, lanes: 0, maxLanes: 0 }
         this.stats.perPeer.set(key, stats)
         w = { peer, key, idBytes: new TextEncoder().encode(key), target: this.cfg.initialRequestsPerPeer, lanes: 0, active: true, ewmaMs: 0, failures: 0, misses: w?.misses ?? 0, pausedUntil: 0, stats }

@@ -25,6 +25,8 @@ import type { ChainStore } from '../../store/chain-store.ts'
 import { DEFAULTS, type SomaConfig } from '../../config.ts'
 import type { RpcInit } from '../../net/rpc.ts'
 import { createLogger, type Logger } from '../../utils/logger.ts'
+import type { WaitingReason } from '../../sync/waiting.ts'
+import { SyncState } from './sync-state.ts'
 import { VerifyPool } from '../../crypto/verify-pool.ts'
 import { SignedBlockVerifier } from '../../sync/block-verifier.ts'
 import type { EpochProofs } from '../../sync/protocols/epoch-proofs.ts'
@@ -100,6 +102,8 @@ export class SnapshotSyncService implements Startable {
   get running (): boolean { return this.controller !== undefined && this.result === undefined && this.error === undefined }
 
   async start (): Promise<void> {
+    // rows left by a sync that ended (anchored) right before a kill: nothing reads them again
+    if (this.sync === undefined && await new SyncState(this.init.store).sweepOrphans()) this.log.info('deleted the rows of a finished snapshot sync left by an interrupted cleanup')
     if (this.init.sync !== true || this.sync !== undefined) return
     const c = this.components
     const store = this.init.store
@@ -169,6 +173,9 @@ export class SnapshotSyncService implements Startable {
   }
 
   progress (): SnapshotSyncProgress | undefined { return this.sync?.progress() }
+
+  /** Why snapshot sync is not progressing (undefined while it progresses, or when it does not run). */
+  waiting (): WaitingReason | undefined { return this.running ? this.sync?.waiting() : undefined }
 }
 
 export function snapshotSync (init: SnapshotSyncInit): (components: SnapshotSyncComponents) => SnapshotSyncService {
@@ -201,7 +208,9 @@ export function snapshotSyncConfig (config: Partial<SomaConfig> = {}): Partial<S
     keep: v('snapshotKeep'),
     hashWorkers: v('verifyWorkers'),
     timeoutMs: v('timeoutMs'),
-    peerBanMs: v('peerBanMs')
+    peerBanMs: v('peerBanMs'),
+    stallTimeoutMs: v('snapshotStallTimeoutMs'),
+    waitReminderMs: v('snapshotWaitReminderMs')
   }
 }
 

@@ -6,8 +6,19 @@
  *
  *     idle → discover → committees → attestation ─┬→ filter → chunks (+ listing) → final-check → load → anchor → done
  *                 ↑         (not persisted)        │   (persisted from here on: a restart resumes the phase)
- *                 └──── snapshot unavailable, or attested but wrong (abandoned; verified chunks stay) ─┘
+ *                 └──── attested but wrong (abandoned; verified chunks stay) ─┘
  *     discover ──→ none (no usable snapshot within findTimeoutMs: the caller commit-syncs instead)
+ *     filter | chunks | anchor ⇄ waiting (no serving peer, or no progress for stallTimeoutMs)
+ *     waiting → filter of a newer attested snapshot (superseded: delta from the chunks stored)
+ *
+ * A serving-peer outage never throws the snapshot away: after `stallTimeoutMs` without a serving peer
+ * (or without progress) the sync turns `waiting` — the snapshot and everything verified for it kept —
+ * says so (warn once, info every `waitReminderMs`; `waiting()` gives the reason and evidence), asks the
+ * connected peers and discovery again with a back-off (up to `waitMaxBackoffMs`), and resumes at once
+ * when a serving peer (re)connects: a known serving peer that reconnects counts again without a probe,
+ * and the chunk downloader gives it a fresh worker (no back-off carried over from the outage). Only a
+ * newer attested snapshot (which then syncs as a delta of the chunks stored) or the operator
+ * (`--snapshot-abandon`, abandonSnapshotSync) ends it. Serving peers count only while connected.
  *
  * - discover: candidates from the discovery sources and from every connected peer
  *   (/soma/snapshot-manifest/1.0.0), newest first, only those past the store's highest synced commit.
@@ -30,6 +41,7 @@
  */
 import type { PeerId } from '@libp2p/interface'
 import type { Logger } from '../../utils/logger.ts'
+import type { WaitingReason } from '../../sync/waiting.ts'
 import type { ChainStore } from '../../store/chain-store.ts'
 import { sha256, bytesEqual, toHex } from '../../crypto/hash.ts'
 import { WrongChainError, InvalidSnapshotError, StoreError } from '../../errors.ts'
@@ -57,6 +69,8 @@ import { ChunkHashPool } from './chunk-hash-pool.ts'
 export type SnapshotSyncPhase =
   | 'idle' | 'discover' | 'committees' | 'attestation' | 'filter' | 'chunks' | 'final-check' | 'load' | 'anchor'
   | 'done' | 'none' | 'stopped' | 'failed'
+  /** the snapshot in progress has no serving peer (or none made progress for `stallTimeoutMs`): kept, waiting */
+  | 'waiting'
 
 export interface SnapshotSyncConfig extends DownloadConfig {
   /** serving peers to wait for before the chunks phase starts (up to `peerWaitMs`). @default 1 */
@@ -83,6 +97,13 @@ export interface SnapshotSyncConfig extends DownloadConfig {
    * 0: on the main thread. @default 2
    */
   hashWorkers: number
+  /**
+   * while `waiting` (no peer serves the snapshot in progress), how often an info line says so again (the
+   * first says it at warn). @default 60 s
+   */
+  waitReminderMs: number
+  /** while `waiting`, the longest back-off between two rounds of asking peers (and discovery). @default 30 s */
+  waitMaxBackoffMs: number
 }
 
 export const SNAPSHOT_SYNC_DEFAULTS: Readonly<SnapshotSyncConfig> = Object.freeze({
@@ -103,7 +124,9 @@ export const SNAPSHOT_SYNC_DEFAULTS: Readonly<SnapshotSyncConfig> = Object.freez
   keep: 3,
   loadBatchBytes: 8 * 1024 * 1024,
   loadOnArrival: true,
-  hashWorkers: 2
+  hashWorkers: 2,
+  waitReminderMs: 60_000,
+  waitMaxBackoffMs: 30_000
 })
 
 export interface SnapshotSyncDeps {
@@ -160,6 +183,16 @@ export interface SnapshotSyncEvents {
   chosen: (manifest: SnapshotManifest, resumed: boolean) => void
 }
 
+/** A newer attested snapshot (verified) supersedes the one in progress while it waits for peers. */
+class SupersededError extends Error {
+  override readonly name = 'SupersededError'
+  readonly candidate: SnapshotCandidate
+  constructor (candidate: SnapshotCandidate, message: string) {
+    super(message)
+    this.candidate = candidate
+  }
+}
+
 const sleep = async (ms: number, signal?: AbortSignal): Promise<void> => {
   await new Promise<void>(resolve => {
     const t = setTimeout(done, ms)
@@ -196,6 +229,12 @@ export class SnapshotSync {
   private loadDone = 0
   private readonly rejected = new Set<string>()
   private readonly rate: Array<[number, number]> = []
+  /** why the sync waits (phase `waiting`, or discover finding nothing), for `waiting()` */
+  private waitingReason?: WaitingReason
+  /** ends a `waiting` back-off early (a peer connected) */
+  private wakeWaiting?: () => void
+  /** when discover began, and how many peers were asked / snapshots offered in its last round */
+  private discoverInfo?: { since: number, asked: number, offered: number, behind: number }
   private readonly listeners: { [K in keyof SnapshotSyncEvents]: Array<SnapshotSyncEvents[K]> } = { phase: [], chosen: [] }
 
   constructor (deps: SnapshotSyncDeps, config: Partial<SnapshotSyncConfig> = {}) {
@@ -220,10 +259,43 @@ export class SnapshotSync {
   /** The snapshot being synced, if any. */
   get manifest (): SnapshotManifest | undefined { return this.current?.manifest }
 
-  /** Peers serving the snapshot being synced (not banned). */
+  /**
+   * Peers serving the snapshot being synced that are connected now and not banned. A serving peer that
+   * disconnects stays known (it serves again as soon as it reconnects) but does not count.
+   */
   servers (): PeerId[] {
     if (this.current === undefined) return []
+    const connected = new Set(this.deps.connectedPeers().map(p => p.toString()))
+    return [...this.current.servers.values()].filter(p => connected.has(p.toString()) && !this.scores.isBanned(p))
+  }
+
+  /** Every peer known to serve the snapshot being synced, connected or not (not banned). */
+  knownServers (): PeerId[] {
+    if (this.current === undefined) return []
     return [...this.current.servers.values()].filter(p => !this.scores.isBanned(p))
+  }
+
+  /**
+   * Why the sync is not progressing, with evidence (undefined while it progresses): `snapshot-stalled`
+   * while it waits for a serving peer, `no-peers` / `no-snapshot` while discover finds nothing usable.
+   */
+  waiting (): WaitingReason | undefined {
+    if (this._phase === 'waiting') return this.waitingReason
+    const d = this.discoverInfo
+    if (this._phase === 'discover' && d !== undefined && Date.now() - d.since >= 1000) {
+      if (this.deps.connectedPeers().length === 0) return { code: 'no-peers', message: 'snapshot discovery: no peer is connected', since: d.since }
+      // peers connected since the last round: asked in the next one
+      if (d.asked === 0) return undefined
+      return {
+        code: 'no-snapshot',
+        message: d.offered === 0
+          ? `snapshot discovery: none of the ${d.asked} peers asked offers a snapshot`
+          : `snapshot discovery: no usable snapshot ahead of this store (at commit ${this.deps.store.highestSynced}) among the ${d.offered} offered`,
+        since: d.since,
+        evidence: { asked: d.asked, offered: d.offered, notAhead: d.behind, highestSynced: this.deps.store.highestSynced }
+      }
+    }
+    return undefined
   }
 
   /** Applies the penalty for `err`; a banned peer is dropped and disconnected. Returns whether banned. */
@@ -231,6 +303,7 @@ export class SnapshotSync {
     this.log.warn('peer %p: %s', peer, (err as any)?.message ?? err)
     const banned = this.scores.penalize(peer, err)
     if (banned) {
+      this.log.warn('peer %p banned for %d s', peer, Math.round(this.config.peerBanMs / 1000))
       this.current?.servers.delete(peer.toString())
       void this.deps.disconnect?.(peer).catch(() => {})
     }
@@ -241,8 +314,12 @@ export class SnapshotSync {
   peerConnected (peer: PeerId): void {
     this.wakeDiscover?.()
     const c = this.current
-    if (c === undefined || c.servers.has(peer.toString()) || this.scores.isBanned(peer)) return
-    void this.probe(c, [peer], AbortSignal.timeout(10_000))
+    if (c === undefined || this.scores.isBanned(peer)) return
+    // a known serving peer that reconnects counts again at once (servers() filters by connection); the
+    // chunk downloader gives it a fresh worker (no back-off left from the outage)
+    if (c.servers.has(peer.toString())) { this.wakeWaiting?.(); return }
+    c.probed.delete(peer.toString())
+    void this.probe(c, [peer], AbortSignal.timeout(10_000)).then(() => { if (c.servers.has(peer.toString())) this.wakeWaiting?.() })
   }
 
   progress (): SnapshotSyncProgress {
@@ -288,12 +365,26 @@ export class SnapshotSync {
     this.hashPool = new ChunkHashPool({ workers: this.config.hashWorkers })
     // the workers load while the snapshot is found and verified, ready for the first chunks
     this.hashPool.warm()
+    // a newer attested snapshot that superseded the one in progress: synced next (delta: the chunks
+    // stored for the old one that it lists too are reused, not fetched)
+    let superseding: SnapshotCandidate | undefined
+    // the serving peers known when the sync in progress stalled: it resumes with them
+    let known: PeerId[] = []
     try {
       while (true) {
         signal.throwIfAborted()
         let persisted = await this.state.read()
-        let offered: PeerId[] = []
+        let offered: PeerId[] = known
+        known = []
         let resumed = persisted !== undefined
+        if (superseding !== undefined) {
+          await this.state.clear({ keepStateReplaced: true })
+          await this.state.begin(superseding.attestationBytes)
+          persisted = await this.state.read()
+          offered = superseding.peers
+          resumed = false
+          superseding = undefined
+        }
         if (persisted !== undefined) {
           const m = decodeManifest(decodeAttestation(persisted.attestation).manifest)
           if (m.commitIndex <= this.deps.store.highestSynced && !await this.state.stateReplaced()) {
@@ -320,8 +411,26 @@ export class SnapshotSync {
           return { outcome: 'synced', commit: manifest.commitIndex, manifest }
         } catch (err: any) {
           if (signal.aborted) throw err
-          if (err instanceof SnapshotUnavailableError || err instanceof BadSnapshotError) {
-            if (err instanceof BadSnapshotError && this.current !== undefined) this.rejected.add(toHex(this.current.digest))
+          if (err instanceof SnapshotUnavailableError && this.current !== undefined) {
+            // no serving peer, or none made progress: the snapshot and its verified chunks are kept;
+            // wait for a serving peer (or a newer attested snapshot, which supersedes it), then resume
+            // the persisted phase
+            const c = this.current
+            // the anchor's commit S can come from any peer of the chain, the rest only from serving peers
+            const anchoring = (await this.state.read())?.phase === 'anchor'
+            try {
+              await this.waitForServers(c, err, signal, anchoring ? () => this.eligible(this.deps.connectedPeers()) : () => this.servers())
+              known = [...c.servers.values()]
+            } catch (e) {
+              if (!(e instanceof SupersededError)) throw e
+              this.log.info('%s', e.message)
+              this.current = undefined
+              superseding = e.candidate
+            }
+            continue
+          }
+          if (err instanceof BadSnapshotError) {
+            if (this.current !== undefined) this.rejected.add(toHex(this.current.digest))
             this.log.error('abandoning the snapshot of commit %d: %s', this.current?.manifest.commitIndex, err.message)
             this.stats.abandoned++
             this.current = undefined
@@ -378,8 +487,10 @@ export class SnapshotSync {
     this.setPhase('discover')
     const store = this.deps.store
     const t0 = Date.now()
+    this.discoverInfo = { since: t0, asked: 0, offered: 0, behind: 0 }
     while (true) {
       signal.throwIfAborted()
+      const asked = this.eligible(this.deps.connectedPeers()).length
       const all = await this.collect(signal)
       // offered snapshots of this chain not refused before, and those of them ahead of the store
       const offered: SnapshotCandidate[] = []
@@ -393,6 +504,7 @@ export class SnapshotSync {
         offered.push(c)
       }
       const usable = offered.filter(c => c.manifest.commitIndex > store.highestSynced)
+      this.discoverInfo = { since: t0, asked, offered: offered.length, behind: offered.length - usable.length }
       usable.sort((a, b) => b.manifest.commitIndex - a.manifest.commitIndex || b.peers.length - a.peers.length)
       for (const c of usable) {
         if (await this.verifyCandidate(c, signal)) return c
@@ -412,11 +524,11 @@ export class SnapshotSync {
   }
 
   /** Committees up to the candidate's epoch, then its attestation. */
-  private async verifyCandidate (c: SnapshotCandidate, signal: AbortSignal): Promise<boolean> {
+  private async verifyCandidate (c: SnapshotCandidate, signal: AbortSignal, setPhases = true): Promise<boolean> {
     const store = this.deps.store
     const epoch = c.manifest.epoch
     if (await store.highestCommitteeEpoch() < epoch) {
-      this.setPhase('committees')
+      if (setPhases) this.setPhase('committees')
       const peers = this.eligible([...c.peers, ...this.deps.connectedPeers()])
       const got = await syncCommittees({ store, epochProofs: this.deps.epochProofs, blockVerifier: this.deps.blockVerifier }, peers, {
         signal,
@@ -431,7 +543,7 @@ export class SnapshotSync {
     }
     const committee = await store.getCommittee(epoch)
     if (committee === undefined) return false
-    this.setPhase('attestation')
+    if (setPhases) this.setPhase('attestation')
     try {
       verifyAttestation(c.attestationBytes, committee, { chainId: store.chainId })
       return true
@@ -600,6 +712,82 @@ export class SnapshotSync {
     }
   }
 
+  /**
+   * Phase `waiting`: the snapshot in progress is kept with everything verified so far while no peer
+   * serves it (or none made progress for `stallTimeoutMs`). Says so at warn once and at info every
+   * `waitReminderMs`; asks the connected peers again (and discovery for a newer snapshot) with a back-off
+   * from `probeIntervalMs` doubling up to `waitMaxBackoffMs`. Returns as soon as a serving peer that was
+   * not connected at the stall is (a reconnect wakes it at once), or after a back-off round when serving
+   * peers are connected; throws SupersededError when a newer attested snapshot verifies.
+   */
+  private async waitForServers (c: Current, cause: Error, signal: AbortSignal, usable: () => PeerId[] = () => this.servers()): Promise<void> {
+    const S = c.manifest.commitIndex
+    const since = Date.now()
+    const stalledWith = new Set(usable().map(p => p.toString()))
+    const reason = (): WaitingReason => {
+      const p = this.progress()
+      const known = this.knownServers().map(x => x.toString())
+      const connected = this.servers().map(x => x.toString())
+      return {
+        code: 'snapshot-stalled',
+        message: `the snapshot of commit ${S} is stalled (${cause.message}); kept with its ${p.chunks.done} of ${p.chunks.total} verified chunks, waiting for a peer that serves it`,
+        since,
+        evidence: { commit: S, cause: cause.message, knownServers: known, connectedServers: connected, chunks: p.chunks }
+      }
+    }
+    this.waitingReason = reason()
+    this.setPhase('waiting')
+    this.log.warn('snapshot sync waiting: %s', this.waitingReason.message)
+    let backoff = Math.max(100, this.config.probeIntervalMs)
+    let nextRound = since + backoff
+    let nextReminder = since + this.config.waitReminderMs
+    try {
+      while (true) {
+        signal.throwIfAborted()
+        const servers = usable()
+        const now = Date.now()
+        if (servers.some(p => !stalledWith.has(p.toString())) || (servers.length > 0 && now >= nextRound)) {
+          this.log.info('snapshot sync resumes the snapshot of commit %d after %d ms: %d usable peers connected (%s)', S, now - since, servers.length, servers.map(p => p.toString()).join(', '))
+          return
+        }
+        if (now >= nextReminder) {
+          this.log.info('snapshot sync still waiting (%d s) for a peer serving the snapshot of commit %d: %d known serving peers, %d connected', Math.round((now - since) / 1000), S, this.knownServers().length, servers.length)
+          nextReminder = now + this.config.waitReminderMs
+        }
+        if (now >= nextRound) {
+          c.probed.clear()
+          await this.probe(c, this.deps.connectedPeers(), signal)
+          await this.findSuperseding(c, signal)
+          backoff = Math.min(backoff * 2, Math.max(this.config.waitMaxBackoffMs, this.config.probeIntervalMs))
+          nextRound = Date.now() + backoff
+        }
+        this.waitingReason = reason()
+        await new Promise<void>(resolve => {
+          this.wakeWaiting = resolve
+          void sleep(100, signal).then(resolve)
+        })
+        this.wakeWaiting = undefined
+      }
+    } finally {
+      this.wakeWaiting = undefined
+      this.waitingReason = undefined
+    }
+  }
+
+  /** Throws SupersededError when a connected peer or discovery offers a newer snapshot that verifies. */
+  private async findSuperseding (c: Current, signal: AbortSignal): Promise<void> {
+    const store = this.deps.store
+    const all = await this.collect(signal)
+    const newer = all.filter(x => bytesEqual(x.manifest.chainId, store.chainId) && x.manifest.commitIndex > c.manifest.commitIndex &&
+      !this.rejected.has(toHex(sha256(decodeAttestation(x.attestationBytes).manifest))) && !this.rejected.has(toHex(sha256(x.attestationBytes))))
+    newer.sort((a, b) => b.manifest.commitIndex - a.manifest.commitIndex || b.peers.length - a.peers.length)
+    for (const x of newer) {
+      if (await this.verifyCandidate(x, signal, false)) {
+        throw new SupersededError(x, `the snapshot of commit ${c.manifest.commitIndex} is superseded by the attested snapshot of commit ${x.manifest.commitIndex} (offered by ${x.peers.length} peers): syncing that one; the chunks stored that it lists too are reused`)
+      }
+    }
+  }
+
   /** Waits (up to peerWaitMs) for minPeers serving peers, and (up to stallTimeoutMs) for at least one. */
   private async waitForPeers (c: Current, signal: AbortSignal): Promise<void> {
     const t0 = Date.now()
@@ -668,4 +856,26 @@ export class SnapshotSync {
       if (Date.now() - t0 > this.config.stallTimeoutMs / 2) triedProofs = false
     }
   }
+}
+
+/**
+ * Abandons the snapshot sync in progress in `store`, at the operator's request (`--snapshot-abandon`):
+ * its rows go; the chunks it stored stay (a later snapshot sync reuses those its snapshot lists, the next
+ * snapshot registration sweeps the rest). When the state was already cleared for it, the flag that says
+ * so stays: the node must then sync another snapshot before it executes commits. Returns the commit of
+ * the abandoned snapshot (undefined: none in progress).
+ */
+export async function abandonSnapshotSync (store: ChainStore, log: Logger): Promise<number | undefined> {
+  const state = new SyncState(store)
+  const p = await state.read()
+  if (p === undefined) {
+    log.info('--snapshot-abandon: no snapshot sync in progress')
+    return undefined
+  }
+  const m = decodeManifest(decodeAttestation(p.attestation).manifest)
+  const have = await state.haveTotals()
+  const replaced = await state.stateReplaced()
+  await state.clear({ keepStateReplaced: true })
+  log.warn('abandoning the snapshot sync of commit %d (phase %s) at the operator\'s request (--snapshot-abandon): its %d verified chunks (%d bytes) stay stored for reuse%s', m.commitIndex, p.phase, have.chunks, have.bytes, replaced ? '; the state was already cleared for it, so the node syncs another snapshot' : '')
+  return m.commitIndex
 }

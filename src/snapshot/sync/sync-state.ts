@@ -343,4 +343,24 @@ export class SyncState {
     }
     await batch.write()
   }
+
+  /**
+   * Rows of a sync that is over: a kill between the anchor batch (which deletes the phase row) and the
+   * `clear` after it leaves the listing, HAVE and partial rows with no phase row, which nothing would read
+   * again. With no sync in progress, deletes every sync row but the state-replaced flag (an abandoned
+   * sync's, which must stay). Returns whether there was anything to delete. Run at every start.
+   */
+  async sweepOrphans (): Promise<boolean> {
+    if ((await this.db.get(META.phase)) !== undefined) return false
+    let found = false
+    for (const b of SYNC_BUCKETS) {
+      const [gte, lt] = SnapshotKeys.range(b)
+      for (const k of await this.db.keys({ gte, lt, limit: 2 }).all()) {
+        if (Buffer.compare(k, META.stateReplaced) !== 0) found = true
+      }
+      if (found) break
+    }
+    if (found) await this.clear({ keepStateReplaced: true })
+    return found
+  }
 }
