@@ -207,12 +207,14 @@ test('--snapshot-abandon: the operator drops the sync in progress; its chunks st
   const had = (await state.haveTotals()).chunks
   const S = sync.manifest!.commitIndex
   assert.ok(had > 0)
+  // verified chunks are loaded as they arrive (loadOnArrival): once loading began, the state was cleared
+  const replaced = await state.stateReplaced()
   assert.equal(loadConfig({ argv: ['--snapshot-abandon'], command: 'start' }).config.snapshotAbandon, true)
   const lines: string[] = []
   assert.equal(await abandonSnapshotSync(store, createLogger('node', { write: (l) => { lines.push(l) } })), S)
   assert.equal(await state.read(), undefined, 'no sync in progress')
   assert.equal((await resolveSyncMode({ syncMode: 'auto' }, store)).snapshot, true, 'an empty store still snapshot-syncs by default')
-  assert.equal((await resolveSyncMode({ syncMode: 'commits' }, store)).snapshot, false, 'and may commit-sync: its state was never cleared')
+  assert.equal((await resolveSyncMode({ syncMode: 'commits' }, store)).snapshot, replaced, replaced ? 'its state was cleared for the snapshot: it must sync another' : 'and may commit-sync: its state was never cleared')
   assert.equal(await new SnapshotStore(store).countChunks(), had, 'the verified chunks stay stored for reuse (in the pack files)')
   assert.ok(lines.some(l => new RegExp(` WARN .*abandoning the snapshot sync of commit ${S} \\(phase chunks\\) at the operator's request \\(--snapshot-abandon\\): its ${had} verified chunks`).test(l)), lines.join(''))
 })
