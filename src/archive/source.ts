@@ -21,6 +21,8 @@ export interface ArchiveSource {
   read: (name: string, opts: { offset?: number, signal: AbortSignal }) => Promise<AsyncIterable<Uint8Array>>
   /** The whole (small) object: the manifest, an epoch index. */
   readAll: (name: string, opts: { signal: AbortSignal, maxBytes: number }) => Promise<Uint8Array>
+  /** Releases the client's connections. */
+  close?: () => void
 }
 
 export interface S3Settings {
@@ -102,6 +104,8 @@ export class S3ArchiveSource implements ArchiveSource {
     const { client, GetObjectCommand } = await s3Client(s3)
     return new S3ArchiveSource(url, client, GetObjectCommand)
   }
+
+  close (): void { this.client.destroy() }
 
   key (name: string): string { return this.prefix === '' ? name : `${this.prefix}/${name}` }
   describe (name: string): string { return `s3://${this.bucket}/${this.key(name)}` }
