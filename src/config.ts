@@ -10,14 +10,14 @@ import { ConfigError } from './errors.ts'
 
 export type OptionType = 'string' | 'int' | 'bool' | 'list' | 'duration' | 'bytes' | 'choice'
 
-export type Command = 'start' | 'devnet' | 'keygen' | 'snapshot' | 'demo'
+export type Command = 'start' | 'devnet' | 'keygen' | 'snapshot' | 'demo' | 'archive'
 
 export interface OptionSpec {
   /** key in SomaConfig */
   key: keyof SomaConfig
   type: OptionType
   doc: string
-  group: 'node' | 'devnet' | 'sync' | 'snapshot'
+  group: 'node' | 'devnet' | 'sync' | 'snapshot' | 'archive'
   /** commands that use it */
   commands: readonly Command[]
   min?: number
@@ -92,6 +92,20 @@ export interface SomaConfig {
   snapshotPeerWaitMs: number
   snapshotFindTimeoutMs: number
   snapshotChunkRequestsPerSecond: number
+  // ---- archives (issue 14; src/archive/)
+  archiveDir: string
+  archiveSegmentCommits: number
+  archiveCompression: string
+  archiveHttpPort: number
+  archiveUploadUrl: string
+  archiveS3Endpoint: string
+  archiveS3Region: string
+  archiveUrl: string
+  archiveDownloadConcurrency: number
+  archiveMaxInflightBytes: number
+  archiveRequestTimeoutMs: number
+  archiveSpotChecksPerEpoch: number
+  archiveSpotCheckPeers: number
 }
 
 const ALL: readonly Command[] = ['start', 'devnet', 'demo']
@@ -163,7 +177,21 @@ export const DEFAULTS: Readonly<SomaConfig> = Object.freeze({
   snapshotWaitForPeers: 1,
   snapshotPeerWaitMs: 3000,
   snapshotFindTimeoutMs: 10_000,
-  snapshotChunkRequestsPerSecond: 200
+  snapshotChunkRequestsPerSecond: 200,
+
+  archiveDir: '',
+  archiveSegmentCommits: 1000,
+  archiveCompression: 'none',
+  archiveHttpPort: 0,
+  archiveUploadUrl: '',
+  archiveS3Endpoint: '',
+  archiveS3Region: 'us-east-1',
+  archiveUrl: '',
+  archiveDownloadConcurrency: 4,
+  archiveMaxInflightBytes: 256 * 1024 * 1024,
+  archiveRequestTimeoutMs: 60_000,
+  archiveSpotChecksPerEpoch: 2,
+  archiveSpotCheckPeers: 2
 })
 
 export const OPTIONS: readonly OptionSpec[] = [
@@ -229,7 +257,20 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'snapshotWaitForPeers', type: 'int', group: 'snapshot', commands: ['start', 'demo'], min: 1, max: 1000, doc: 'peers serving the chosen snapshot to wait for (up to --snapshot-peer-wait) before downloading its chunks' },
   { key: 'snapshotPeerWaitMs', type: 'duration', group: 'snapshot', commands: ['start', 'demo'], min: 0, doc: 'how long to wait for --snapshot-wait-for-peers serving peers' },
   { key: 'snapshotFindTimeoutMs', type: 'duration', group: 'snapshot', commands: ['start', 'demo'], min: 0, doc: 'how long snapshot sync looks for a snapshot ahead of the store before the node commit-syncs instead (0: forever)' },
-  { key: 'snapshotChunkRequestsPerSecond', type: 'int', group: 'snapshot', commands: SYNC, min: 1, doc: 'inbound /soma/snapshot-chunks requests one peer may make per second (responses are byte-bounded)' }
+  { key: 'snapshotChunkRequestsPerSecond', type: 'int', group: 'snapshot', commands: SYNC, min: 1, doc: 'inbound /soma/snapshot-chunks requests one peer may make per second (responses are byte-bounded)' },
+  { key: 'archiveDir', type: 'string', group: 'archive', commands: ['start', 'devnet', 'archive'], doc: 'archive writer: write every closed epoch as archive segments into this directory (\'\': no archive); `archive export` writes here too' },
+  { key: 'archiveSegmentCommits', type: 'int', group: 'archive', commands: ['start', 'devnet', 'archive'], min: 1, max: 1_000_000, doc: 'archive segments are cut after every commit whose index is a multiple of this, and at epoch ends (every writer of one archive must use the same value)' },
+  { key: 'archiveCompression', type: 'choice', group: 'archive', commands: ['start', 'devnet', 'archive'], choices: ['none', 'gzip', 'brotli', 'zstd'], doc: 'compression of archive segment bodies (named in each segment\'s header)' },
+  { key: 'archiveHttpPort', type: 'int', group: 'archive', commands: ['start', 'devnet'], min: 0, max: 65535, doc: 'serve --archive-dir read-only over HTTP (GET/HEAD with Range) on this port of --status-host (0: not served)' },
+  { key: 'archiveUploadUrl', type: 'string', group: 'archive', commands: ['start', 'devnet', 'archive'], doc: 'archive writer: also upload segments to this S3-compatible bucket, s3://<bucket>/<prefix> (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY); finished objects are never overwritten' },
+  { key: 'archiveS3Endpoint', type: 'string', group: 'archive', commands: ['start', 'devnet', 'archive'], doc: 'endpoint URL of an S3-compatible service, e.g. http://127.0.0.1:4568 (\'\': AWS S3)' },
+  { key: 'archiveS3Region', type: 'string', group: 'archive', commands: ['start', 'devnet', 'archive'], doc: 'S3 region' },
+  { key: 'archiveUrl', type: 'string', group: 'archive', commands: ['start', 'archive'], doc: 'fast mode: sync history from this archive first, http(s)://<host>/<prefix> or s3://<bucket>/<prefix> (untrusted: every commit is verified as commit sync does, sampled commits are spot-checked against P2P peers), then commit-sync from peers; on any bad object the node falls back to P2P from where it stopped' },
+  { key: 'archiveDownloadConcurrency', type: 'int', group: 'archive', commands: ['start', 'archive'], min: 1, max: 256, doc: 'archive segments downloading at once' },
+  { key: 'archiveMaxInflightBytes', type: 'bytes', group: 'archive', commands: ['start', 'archive'], min: 1, doc: 'archive segment bytes downloaded and not yet stored (one segment is always allowed)' },
+  { key: 'archiveRequestTimeoutMs', type: 'duration', group: 'archive', commands: ['start', 'archive'], min: 1, doc: 'one archive object request may take this long (3 attempts with back-off)' },
+  { key: 'archiveSpotChecksPerEpoch', type: 'int', group: 'archive', commands: ['start'], min: 0, max: 1_000_000, doc: 'fast mode: commits per epoch sampled from the archive and compared with --archive-spot-check-peers P2P peers\' (0: no spot checks)' },
+  { key: 'archiveSpotCheckPeers', type: 'int', group: 'archive', commands: ['start'], min: 1, max: 100, doc: 'fast mode: peers that must agree with the archive on each sampled commit (fewer answering: logged at warn as unchecked)' }
 ]
 
 export function flagName (key: string): string {
