@@ -195,15 +195,15 @@ export const DEFAULTS: Readonly<SomaConfig> = Object.freeze({
 })
 
 export const OPTIONS: readonly OptionSpec[] = [
-  { key: 'dataDir', type: 'string', group: 'node', commands: [...ALL, 'keygen', 'snapshot'], doc: 'data directory: LevelDB store, peer key, genesis' },
+  { key: 'dataDir', type: 'string', group: 'node', commands: [...ALL, 'keygen', 'snapshot', 'archive'], doc: 'data directory: LevelDB store, peer key, genesis' },
   { key: 'listen', type: 'list', group: 'node', commands: ALL, doc: 'libp2p listen multiaddrs (comma-separated)' },
   { key: 'announce', type: 'list', group: 'node', commands: ALL, doc: 'multiaddrs to announce instead of the listen addresses (comma-separated)' },
   { key: 'entrypoints', type: 'list', group: 'node', commands: ['start', 'demo'], doc: 'trusted entrypoint multiaddrs with /p2p/<peer id> (comma-separated)' },
-  { key: 'genesisFile', type: 'string', group: 'node', commands: ['start'], doc: 'genesis file (default: <data-dir>/genesis.pb, written by `devnet`)' },
+  { key: 'genesisFile', type: 'string', group: 'node', commands: ['start', 'archive'], doc: 'genesis file (default: <data-dir>/genesis.pb, written by `devnet`)' },
   { key: 'statusHost', type: 'string', group: 'node', commands: ALL, doc: 'address the status/metrics HTTP server binds' },
   { key: 'statusPort', type: 'int', group: 'node', commands: ALL, min: 0, max: 65535, doc: 'port of the status (/status) and Prometheus (/metrics) server; 0 disables it' },
-  { key: 'logLevel', type: 'choice', group: 'node', commands: [...ALL, 'snapshot'], choices: ['error', 'warn', 'info', 'debug'], doc: 'log verbosity' },
-  { key: 'verifyWorkers', type: 'int', group: 'node', commands: ALL, min: 0, max: 64, doc: 'worker threads for signature checks, and for the state hashes of snapshot chunks as snapshot sync receives them; 0: on the main thread' },
+  { key: 'logLevel', type: 'choice', group: 'node', commands: [...ALL, 'snapshot', 'archive'], choices: ['error', 'warn', 'info', 'debug'], doc: 'log verbosity' },
+  { key: 'verifyWorkers', type: 'int', group: 'node', commands: [...ALL, 'archive'], min: 0, max: 64, doc: 'worker threads for signature checks, and for the state hashes of snapshot chunks as snapshot sync receives them; 0: on the main thread' },
   { key: 'dhtEnabled', type: 'bool', group: 'node', commands: ALL, doc: 'run the chain-scoped kad-dht' },
   { key: 'maxConnections', type: 'int', group: 'node', commands: ALL, min: 1, max: 100000, doc: 'libp2p connection manager limit' },
   { key: 'storeWriteBufferBytes', type: 'bytes', group: 'node', commands: [...ALL, 'snapshot'], min: 1024 * 1024, doc: 'LevelDB write buffer (memtable) of the store; up to two are in memory while one is flushed. Smaller saves memory at a cost in write speed (a 1 GiB snapshot sync, one run each: 16 MiB took 60 % longer and held ~90 MiB less)' },
