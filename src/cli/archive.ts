@@ -10,7 +10,8 @@
 import { existsSync, mkdtempSync, rmSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
-import { helpText, type SomaConfig } from '../config.ts'
+import type { SomaConfig } from '../config.ts'
+import { ARCHIVE_USAGE } from './archive-help.ts'
 import { ChainStore } from '../store/chain-store.ts'
 import { CommitExecutor } from '../executor/commit-executor.ts'
 import { VerifyPool } from '../crypto/verify-pool.ts'
@@ -27,23 +28,7 @@ import { uploadArchive } from '../archive/s3-upload.ts'
 import { openArchiveSource } from '../archive/source.ts'
 import { MANIFEST_NAME, parseManifest, type Compression } from '../archive/format.ts'
 
-export const ARCHIVE_USAGE = 'soma-sync archive <export | verify [dir|url] | ls [dir|url]> [options]'
-
-export const ARCHIVE_DESCRIPTION = [
-  'Archives of the whole history (issue 14): segment files of commits with their blocks and certifying votes,',
-  'one index per epoch and a manifest, readable from a directory, an HTTP host or an S3-compatible bucket.',
-  '  export           write every closed epoch of the store in <data-dir>/chain (stopped node) to --archive-dir',
-  '                   (only what is not archived yet); then upload to --archive-upload-url if given',
-  '  verify [source]  read every segment of the archive at source (default --archive-url, else --archive-dir),',
-  '                   check sizes and sha256, verify every commit, block and transaction from genesis as',
-  '                   commit sync does and execute them into a scratch store (removed); prints the state root.',
-  '                   Genesis from --genesis-file, <data-dir>/genesis.pb or the store in --data-dir',
-  '  ls [source]      the manifest: chain, epochs and segments with their sizes and sha256'
-].join('\n')
-
-export function archiveHelp (): string {
-  return helpText('archive', ARCHIVE_USAGE, ARCHIVE_DESCRIPTION)
-}
+export { ARCHIVE_USAGE, ARCHIVE_DESCRIPTION, archiveHelp } from './archive-help.ts'
 
 export interface ArchiveCommandIO { out: (line: string) => void }
 const STDOUT: ArchiveCommandIO = { out: (line) => { process.stdout.write(line + '\n') } }

@@ -12,7 +12,7 @@ import { envName, flagName, helpText, loadConfig, OPTIONS, type Command, type So
 import { ConfigError } from '../errors.ts'
 import { createLogger, type Logger } from '../utils/logger.ts'
 import { SNAPSHOT_USAGE, SNAPSHOT_DESCRIPTION, snapshotHelp } from './snapshot.ts'
-import { ARCHIVE_USAGE, ARCHIVE_DESCRIPTION, archiveHelp } from './archive.ts'
+import { ARCHIVE_USAGE, ARCHIVE_DESCRIPTION, archiveHelp } from './archive-help.ts'
 
 /** A long-running command: stop() ends it; `done` (optional) resolves when it finishes by itself. */
 interface Running {
