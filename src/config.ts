@@ -106,6 +106,7 @@ export interface SomaConfig {
   archiveRequestTimeoutMs: number
   archiveSpotChecksPerEpoch: number
   archiveSpotCheckPeers: number
+  archiveCombined: boolean
 }
 
 const ALL: readonly Command[] = ['start', 'devnet', 'demo']
@@ -191,7 +192,8 @@ export const DEFAULTS: Readonly<SomaConfig> = Object.freeze({
   archiveMaxInflightBytes: 256 * 1024 * 1024,
   archiveRequestTimeoutMs: 60_000,
   archiveSpotChecksPerEpoch: 2,
-  archiveSpotCheckPeers: 2
+  archiveSpotCheckPeers: 2,
+  archiveCombined: true
 })
 
 export const OPTIONS: readonly OptionSpec[] = [
@@ -270,7 +272,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'archiveMaxInflightBytes', type: 'bytes', group: 'archive', commands: ['start', 'archive'], min: 1, doc: 'archive segment bytes downloaded and not yet stored (one segment is always allowed)' },
   { key: 'archiveRequestTimeoutMs', type: 'duration', group: 'archive', commands: ['start', 'archive'], min: 1, doc: 'one archive object request may take this long (3 attempts with back-off)' },
   { key: 'archiveSpotChecksPerEpoch', type: 'int', group: 'archive', commands: ['start'], min: 0, max: 1_000_000, doc: 'fast mode: commits per epoch sampled from the archive and compared with --archive-spot-check-peers P2P peers\' (0: no spot checks)' },
-  { key: 'archiveSpotCheckPeers', type: 'int', group: 'archive', commands: ['start'], min: 1, max: 100, doc: 'fast mode: peers that must agree with the archive on each sampled commit (fewer answering: logged at warn as unchecked)' }
+  { key: 'archiveSpotCheckPeers', type: 'int', group: 'archive', commands: ['start'], min: 1, max: 100, doc: 'fast mode: peers that must agree with the archive on each sampled commit (fewer answering: logged at warn as unchecked)' },
+  { key: 'archiveCombined', type: 'bool', group: 'archive', commands: ['start'], doc: 'fast mode: connected P2P peers fetch ranges of the archive\'s segments too, each range from the source with the best measured throughput (work stealing; a segment the store waits for is also fetched by an idle source); a source whose data fails is dropped and its range fetched elsewhere. Spot checks sample the segments that came from the archive' }
 ]
 
 export function flagName (key: string): string {

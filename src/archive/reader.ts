@@ -24,11 +24,16 @@ import { BoundedChannel } from '../sync/channel.ts'
 import type { SignedBlockVerifier } from '../sync/block-verifier.ts'
 import type { TxVerifier } from '../sync/tx-verifier.ts'
 import { bytesEqual, sha256, toHex } from '../crypto/hash.ts'
-import { ArchiveSourceError, InvalidArchiveError, SomaError, StoreError } from '../errors.ts'
+import { ArchiveSourceError, InvalidArchiveError, SomaError, SpotCheckError, StoreError } from '../errors.ts'
 import type { Logger } from '../utils/logger.ts'
 import type { ArchiveSource } from './source.ts'
 import { MANIFEST_NAME, decodeSegment, parseManifest, type ArchiveManifest, type SegmentEntry } from './format.ts'
 import type { SpotChecker } from './spot-check.ts'
+import { SegmentScheduler, fetchSegmentFromPeer, type SegmentSource } from './combined.ts'
+import type { PeerId } from '@libp2p/interface'
+import type { FetchCommits } from '../sync/protocols/fetch-commits.ts'
+import type { FetchBlocks } from '../sync/protocols/fetch-blocks.ts'
+import type { SegmentBody, SegmentHeader } from './format.ts'
 
 export interface ArchiveSyncOptions {
   /** segments downloading at once. @default 4 */
@@ -59,6 +64,11 @@ export interface ArchiveSyncDeps {
   cacheDir: string
   log: Logger
   spotChecker?: SpotChecker
+  /**
+   * The combined download (src/archive/combined.ts): P2P peers fetch segments' ranges too, alongside the
+   * archive, by measured throughput with work stealing. Absent: the archive alone.
+   */
+  combined?: { peers: () => PeerId[], fetchCommits: FetchCommits, fetchBlocks: FetchBlocks, maxBlocksPerFetch: number, slotsPerPeer?: number }
 }
 
 export interface ArchiveSyncResult {
@@ -176,6 +186,10 @@ export class ArchiveSync {
     const epochCommits = new Map<number, number>()
     for (const s of manifest.segments) epochCommits.set(s.epoch, (epochCommits.get(s.epoch) ?? 0) + s.lastCommit - s.firstCommit + 1)
 
+    if (this.deps.combined !== undefined) {
+      await this.syncCombined(todo, channel, epochCommits, signal)
+      return
+    }
     const downloads = new Map<number, Promise<Uint8Array>>()
     const local = new AbortController()
     const dsignal = AbortSignal.any([signal, local.signal])
@@ -199,7 +213,8 @@ export class ArchiveSync {
         const entry = todo[i]
         const bytes = await downloads.get(i)!
         downloads.delete(i)
-        anchor = await this.apply(entry, bytes, anchor, channel, epochCommits.get(entry.epoch) ?? 1, signal)
+        const what = source.describe(entry.name)
+        anchor = await this.apply(entry, { ...decodeSegment(bytes, what), what, fromArchive: true }, anchor, channel, epochCommits.get(entry.epoch) ?? 1, signal)
         inflight -= entry.size
         this.stats.segmentsStored++
         this.stats.highestSynced = store.highestSynced
@@ -209,6 +224,65 @@ export class ArchiveSync {
       await Promise.allSettled(downloads.values())
     }
   }
+
+  /** Segments from the archive and P2P peers together (src/archive/combined.ts), stored in order. */
+  private async syncCombined (todo: SegmentEntry[], channel: BoundedChannel<CommittedSubDag>, epochCommits: Map<number, number>, signal: AbortSignal): Promise<void> {
+    const { source, log } = this.deps
+    const c = this.deps.combined!
+    const archive: SegmentSource = {
+      id: `archive ${source.url}`,
+      kind: 'archive',
+      slots: this.opts.concurrency,
+      fetch: async (entry, s) => {
+        const bytes = await this.download(entry, s)
+        const what = source.describe(entry.name)
+        return { ...decodeSegment(bytes, what), what, source: `archive ${source.url}`, bytes: bytes.byteLength }
+      }
+    }
+    const peerSources = new Map<string, SegmentSource>()
+    const discover = (): SegmentSource[] => {
+      for (const p of c.peers()) {
+        const id = p.toString()
+        if (peerSources.has(id)) continue
+        peerSources.set(id, {
+          id,
+          kind: 'peer',
+          slots: c.slotsPerPeer ?? 2,
+          fetch: async (entry, s) => await fetchSegmentFromPeer(p, entry, c, AbortSignal.any([s, AbortSignal.timeout(this.opts.requestTimeoutMs)]))
+        })
+      }
+      return [...peerSources.values()]
+    }
+    const scheduler = new SegmentScheduler(todo, [archive], { maxInflightBytes: this.opts.maxInflightBytes, log, signal, discover })
+    let anchor: CommitAnchor | undefined
+    try {
+      for (let i = 0; i < todo.length; i++) {
+        const entry = todo[i]
+        for (;;) {
+          const f = await scheduler.get(i)
+          try {
+            anchor = await this.apply(entry, { header: f.header, body: f.body, what: f.what, fromArchive: f.source === archive.id }, anchor, channel, epochCommits.get(entry.epoch) ?? 1, signal)
+            break
+          } catch (err: any) {
+            // bad data from one source: drop it, the segment comes from another (a spot check that
+            // fails, or a store error, stops the fast mode)
+            if (signal.aborted || !(err instanceof SomaError) || err instanceof StoreError || err instanceof SpotCheckError) throw err
+            log.warn('%s', err.message)
+            scheduler.reject(i, f.source, err)
+          }
+        }
+        scheduler.release(i)
+        this.stats.segmentsStored++
+        this.stats.highestSynced = this.deps.store.highestSynced
+      }
+    } finally {
+      this.combinedStats = scheduler.stats()
+      await scheduler.close()
+    }
+  }
+
+  /** Per source of the last combined download: segments delivered, bytes/s. */
+  combinedStats?: ReturnType<SegmentScheduler['stats']>
 
   private cacheFile (entry: SegmentEntry): string {
     return path.join(this.deps.cacheDir, path.basename(entry.name))
@@ -284,9 +358,9 @@ export class ArchiveSync {
   }
 
   /** Verifies one segment, spot-checks it, stores its new commits in one batch and queues them for execution. */
-  private async apply (entry: SegmentEntry, bytes: Uint8Array, anchorIn: CommitAnchor | undefined, channel: BoundedChannel<CommittedSubDag>, epochCommits: number, signal: AbortSignal): Promise<CommitAnchor> {
-    const { store, blockVerifier, txVerifier, source } = this.deps
-    const what = source.describe(entry.name)
+  private async apply (entry: SegmentEntry, seg: { header?: SegmentHeader, body: SegmentBody, what: string, fromArchive: boolean }, anchorIn: CommitAnchor | undefined, channel: BoundedChannel<CommittedSubDag>, epochCommits: number, signal: AbortSignal): Promise<CommitAnchor> {
+    const { store, blockVerifier, txVerifier } = this.deps
+    const { header, body, what } = seg
     const fail = (msg: string): never => { throw new InvalidArchiveError(`${what}: ${msg}`) }
     const wrap = async <T>(fn: () => T | Promise<T>): Promise<T> => {
       try { return await fn() } catch (err: any) {
@@ -294,11 +368,13 @@ export class ArchiveSync {
         throw new InvalidArchiveError(`${what}: ${err.message}`, { cause: err })
       }
     }
-    const { header, body } = decodeSegment(bytes, what)
-    if (!bytesEqual(header.chainId, store.chainId)) fail(`a segment of chain ${toHex(header.chainId).slice(0, 16)}…, not of this chain`)
-    if (header.epoch !== entry.epoch || header.firstCommit !== entry.firstCommit || header.lastCommit !== entry.lastCommit || header.endsEpoch !== entry.endsEpoch) {
-      fail(`its header (epoch ${header.epoch}, commits ${header.firstCommit}..${header.lastCommit}) is not what the manifest lists (epoch ${entry.epoch}, ${entry.firstCommit}..${entry.lastCommit})`)
+    if (header !== undefined) {
+      if (!bytesEqual(header.chainId, store.chainId)) fail(`a segment of chain ${toHex(header.chainId).slice(0, 16)}…, not of this chain`)
+      if (header.epoch !== entry.epoch || header.firstCommit !== entry.firstCommit || header.lastCommit !== entry.lastCommit || header.endsEpoch !== entry.endsEpoch) {
+        fail(`its header (epoch ${header.epoch}, commits ${header.firstCommit}..${header.lastCommit}) is not what the manifest lists (epoch ${entry.epoch}, ${entry.firstCommit}..${entry.lastCommit})`)
+      }
     }
+    if (body.commits.length !== entry.lastCommit - entry.firstCommit + 1) fail(`${body.commits.length} commits for the range ${entry.firstCommit}..${entry.lastCommit}`)
     const commits: ParsedCommit[] = await wrap(() => body.commits.map(b => parseCommit(b)))
     const anchor = anchorIn !== undefined && anchorIn.index === entry.firstCommit - 1 ? anchorIn : await chainAnchor(store, entry.firstCommit)
     await wrap(() => { verifyChain(anchor, commits) })
@@ -332,7 +408,7 @@ export class ArchiveSync {
     if (bv.status === 'rejected') throw bv.reason
     if (tv.status === 'rejected') throw tv.reason
     // P2P spot checks before anything is stored
-    if (this.deps.spotChecker !== undefined) {
+    if (this.deps.spotChecker !== undefined && seg.fromArchive) {
       this.stats.spotChecks += await this.deps.spotChecker.check(commits, what, epochCommits, signal)
     }
     // store the commits this store does not have, in one batch

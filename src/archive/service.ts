@@ -16,6 +16,7 @@ import { VerifyPool } from '../crypto/verify-pool.ts'
 import { SignedBlockVerifier } from '../sync/block-verifier.ts'
 import { TxVerifier } from '../sync/tx-verifier.ts'
 import type { FetchCommits } from '../sync/protocols/fetch-commits.ts'
+import type { FetchBlocks } from '../sync/protocols/fetch-blocks.ts'
 import { ArchiveWriter } from './writer.ts'
 import { ArchiveHttpServer } from './http-server.ts'
 import { uploadArchive } from './s3-upload.ts'
@@ -109,6 +110,8 @@ export interface ArchiveSyncComponentDeps {
   log: Logger
   /** the node's fetch-commits service (spot checks) */
   fetchCommits: () => FetchCommits | undefined
+  /** the node's fetch-blocks service (combined download) */
+  fetchBlocks: () => FetchBlocks | undefined
   connectedPeers: () => PeerId[]
   /** lets commit sync run (it is held while the fast mode runs) */
   resumeCommitSync: () => void
@@ -131,6 +134,7 @@ export function archiveSyncComponent (deps: ArchiveSyncComponentDeps): ArchiveCo
       source = await openArchiveSource(config.archiveUrl, { endpoint: config.archiveS3Endpoint, region: config.archiveS3Region })
       pool = new VerifyPool({ workers: config.verifyWorkers })
       const fc = deps.fetchCommits()
+      const fb = deps.fetchBlocks()
       const spotChecker = config.archiveSpotChecksPerEpoch > 0 && fc !== undefined
         ? new SpotChecker(fc, deps.connectedPeers, log, { perEpoch: config.archiveSpotChecksPerEpoch, peers: config.archiveSpotCheckPeers, timeoutMs: Math.min(config.timeoutMs, 10_000) })
         : undefined
@@ -142,7 +146,10 @@ export function archiveSyncComponent (deps: ArchiveSyncComponentDeps): ArchiveCo
         txVerifier: new TxVerifier(pool, store.chainId, store.genesis.genesis.embeddingDim),
         cacheDir: path.join(config.dataDir, 'archive-download'),
         log,
-        spotChecker
+        spotChecker,
+        combined: config.archiveCombined && fc !== undefined && fb !== undefined
+          ? { peers: deps.connectedPeers, fetchCommits: fc, fetchBlocks: fb, maxBlocksPerFetch: config.maxBlocksPerFetch }
+          : undefined
       }, {
         concurrency: config.archiveDownloadConcurrency,
         maxInflightBytes: config.archiveMaxInflightBytes,
@@ -178,7 +185,7 @@ export function archiveSyncComponent (deps: ArchiveSyncComponentDeps): ArchiveCo
     status: () => {
       const p = sync?.stats
       if (p === undefined) return {}
-      return { archiveSync: { url: config.archiveUrl, phase: p.phase, target: p.target, highestSynced: store.highestSynced, segments: p.segments, segmentsStored: p.segmentsStored, downloadedBytes: p.downloadedBytes, spotChecks: p.spotChecks, error: p.error } }
+      return { archiveSync: { url: config.archiveUrl, phase: p.phase, target: p.target, highestSynced: store.highestSynced, segments: p.segments, segmentsStored: p.segmentsStored, downloadedBytes: p.downloadedBytes, spotChecks: p.spotChecks, error: p.error, sources: sync?.combinedStats } }
     },
     healthy: () => true
   }

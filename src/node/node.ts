@@ -410,6 +410,7 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
         executor,
         log,
         fetchCommits: () => (l.services as any).fetchCommits,
+        fetchBlocks: () => (l.services as any).fetchBlocks,
         connectedPeers: () => [...new Map(l.getConnections().map(c => [c.remotePeer.toString(), c.remotePeer])).values()],
         resumeCommitSync: () => { ((l.services as any).stateSync as StateSync | undefined)?.resume() },
         setPhase: (p) => { if (node !== undefined && node.phase !== 'stopped') node.phase = p }

@@ -71,7 +71,7 @@ test('a devnet writes and serves its archive; a fresh node fast-syncs from it wi
   const b = await start('b', { entrypoints: [entry], syncMode: 'commits' })
   await waitFor('b synced', () => b.store.highestExecuted >= tip, 120_000)
 
-  const c = await start('c', { entrypoints: [entry, b.multiaddrs()[0]], archiveUrl: url, archiveSpotChecksPerEpoch: 2, archiveSpotCheckPeers: 2 })
+  const c = await start('c', { entrypoints: [entry, b.multiaddrs()[0]], archiveUrl: url, archiveSpotChecksPerEpoch: 2, archiveSpotCheckPeers: 2, archiveCombined: false })
   await waitFor('c synced to the tip', () => c.store.highestExecuted >= tip, 120_000)
   const cs = await c.status() as any
   assert.equal(cs.archiveSync.phase, 'done', JSON.stringify(cs.archiveSync))
@@ -85,10 +85,20 @@ test('a devnet writes and serves its archive; a fresh node fast-syncs from it wi
   const seg = m.segments[3]
   const f = path.join(bad, seg.name); const bytes = readFileSync(f); bytes[bytes.length >> 1] ^= 0xff; writeFileSync(f, bytes)
   const log = recordingLogger()
-  const d = await start('d', { entrypoints: [entry, b.multiaddrs()[0]], archiveUrl: bad, archiveSpotChecksPerEpoch: 0 }, log)
+  const d = await start('d', { entrypoints: [entry, b.multiaddrs()[0]], archiveUrl: bad, archiveSpotChecksPerEpoch: 0, archiveCombined: false }, log)
   await waitFor('d synced to the tip from peers', () => d.store.highestExecuted >= tip, 120_000)
   assert.equal(hex((await d.store.getStateRoot(tip))!), hex((await devnet.node.store.getStateRoot(tip))!))
   const errors = log.lines.filter(l => l.includes(' ERROR '))
   assert.ok(errors.some(l => l.includes(seg.name) && /sha256/.test(l)), log.lines.join(''))
   assert.ok(log.lines.some(l => l.includes(' WARN ') && l.includes(`stopped at commit ${m.segments[2].lastCommit}`) && l.includes('P2P')), log.lines.join(''))
+
+  // the same bad archive with the combined download (the default): the peers fetch the bad segment's
+  // range and the fast mode completes
+  const log2 = recordingLogger()
+  const e = await start('e', { entrypoints: [entry, b.multiaddrs()[0]], archiveUrl: bad, archiveSpotChecksPerEpoch: 0 }, log2)
+  await waitFor('e synced to the tip', () => e.store.highestExecuted >= tip, 120_000)
+  assert.equal(hex((await e.store.getStateRoot(tip))!), hex((await devnet.node.store.getStateRoot(tip))!))
+  const es = await e.status() as any
+  assert.equal(es.archiveSync.phase, 'done', JSON.stringify(es.archiveSync))
+  assert.ok(es.archiveSync.sources.some((s: any) => s.kind === 'peer' && s.segments > 0), JSON.stringify(es.archiveSync.sources))
 })
