@@ -7,7 +7,10 @@
  * (before and after, their mean); and the same chain synced from a P2P peer by commit sync
  * (bench/commit-sync-child.ts, 2 workers) for comparison.
  *
- * Not measured (not built): the combined bucket + P2P download under throttling.
+ * Then, with both sources throttled to the same rate (the archive's HTTP host and a P2P peer serving
+ * the chain, each a child process sharing one link of that many bytes/s among its responses): the
+ * archive alone, the peer alone (commit sync) and the combined download from both, in commits/s, and the
+ * combined rate as a ratio to the faster source alone (target: above 1).
  */
 import { spawn } from 'node:child_process'
 import { once } from 'node:events'
@@ -27,6 +30,16 @@ import { ArchiveSync } from '../src/archive/reader.ts'
 import { HttpArchiveSource } from '../src/archive/source.ts'
 import { generateKeyPair, sign, verify } from '../src/crypto/keys.ts'
 import { silentLogger } from '../src/utils/logger.ts'
+import { createLibp2p } from 'libp2p'
+import { tcp } from '@libp2p/tcp'
+import { yamux } from '@chainsafe/libp2p-yamux'
+import { identify } from '@libp2p/identify'
+import { multiaddr } from '@multiformats/multiaddr'
+import { somaNoise } from '../src/net/noise-crypto.ts'
+import { fetchCommits } from '../src/sync/protocols/fetch-commits.ts'
+import { fetchBlocks } from '../src/sync/protocols/fetch-blocks.ts'
+import { DEFAULTS } from '../src/config.ts'
+import type { GenesisBundle } from '../src/chain/genesis.ts'
 import { NODE_FLAGS, withNodeEnv } from '../src/node/runtime.ts'
 import { TempDirs, isMain, printFigures, log, type Figures, type BenchOptions } from './util.ts'
 
@@ -72,6 +85,49 @@ async function rawGet (url: string, names: string[], concurrency: number): Promi
   return { bytes, ms: performance.now() - t0 }
 }
 
+/** A fresh store fast-synced from `url` (and from the peer at `peerAddr` too: the combined download). */
+async function archiveRun (dir: string, genesis: GenesisBundle, url: string, concurrency: number, peerAddr?: string): Promise<{ ms: number, commits: number, downloadedBytes: number, verified: number }> {
+  const store = await ChainStore.open(path.join(dir, 'chain'), { genesis })
+  const pool = new VerifyPool({ workers: 2 })
+  const txVerifier = new TxVerifier(pool, store.chainId, genesis.genesis.embeddingDim)
+  const maxBlocksPerFetch = DEFAULTS.maxBlocksPerFetch
+  const node = peerAddr === undefined
+    ? undefined
+    : await createLibp2p({ addresses: { listen: ['/ip4/127.0.0.1/tcp/0'] }, transports: [tcp()], connectionEncrypters: [somaNoise()], streamMuxers: [yamux()], services: { identify: identify(), fetchCommits: fetchCommits({}), fetchBlocks: fetchBlocks({ maxBlocksPerFetch }) } })
+  try {
+    if (node !== undefined) await node.dial(multiaddr(peerAddr!))
+    const sync = new ArchiveSync({
+      store,
+      executor: new CommitExecutor(store),
+      source: new HttpArchiveSource(url),
+      blockVerifier: new SignedBlockVerifier(pool, store.chainId),
+      txVerifier,
+      cacheDir: path.join(dir, 'download'),
+      log: silentLogger(),
+      combined: node === undefined ? undefined : { peers: () => node.getPeers(), fetchCommits: (node.services as any).fetchCommits, fetchBlocks: (node.services as any).fetchBlocks, maxBlocksPerFetch }
+    }, { concurrency })
+    const t0 = performance.now()
+    const r = await sync.run(AbortSignal.timeout(3_600_000))
+    const ms = performance.now() - t0
+    if (r.outcome !== 'synced') throw r.error ?? new Error('archive sync failed')
+    return { ms, commits: r.highestSynced, downloadedBytes: sync.stats.downloadedBytes, verified: txVerifier.verified }
+  } finally {
+    await node?.stop()
+    await pool.close()
+    await store.close()
+  }
+}
+
+/** Commit sync of `target` commits from the peer at `addr` (bench/commit-sync-child.ts, 2 workers). */
+async function p2pRun (dir: string, addr: string, target: number, genesisPath: string): Promise<any> {
+  const child = spawn(process.execPath, [...NODE_FLAGS, P2P_CHILD, 'sync', path.join(dir, 'chain'), addr, String(target), '2', genesisPath], { stdio: ['ignore', 'pipe', 'inherit'], env: withNodeEnv() })
+  let out = ''
+  child.stdout.on('data', (d) => { out += String(d) })
+  const [code] = await once(child, 'exit')
+  if (code !== 0) throw new Error(`p2p sync child exited with ${code}`)
+  return JSON.parse(out.trim().split('\n').pop()!)
+}
+
 export async function run (opts: BenchOptions & { commits?: number } = {}): Promise<Figures> {
   const commits = opts.commits ?? (opts.quick === true ? 200 : 10_000)
   const concurrency = 4
@@ -105,29 +161,12 @@ export async function run (opts: BenchOptions & { commits?: number } = {}): Prom
       const raw = await rawGet(http.addr, names, concurrency)
       figures['raw HTTP GET MiB/s'] = raw.bytes / 1024 / 1024 / (raw.ms / 1000)
       log(`archive fast sync of ${archived} commits over HTTP...`)
-      const store = await ChainStore.open(path.join(tmp.make('as-client'), 'chain'), { genesis })
-      const pool = new VerifyPool({ workers: 2 })
-      const txVerifier = new TxVerifier(pool, store.chainId, genesis.genesis.embeddingDim)
-      const sync = new ArchiveSync({
-        store,
-        executor: new CommitExecutor(store),
-        source: new HttpArchiveSource(http.addr),
-        blockVerifier: new SignedBlockVerifier(pool, store.chainId),
-        txVerifier,
-        cacheDir: path.join(tmp.make('as-cache'), 'download'),
-        log: silentLogger()
-      }, { concurrency })
-      const t0 = performance.now()
-      const r = await sync.run(AbortSignal.timeout(3_600_000))
-      const ms = performance.now() - t0
-      await pool.close()
-      await store.close()
-      if (r.outcome !== 'synced') throw r.error ?? new Error('archive sync failed')
-      const s = ms / 1000
-      figures['archive: commits/s'] = archived / s
-      figures['archive: MiB/s of segments'] = sync.stats.downloadedBytes / 1024 / 1024 / s
+      const r = await archiveRun(tmp.make('as-client'), genesis, http.addr, concurrency)
+      const sec = r.ms / 1000
+      figures['archive: commits/s'] = r.commits / sec
+      figures['archive: MiB/s of segments'] = r.downloadedBytes / 1024 / 1024 / sec
       figures['archive: ratio to raw HTTP GET'] = figures['archive: MiB/s of segments'] / figures['raw HTTP GET MiB/s']
-      figures['archive: verified tx sig/s'] = txVerifier.verified / s
+      figures['archive: verified tx sig/s'] = r.verified / sec
     } finally {
       await stopChild(http)
     }
@@ -135,17 +174,29 @@ export async function run (opts: BenchOptions & { commits?: number } = {}): Prom
     log(`commit sync of ${archived} commits from a P2P peer...`)
     const p2p = await startChild([P2P_CHILD, 'serve', path.join(serverDir, 'chain')])
     try {
-      const child = spawn(process.execPath, [...NODE_FLAGS, P2P_CHILD, 'sync', path.join(tmp.make('as-p2p'), 'chain'), p2p.addr, String(archived), '2', genesisPath], { stdio: ['ignore', 'pipe', 'inherit'], env: withNodeEnv() })
-      let out = ''
-      child.stdout.on('data', (d) => { out += String(d) })
-      const [code] = await once(child, 'exit')
-      if (code !== 0) throw new Error(`p2p sync child exited with ${code}`)
-      const r = JSON.parse(out.trim().split('\n').pop()!)
+      const r = await p2pRun(tmp.make('as-p2p'), p2p.addr, archived, genesisPath)
       figures['p2p: commits/s'] = r.commits / (r.ms / 1000)
       figures['p2p: MiB/s of blocks'] = r.bytes / 1024 / 1024 / (r.ms / 1000)
       figures['p2p: verified tx sig/s'] = r.verifiedTxSignatures / (r.ms / 1000)
     } finally {
       await stopChild(p2p)
+    }
+    // both sources throttled to the same rate: each alone, then together
+    const rate = opts.quick === true ? 2 * 1024 * 1024 : 8 * 1024 * 1024
+    log(`throttled to ${rate / 1024 / 1024} MiB/s each: archive alone, peer alone, both...`)
+    const slowHttp = await startChild([HTTP_CHILD, 'serve-http', archiveDir, String(rate)])
+    const slowPeer = await startChild([HTTP_CHILD, 'serve-p2p', path.join(serverDir, 'chain'), String(rate)])
+    try {
+      const a = await archiveRun(tmp.make('as-thr-archive'), genesis, slowHttp.addr, concurrency)
+      figures['throttled: archive alone, commits/s'] = a.commits / (a.ms / 1000)
+      const p = await p2pRun(tmp.make('as-thr-p2p'), slowPeer.addr, archived, genesisPath)
+      figures['throttled: peer alone (commit sync), commits/s'] = p.commits / (p.ms / 1000)
+      const c = await archiveRun(tmp.make('as-thr-both'), genesis, slowHttp.addr, concurrency, slowPeer.addr)
+      figures['throttled: combined, commits/s'] = c.commits / (c.ms / 1000)
+      figures['throttled: combined ÷ faster alone'] = figures['throttled: combined, commits/s'] / Math.max(figures['throttled: archive alone, commits/s'], figures['throttled: peer alone (commit sync), commits/s'])
+    } finally {
+      await stopChild(slowHttp)
+      await stopChild(slowPeer)
     }
     const after = verifyRate(n)
     const baseline = (before + after) / 2
