@@ -54,8 +54,14 @@ export class ArchiveHttpServer {
       res.writeHead(405, { Allow: 'GET, HEAD' }).end()
       return
     }
-    const url = new URL(req.url ?? '/', 'http://x')
-    const m = NAME.exec(decodeURIComponent(url.pathname))
+    let pathname: string
+    try {
+      pathname = decodeURIComponent(new URL(req.url ?? '/', 'http://x').pathname)
+    } catch {
+      res.writeHead(400).end()
+      return
+    }
+    const m = NAME.exec(pathname)
     if (m === null) {
       res.writeHead(404).end()
       return
