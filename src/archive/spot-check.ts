@@ -84,7 +84,7 @@ export class SpotChecker {
           digest = theirs.digest
         } catch (err: any) {
           if (signal.aborted) throw err
-          this.log.debug('spot check of commit %d: peer %s did not answer: %s', commit.index, peer.toString(), err.message)
+          this.log.info('spot check of commit %d: peer %s did not answer: %s', commit.index, peer.toString(), err.message)
           continue
         }
         if (!bytesEqual(digest, commit.digest)) {
