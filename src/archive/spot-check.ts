@@ -78,7 +78,10 @@ export class SpotChecker {
         asked.add(peer.toString())
         let digest: Uint8Array
         try {
-          const res = await this.fetchCommits.fetch(peer, commit.index, commit.index, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.opts.timeoutMs)]) })
+          // asked with the next commit too: a server answers only a prefix it can certify with stored
+          // votes, and a node that synced the chain holds the votes for the commit before an epoch's
+          // last only through the last one's certifiers (protocols/README.md, Archive)
+          const res = await this.fetchCommits.fetch(peer, commit.index, commit.index + 1, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.opts.timeoutMs)]) })
           const theirs = parseCommit(res.commits[0])
           if (theirs.index !== commit.index) throw new Error(`answered commit ${theirs.index}`)
           digest = theirs.digest
