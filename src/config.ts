@@ -10,14 +10,14 @@ import { ConfigError } from './errors.ts'
 
 export type OptionType = 'string' | 'int' | 'bool' | 'list' | 'duration' | 'bytes' | 'choice'
 
-export type Command = 'start' | 'devnet' | 'keygen' | 'snapshot' | 'demo'
+export type Command = 'start' | 'devnet' | 'keygen' | 'snapshot' | 'demo' | 'archive'
 
 export interface OptionSpec {
   /** key in SomaConfig */
   key: keyof SomaConfig
   type: OptionType
   doc: string
-  group: 'node' | 'devnet' | 'sync' | 'snapshot' | 'archival'
+  group: 'node' | 'devnet' | 'sync' | 'snapshot' | 'archival' | 'archive'
   /** commands that use it */
   commands: readonly Command[]
   min?: number
@@ -99,6 +99,21 @@ export interface SomaConfig {
   snapshotAbandon: boolean
   // ---- archival mode (src/sync/archival.ts, archival-discovery.ts)
   archivalAnnounceIntervalMs: number
+  // ---- archives (issue 14; src/archive/)
+  archiveDir: string
+  archiveSegmentCommits: number
+  archiveCompression: string
+  archiveHttpPort: number
+  archiveUploadUrl: string
+  archiveS3Endpoint: string
+  archiveS3Region: string
+  archiveUrl: string
+  archiveDownloadConcurrency: number
+  archiveMaxInflightBytes: number
+  archiveRequestTimeoutMs: number
+  archiveSpotChecksPerEpoch: number
+  archiveSpotCheckPeers: number
+  archiveCombined: boolean
 }
 
 const ALL: readonly Command[] = ['start', 'devnet', 'demo']
@@ -177,19 +192,34 @@ export const DEFAULTS: Readonly<SomaConfig> = Object.freeze({
   snapshotWaitReminderMs: 60_000,
   snapshotAbandon: false,
 
-  archivalAnnounceIntervalMs: 30_000
+  archivalAnnounceIntervalMs: 30_000,
+
+  archiveDir: '',
+  archiveSegmentCommits: 1000,
+  archiveCompression: 'none',
+  archiveHttpPort: 0,
+  archiveUploadUrl: '',
+  archiveS3Endpoint: '',
+  archiveS3Region: 'us-east-1',
+  archiveUrl: '',
+  archiveDownloadConcurrency: 4,
+  archiveMaxInflightBytes: 256 * 1024 * 1024,
+  archiveRequestTimeoutMs: 60_000,
+  archiveSpotChecksPerEpoch: 2,
+  archiveSpotCheckPeers: 2,
+  archiveCombined: true
 })
 
 export const OPTIONS: readonly OptionSpec[] = [
-  { key: 'dataDir', type: 'string', group: 'node', commands: [...ALL, 'keygen', 'snapshot'], doc: 'data directory: LevelDB store, peer key, genesis' },
+  { key: 'dataDir', type: 'string', group: 'node', commands: [...ALL, 'keygen', 'snapshot', 'archive'], doc: 'data directory: LevelDB store, peer key, genesis' },
   { key: 'listen', type: 'list', group: 'node', commands: ALL, doc: 'libp2p listen multiaddrs (comma-separated)' },
   { key: 'announce', type: 'list', group: 'node', commands: ALL, doc: 'multiaddrs to announce instead of the listen addresses (comma-separated)' },
   { key: 'entrypoints', type: 'list', group: 'node', commands: ['start', 'demo'], doc: 'trusted entrypoint multiaddrs with /p2p/<peer id> (comma-separated)' },
-  { key: 'genesisFile', type: 'string', group: 'node', commands: ['start'], doc: 'genesis file (default: <data-dir>/genesis.pb, written by `devnet`)' },
+  { key: 'genesisFile', type: 'string', group: 'node', commands: ['start', 'archive'], doc: 'genesis file (default: <data-dir>/genesis.pb, written by `devnet`)' },
   { key: 'statusHost', type: 'string', group: 'node', commands: ALL, doc: 'address the status/metrics HTTP server binds' },
   { key: 'statusPort', type: 'int', group: 'node', commands: ALL, min: 0, max: 65535, doc: 'port of the status (/status) and Prometheus (/metrics) server; 0 disables it' },
-  { key: 'logLevel', type: 'choice', group: 'node', commands: [...ALL, 'snapshot'], choices: ['error', 'warn', 'info', 'debug'], doc: 'log verbosity' },
-  { key: 'verifyWorkers', type: 'int', group: 'node', commands: ALL, min: 0, max: 64, doc: 'worker threads for signature checks, and for the state hashes of snapshot chunks as snapshot sync receives them; 0: on the main thread' },
+  { key: 'logLevel', type: 'choice', group: 'node', commands: [...ALL, 'snapshot', 'archive'], choices: ['error', 'warn', 'info', 'debug'], doc: 'log verbosity' },
+  { key: 'verifyWorkers', type: 'int', group: 'node', commands: [...ALL, 'archive'], min: 0, max: 64, doc: 'worker threads for signature checks, and for the state hashes of snapshot chunks as snapshot sync receives them; 0: on the main thread' },
   { key: 'dhtEnabled', type: 'bool', group: 'node', commands: ALL, doc: 'run the chain-scoped kad-dht' },
   { key: 'maxConnections', type: 'int', group: 'node', commands: ALL, min: 1, max: 100000, doc: 'libp2p connection manager limit' },
   { key: 'storeWriteBufferBytes', type: 'bytes', group: 'node', commands: [...ALL, 'snapshot'], min: 1024 * 1024, doc: 'LevelDB write buffer (memtable) of the store; up to two are in memory while one is flushed. Smaller saves memory at a cost in write speed (a 1 GiB snapshot sync, one run each: 16 MiB took 60 % longer and held ~90 MiB less)' },
@@ -249,7 +279,21 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'snapshotStallTimeoutMs', type: 'duration', group: 'snapshot', commands: ['start', 'demo'], min: 100, doc: 'a snapshot sync with no serving peer, or no progress, for this long turns `waiting`: the snapshot and its verified chunks are kept until a serving peer returns (it resumes at once) or a newer attested snapshot supersedes it' },
   { key: 'snapshotWaitReminderMs', type: 'duration', group: 'snapshot', commands: ['start', 'demo'], min: 100, doc: 'while snapshot sync is `waiting`, how often an info line says so again (the first line is a warning)' },
   { key: 'snapshotAbandon', type: 'bool', group: 'snapshot', commands: ['start'], doc: 'abandon the snapshot sync in progress in the data dir at start (its verified chunks stay stored and are reused by a later snapshot): the node then syncs as --sync-mode says (a node whose state was already cleared for the snapshot must sync another snapshot)' },
-  { key: 'archivalAnnounceIntervalMs', type: 'duration', group: 'archival', commands: ['start', 'demo'], min: 0, doc: 'how often an archival node (--sync-mode archival) re-announces itself on gossip (the DHT provider record of its chain\'s archive is re-published hourly); 0: only at start' }
+  { key: 'archivalAnnounceIntervalMs', type: 'duration', group: 'archival', commands: ['start', 'demo'], min: 0, doc: 'how often an archival node (--sync-mode archival) re-announces itself on gossip (the DHT provider record of its chain\'s archive is re-published hourly); 0: only at start' },
+  { key: 'archiveDir', type: 'string', group: 'archive', commands: ['start', 'devnet', 'archive'], doc: 'archive writer: write every closed epoch as archive segments into this directory (\'\': no archive); `archive export` writes here too' },
+  { key: 'archiveSegmentCommits', type: 'int', group: 'archive', commands: ['start', 'devnet', 'archive'], min: 1, max: 1_000_000, doc: 'archive segments are cut after every commit whose index is a multiple of this, and at epoch ends (every writer of one archive must use the same value)' },
+  { key: 'archiveCompression', type: 'choice', group: 'archive', commands: ['start', 'devnet', 'archive'], choices: ['none', 'gzip', 'brotli', 'zstd'], doc: 'compression of archive segment bodies (named in each segment\'s header)' },
+  { key: 'archiveHttpPort', type: 'int', group: 'archive', commands: ['start', 'devnet'], min: 0, max: 65535, doc: 'serve --archive-dir read-only over HTTP (GET/HEAD with Range) on this port of --status-host (0: not served)' },
+  { key: 'archiveUploadUrl', type: 'string', group: 'archive', commands: ['start', 'devnet', 'archive'], doc: 'archive writer: also upload segments to this S3-compatible bucket, s3://<bucket>/<prefix> (credentials from AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY); finished objects are never overwritten' },
+  { key: 'archiveS3Endpoint', type: 'string', group: 'archive', commands: ['start', 'devnet', 'archive'], doc: 'endpoint URL of an S3-compatible service, e.g. http://127.0.0.1:4568 (\'\': AWS S3)' },
+  { key: 'archiveS3Region', type: 'string', group: 'archive', commands: ['start', 'devnet', 'archive'], doc: 'S3 region' },
+  { key: 'archiveUrl', type: 'string', group: 'archive', commands: ['start', 'archive'], doc: 'fast mode: sync history from this archive first, http(s)://<host>/<prefix> or s3://<bucket>/<prefix> (untrusted: every commit is verified as commit sync does, sampled commits are spot-checked against P2P peers), then commit-sync from peers; a bad object\'s range comes from the peers (--archive-combined), or the fast mode stops and commit sync goes on from the last verified commit' },
+  { key: 'archiveDownloadConcurrency', type: 'int', group: 'archive', commands: ['start', 'archive'], min: 1, max: 256, doc: 'archive segments downloading at once' },
+  { key: 'archiveMaxInflightBytes', type: 'bytes', group: 'archive', commands: ['start', 'archive'], min: 1, doc: 'archive segment bytes downloaded and not yet stored (one segment is always allowed)' },
+  { key: 'archiveRequestTimeoutMs', type: 'duration', group: 'archive', commands: ['start', 'archive'], min: 1, doc: 'one archive object request may take this long (3 attempts with back-off)' },
+  { key: 'archiveSpotChecksPerEpoch', type: 'int', group: 'archive', commands: ['start'], min: 0, max: 1_000_000, doc: 'fast mode: commits per epoch sampled from the archive and compared with --archive-spot-check-peers P2P peers\' (0: no spot checks)' },
+  { key: 'archiveSpotCheckPeers', type: 'int', group: 'archive', commands: ['start'], min: 1, max: 100, doc: 'fast mode: peers that must agree with the archive on each sampled commit (fewer answering: logged at warn as unchecked)' },
+  { key: 'archiveCombined', type: 'bool', group: 'archive', commands: ['start'], doc: 'fast mode: connected P2P peers fetch ranges of the archive\'s segments too, each range from the source with the best measured throughput (work stealing; a segment the store waits for is also fetched by an idle source); a source whose data fails is dropped and its range fetched elsewhere. Spot checks sample the segments that came from the archive' }
 ]
 
 export function flagName (key: string): string {

@@ -56,6 +56,13 @@ export class ArchivalStoreError extends StoreError { static override readonly co
 export class NoPeerError extends SomaError { static override readonly code: string = 'ERR_NO_PEER' }
 export class AbortedError extends SomaError { static override readonly code: string = 'ERR_ABORTED' }
 
+/** Archives (src/archive/): an object of an archive (bucket or directory) that fails a check. */
+export class InvalidArchiveError extends SomaError { static override readonly code: string = 'ERR_INVALID_ARCHIVE' }
+/** An archive source (HTTP host, S3 bucket) that cannot be read: HTTP status, network error, timeout. */
+export class ArchiveSourceError extends SomaError { static override readonly code: string = 'ERR_ARCHIVE_SOURCE' }
+/** A P2P peer's commit digest that differs from the archive's (spot check). */
+export class SpotCheckError extends SomaError { static override readonly code: string = 'ERR_SPOT_CHECK' }
+
 /**
  * Peer-score penalty per error class. A peer whose score falls to PEER_BAN_SCORE is disconnected and
  * not asked again for `peerBanMs`. Lying (bad data) costs far more than being slow or unreachable.

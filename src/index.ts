@@ -50,3 +50,12 @@ export { peerCandidates, mergeCandidates, type SnapshotCandidateSource } from '.
 export { SyncState, type PersistedPhase } from './snapshot/sync/sync-state.ts'
 export { createNode, resolveSyncMode, SomaNode, type CreateNodeOptions } from './node/node.ts'
 export { libp2pServices, createLibp2pNode } from './node/libp2p.ts'
+// archives (issue 14; src/archive/)
+export { ArchiveWriter, buildSegment, canonicalCertifiers, type ArchiveWriterOptions } from './archive/writer.ts'
+export { ArchiveSync, type ArchiveSyncDeps, type ArchiveSyncOptions, type ArchiveSyncResult, type ArchiveProgress } from './archive/reader.ts'
+export { ArchiveHttpServer } from './archive/http-server.ts'
+export { HttpArchiveSource, S3ArchiveSource, DirArchiveSource, openArchiveSource, type ArchiveSource } from './archive/source.ts'
+export { uploadArchive } from './archive/s3-upload.ts'
+export { SpotChecker, type SpotCheckOptions } from './archive/spot-check.ts'
+export { SegmentScheduler, fetchSegmentFromPeer } from './archive/combined.ts'
+export { encodeSegment, decodeSegment, parseManifest, segmentRanges, ARCHIVE_FORMAT_VERSION, type ArchiveManifest, type SegmentEntry } from './archive/format.ts'

@@ -36,7 +36,7 @@ export const PROTOCOLS_DIR = protocolsDir()
 
 const root = new protobuf.Root()
 root.resolvePath = (_origin: string, target: string) => path.isAbsolute(target) ? target : path.join(PROTOCOLS_DIR, target)
-root.loadSync(['chain.proto', 'sync.proto', 'snapshot.proto'].filter(f => {
+root.loadSync(['chain.proto', 'sync.proto', 'snapshot.proto', 'archive.proto'].filter(f => {
   try { require('node:fs').accessSync(path.join(PROTOCOLS_DIR, f)); return true } catch { return false }
 }), { keepCase: false })
 root.resolveAll()

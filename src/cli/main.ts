@@ -12,6 +12,7 @@ import { envName, flagName, helpText, loadConfig, OPTIONS, type Command, type So
 import { ConfigError } from '../errors.ts'
 import { createLogger, type Logger } from '../utils/logger.ts'
 import { SNAPSHOT_USAGE, SNAPSHOT_DESCRIPTION, snapshotHelp } from './snapshot.ts'
+import { ARCHIVE_USAGE, ARCHIVE_DESCRIPTION, archiveHelp } from './archive-help.ts'
 
 /** A long-running command: stop() ends it; `done` (optional) resolves when it finishes by itself. */
 interface Running {
@@ -99,6 +100,18 @@ const COMMANDS: Record<string, CommandDef> = {
     run: async (config, _log, _env, positionals) => {
       const { runSnapshotCommand } = await import('./snapshot.ts')
       return await runSnapshotCommand(positionals, config)
+    }
+  },
+  archive: {
+    summary: 'export, verify or list history archives (segment files for a bucket)',
+    usage: ARCHIVE_USAGE,
+    description: ARCHIVE_DESCRIPTION,
+    options: 'archive',
+    positionals: true,
+    help: archiveHelp,
+    run: async (config, _log, _env, positionals) => {
+      const { runArchiveCommand } = await import('./archive.ts')
+      return await runArchiveCommand(positionals, config)
     }
   },
   config: {

@@ -32,6 +32,7 @@ import type { SnapshotCandidate, SnapshotCandidateSource } from '../snapshot/syn
 import { prepareArchivalStore } from '../sync/archival.ts'
 import { archivalDiscoveryConfig, archivalDiscoveryService, type ArchivalDiscovery, type HistoryMissing } from '../sync/archival-discovery.ts'
 import { InboundGuard } from '../net/inbound-guard.ts'
+import { archiveSyncComponent, archiveWriterComponent } from '../archive/service.ts'
 
 /** Known phases; sync code may use others. */
 export type NodePhase = 'idle' | 'syncing' | 'snapshot' | 'producing' | 'synced' | 'done' | 'stopped' | (string & {})
@@ -80,13 +81,15 @@ export interface CreateNodeOptions {
  * data dir or the store's state was cleared for a snapshot that is not loaded yet (it must be finished
  * before any commit executes). Commit sync then waits for it.
  */
-export async function resolveSyncMode (config: Pick<SomaConfig, 'syncMode'>, store: ChainStore): Promise<{ snapshot: boolean, reason: string }> {
+export async function resolveSyncMode (config: Pick<SomaConfig, 'syncMode'> & { archiveUrl?: string }, store: ChainStore): Promise<{ snapshot: boolean, reason: string }> {
   // an archival node never snapshot-syncs (prepareArchivalStore refused a data dir with one in progress)
   if (config.syncMode === 'archival') return { snapshot: false, reason: '--sync-mode archival: every commit from genesis' }
   if (store.archival) return { snapshot: false, reason: 'archival data dir: commit sync from its tip, the full history kept' }
   const state = new SyncState(store)
   if (await state.stateReplaced()) return { snapshot: true, reason: 'the state is being replaced by a snapshot' }
   if (await state.read() !== undefined) return { snapshot: true, reason: 'a snapshot sync is in progress' }
+  // archive fast mode (src/archive/) syncs the whole history from genesis: no snapshot
+  if (config.archiveUrl !== undefined && config.archiveUrl !== '') return { snapshot: false, reason: '--archive-url' }
   const mode = config.syncMode ?? 'auto'
   if (mode === 'snapshot') return { snapshot: true, reason: '--sync-mode snapshot' }
   if (mode === 'commits') return { snapshot: false, reason: '--sync-mode commits' }
@@ -364,6 +367,8 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
     const snapshot = mode === 'sync' ? await resolveSyncMode(config, store) : { snapshot: false, reason: '' }
     if (snapshot.snapshot) log.info('snapshot sync first: %s', snapshot.reason)
     else if (mode === 'sync' && config.syncMode === 'snapshot') log.info('%s', snapshot.reason)
+    // archive fast mode: history from --archive-url first, commit sync held until it ends
+    const archiveFast = mode === 'sync' && !snapshot.snapshot && config.archiveUrl !== ''
     // discovery (gossip / DHT), when the node runs it, adds snapshot candidates to asking connected peers
     const discovered: SnapshotCandidateSource = async ({ signal }) => {
       const d = (libp2p?.services as any)?.snapshotDiscovery as { candidateSource?: () => SnapshotCandidateSource, discover?: (o: { signal?: AbortSignal }) => Promise<SnapshotCandidate[]> } | undefined
@@ -389,7 +394,7 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
             store,
             executor,
             sync: mode === 'sync',
-            startPaused: snapshot.snapshot,
+            startPaused: snapshot.snapshot || archiveFast,
             logger: log.child('commit-sync'),
             verifyWorkers: config.verifyWorkers,
             handlerTimeoutMs: config.handlerTimeoutMs,
@@ -418,6 +423,21 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
     const components = [...(opts.components ?? [])]
     if (mode === 'sync') components.unshift(stateSyncComponent(libp2p, () => node), snapshotSyncComponent(libp2p, () => node, log.child('snapshot')))
     if (mode !== false) components.push({ name: 'archival-discovery', status: () => archivalDiscovery()?.status() ?? {} })
+    if (config.archiveDir !== '') components.push(archiveWriterComponent({ config, store, executor, log }))
+    if (archiveFast) {
+      const l = libp2p
+      components.push(archiveSyncComponent({
+        config,
+        store,
+        executor,
+        log,
+        fetchCommits: () => (l.services as any).fetchCommits,
+        fetchBlocks: () => (l.services as any).fetchBlocks,
+        connectedPeers: () => [...new Map(l.getConnections().map(c => [c.remotePeer.toString(), c.remotePeer])).values()],
+        resumeCommitSync: () => { ((l.services as any).stateSync as StateSync | undefined)?.resume() },
+        setPhase: (p) => { if (node !== undefined && node.phase !== 'stopped') node.phase = p }
+      }))
+    }
     let node: SomaNode | undefined
     const where = opts.statusServer === undefined
       ? (config.statusPort === 0 ? undefined : { host: config.statusHost, port: config.statusPort })
