@@ -49,6 +49,8 @@ export class CorruptStoreError extends StoreError { static override readonly cod
 export class ForeignStoreError extends StoreError { static override readonly code: string = 'ERR_FOREIGN_STORE' }
 export class NoPeerError extends SomaError { static override readonly code: string = 'ERR_NO_PEER' }
 export class AbortedError extends SomaError { static override readonly code: string = 'ERR_ABORTED' }
+/** The executor or a store write failed (ENOSPC, EIO, …): the node is in its `failed` phase. */
+export class FatalNodeError extends SomaError { static override readonly code: string = 'ERR_FATAL' }
 
 /**
  * Peer-score penalty per error class. A peer whose score falls to PEER_BAN_SCORE is disconnected and
@@ -79,6 +81,6 @@ export function penaltyFor (err: unknown): number {
   for (const [cls, penalty] of PEER_PENALTIES) {
     if (err instanceof cls) return penalty
   }
-  if (err instanceof ConfigError || err instanceof StoreError || err instanceof AbortedError) return 0
+  if (err instanceof ConfigError || err instanceof StoreError || err instanceof AbortedError || err instanceof FatalNodeError) return 0
   return 5
 }

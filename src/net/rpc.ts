@@ -11,6 +11,7 @@ import type { AbortOptions, ComponentLogger, Connection, Logger, PeerId, Startab
 import type { ConnectionManager, Registrar } from '@libp2p/interface-internal'
 import type { Codec } from '../chain/proto.ts'
 import { MalformedMessageError, PeerRequestFailedError, PeerTimeoutError, RateLimitedError, OversizedResponseError } from '../errors.ts'
+import type { Logger as NodeLogger } from '../utils/logger.ts'
 
 export interface RpcComponents {
   registrar: Registrar
@@ -35,6 +36,21 @@ export interface RpcInit {
   requestsPerSecond?: number
   /** Serve inbound requests (false: client only). @default true */
   serve?: boolean
+  /**
+   * The node's logger: inbound failures worth an operator's attention (a malformed request, a handler
+   * that failed on our side) are logged there at info/warn; the rest (resets, timeouts) at debug.
+   * @default only libp2p's debug logger (DEBUG=soma:rpc:*)
+   */
+  logger?: NodeLogger
+}
+
+/** Logs a failed inbound request or session on the node's logger, at a level by what failed. */
+export function logInboundFailure (log: NodeLogger | undefined, protocol: string, peer: PeerId, err: any): void {
+  if (log === undefined) return
+  const what = `${protocol}: inbound request from ${peer.toString()} failed: ${err?.message ?? String(err)}`
+  if (err instanceof MalformedMessageError || err?.name === 'InvalidDataLengthError' || err?.name === 'InvalidMessageLengthError') log.info('%s (peer sent a malformed request)', what)
+  else if (err instanceof OversizedResponseError || (err?.code !== undefined && /^ERR_(STORE|CORRUPT_STORE)/.test(err.code))) log.warn('%s', what)
+  else log.debug('%s', what)
 }
 
 export interface RequestOptions extends AbortOptions {
@@ -79,6 +95,7 @@ export class RpcProtocol<Req, Res extends WithError> implements Startable {
   private readonly serve: boolean
   private readonly limiter: RateLimiter
   private readonly log: Logger
+  private readonly nodeLog?: NodeLogger
   private started = false
 
   constructor (components: RpcComponents, protocol: string, codecs: { request: Codec<Req>, response: Codec<Res> }, init: RpcInit, handler?: Handler<Req, Res>) {
@@ -96,6 +113,7 @@ export class RpcProtocol<Req, Res extends WithError> implements Startable {
     this.serve = init.serve ?? true
     this.limiter = new RateLimiter({ points: init.requestsPerSecond ?? 50, duration: 1 })
     this.log = components.logger.forComponent(`soma:rpc:${protocol}`)
+    this.nodeLog = init.logger
   }
 
   async start (): Promise<void> {
@@ -141,6 +159,7 @@ export class RpcProtocol<Req, Res extends WithError> implements Startable {
     } catch (err: any) {
       this.stats.inboundErrors++
       this.log('inbound request from %p failed: %s', peer, err.message)
+      logInboundFailure(this.nodeLog, this.protocol, peer, err)
       stream.abort(err)
     }
   }

@@ -27,6 +27,11 @@ import { findGenesisFile, readGenesisFile } from './genesis-file.ts'
 import { commitSyncServices, stateSyncConfig, type StateSync } from '../sync/state-sync.ts'
 import { snapshotSyncConfig, snapshotSyncServices, type SnapshotSyncService } from '../snapshot/sync/service.ts'
 import { SyncState } from '../snapshot/sync/sync-state.ts'
+import type { WaitingReason } from '../sync/waiting.ts'
+import { healthOf, mergeWaiting, NodeWatch, type Health, type WatchedPeer } from './health.ts'
+import { VERSION } from '../version.ts'
+import { NodeMetrics } from './metrics.ts'
+import type { PeerScores } from '../sync/peer-scores.ts'
 import type { SnapshotCandidate, SnapshotCandidateSource } from '../snapshot/sync/candidates.ts'
 
 /** Known phases; sync code may use others. */
@@ -91,6 +96,52 @@ export async function resolveSyncMode (config: Pick<SomaConfig, 'syncMode'>, sto
 /** How often unconnected entrypoints are redialed. */
 export const ENTRYPOINT_REDIAL_MS = 5000
 
+/** How often the node samples its health (peers, progress, faults) and logs what changed. */
+export const WATCH_INTERVAL_MS = 1000
+
+/** Longest back-off between restarts of a failed executor. */
+export const MAX_FATAL_RETRY_MS = 5 * 60_000
+
+/** One peer in /status `peerList`. */
+export interface PeerStatus {
+  id: string
+  /** remote address of its connection ('' when not connected) */
+  address: string
+  connected: boolean
+  /** highest synced commit it claims (undefined before it answered) */
+  height?: number
+  lowestAvailable?: number
+  /** smoothed round-trip time of availability queries */
+  rttMs?: number
+  /** commit-sync peer score (0 is clean; a ban at -100) */
+  score: number
+  /** ISO time its ban ends, when banned */
+  bannedUntil?: string
+  /** on another chain (different genesis digest) */
+  wrongChain: boolean
+}
+
+/** A fault that stopped the node's progress: the executor or a store write failed. */
+export interface NodeFault {
+  error: Error
+  at: number
+  /** what failed: 'executor' or 'store write' */
+  source: string
+  reason: WaitingReason
+}
+
+/** ENOSPC, EIO and LevelDB's IO errors: faults of the disk, which may pass (space freed). */
+export function isStorageFault (err: any): boolean {
+  const text = `${err?.code ?? ''} ${err?.message ?? ''} ${err?.cause?.code ?? ''} ${err?.cause?.message ?? ''}`
+  return /ENOSPC|EIO|EROFS|EDQUOT|No space left|Input\/output error|IO error|Read-only file system|quota exceeded/i.test(text)
+}
+
+/** Disk full: ENOSPC (or LevelDB's "No space left on device"), EDQUOT. */
+export function isDiskFull (err: any): boolean {
+  const text = `${err?.code ?? ''} ${err?.message ?? ''} ${err?.cause?.code ?? ''} ${err?.cause?.message ?? ''}`
+  return /ENOSPC|EDQUOT|No space left|quota exceeded/i.test(text)
+}
+
 export class SomaNode {
   readonly config: SomaConfig
   readonly store: ChainStore
@@ -109,9 +160,32 @@ export class SomaNode {
   private stopping?: Promise<void>
   private redialTimer?: NodeJS.Timeout
   private readonly dialing = new Set<string>()
+  /** when start() completed */
+  startedAt = 0
+  /** the node's own health checks (peers, stall) */
+  readonly watch: NodeWatch
+  /** the fault that moved the node to its `failed` phase (cleared when a retry restarts it) */
+  fault?: NodeFault
+  /** faults since the last executed batch (the back-off doubles with each) */
+  private faultRetries = 0
+  private retryTimer?: NodeJS.Timeout
+  private watchTimer?: NodeJS.Timeout
+  private readonly faultListeners: Array<(fault: NodeFault) => void> = []
+  /** peers met recently (id -> PeerId), for the wrong-chain check after they were dropped */
+  private readonly recentPeers = new Map<string, { peer: PeerId, at: number }>()
+  private lastLogged: { health?: string, waiting?: string } = {}
+  /** the node's soma_* series beyond the status server's own (src/node/metrics.ts) */
+  readonly metrics: NodeMetrics
+  /** peer scores already given the node's logger and metrics */
+  private readonly attachedScores = new WeakSet<PeerScores>()
 
   /** Use createNode(). */
-  constructor (init: { config: SomaConfig, store: ChainStore, executor: CommitExecutor, libp2p: SomaLibp2p, peerKey: PeerKey, log: Logger, statusServer?: StatusServer, epoch: number, phase: NodePhase, components: NodeComponent[] }) {
+  /** whether this node syncs from peers (commitSync 'sync'): then it needs usable peers to be healthy */
+  readonly syncing: boolean
+
+  constructor (init: { config: SomaConfig, store: ChainStore, executor: CommitExecutor, libp2p: SomaLibp2p, peerKey: PeerKey, log: Logger, statusServer?: StatusServer, epoch: number, phase: NodePhase, components: NodeComponent[], syncing?: boolean, metrics?: NodeMetrics }) {
+    this.syncing = init.syncing ?? false
+    this.metrics = init.metrics ?? new NodeMetrics()
     this.config = init.config
     this.store = init.store
     this.executor = init.executor
@@ -123,8 +197,20 @@ export class SomaNode {
     this.phase = init.phase
     this.components.push(...init.components)
     this.entrypoints = parseEntrypoints(init.config.entrypoints)
-    this.executor.on('executed', r => { this.epoch = r.nextEpoch ?? r.epoch })
-    this.libp2p.addEventListener('peer:connect', evt => { this.log.info('peer connected: %s (%d peers)', evt.detail.toString(), this.peerCount()) })
+    this.executor.on('executed', r => { this.epoch = r.nextEpoch ?? r.epoch; this.faultRetries = 0 })
+    this.watch = new NodeWatch({ thresholds: init.config, chainId: toHex(init.store.chainId), height: init.store.highestSynced })
+    // a store write that fails for the disk (ENOSPC, EIO) stops the node's progress, whoever wrote
+    this.store.writeObservers.onError = err => { if (isStorageFault(err) && this.state === 'started') this.enterFailed(err, 'store write') }
+    this.store.writeObservers.onWrite = ms => { this.metrics.histogram('soma_leveldb_write_seconds').observe(ms / 1000) }
+    this.executor.on('batch', b => {
+      this.metrics.histogram('soma_executor_batch_seconds').observe(b.ms / 1000)
+      this.metrics.histogram('soma_executor_batch_commits').observe(b.commits)
+    })
+    this.libp2p.addEventListener('peer:connect', evt => {
+      this.recentPeers.set(evt.detail.toString(), { peer: evt.detail, at: Date.now() })
+      if (this.recentPeers.size > 1000) this.recentPeers.delete(this.recentPeers.keys().next().value as string)
+      this.log.info('peer connected: %s (%d peers)', evt.detail.toString(), this.peerCount())
+    })
     this.libp2p.addEventListener('peer:disconnect', evt => { this.log.info('peer disconnected: %s (%d peers)', evt.detail.toString(), this.peerCount()) })
   }
 
@@ -171,6 +257,10 @@ export class SomaNode {
       throw err
     }
     this.state = 'started'
+    this.startedAt = Date.now()
+    this.watch.lastProgressAt = this.startedAt
+    this.watchTimer = setInterval(() => { this.sample() }, WATCH_INTERVAL_MS)
+    this.watchTimer.unref()
     this.log.info('chain %s, peer id %s, listening on %s', toHex(this.chainId).slice(0, 16), this.peerId.toString(), this.multiaddrs().join(', ') || '(nothing)')
     if (this.statusServer !== undefined) this.log.info('status on %s/status, metrics on %s/metrics', this.statusServer.url, this.statusServer.url)
     if (this.entrypoints.length > 0) {
@@ -203,6 +293,8 @@ export class SomaNode {
     this.state = 'stopped'
     this.phase = 'stopped'
     if (this.redialTimer !== undefined) clearInterval(this.redialTimer)
+    if (this.watchTimer !== undefined) clearInterval(this.watchTimer)
+    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer)
     let first: unknown
     const attempt = async (what: string, fn: () => unknown): Promise<void> => {
       try {
@@ -220,7 +312,162 @@ export class SomaNode {
     if (first !== undefined) throw first
   }
 
-  /** The /status object: progress, state root, epoch, peers, phase, plus the components' fields. */
+  /** Calls `fn` when the node enters its `failed` phase (the CLI exits on it with --exit-on-fatal). */
+  onFault (fn: (fault: NodeFault) => void): void { this.faultListeners.push(fn) }
+
+  /**
+   * Moves the node to its `failed` phase: logs the error, tells the fault listeners, and (without
+   * `exitOnFatal`, when the process does not exit on it) restarts commit sync after a back-off.
+   */
+  enterFailed (error: Error, source: string): void {
+    if (this.fault !== undefined || this.state !== 'started') return
+    const at = Date.now()
+    const full = isDiskFull(error)
+    const code = (error as any)?.code ?? (error as any)?.cause?.code
+    const reason: WaitingReason = {
+      code: full ? 'disk-full' : 'executor-failed',
+      message: `${source} failed: ${error.message}${full ? ' (disk full: free space in ' + this.config.dataDir + ')' : ''}`,
+      since: at,
+      evidence: { source, error: error.message, code }
+    }
+    this.fault = { error, at, source, reason }
+    this.phase = 'failed'
+    this.metrics.counter('soma_node_faults_total').inc({ source, code: reason.code })
+    const delay = Math.min(this.config.fatalRetryMs * 2 ** this.faultRetries, MAX_FATAL_RETRY_MS)
+    this.log.error('FAILED: %s failed: %s; %s', source, error.message,
+      this.config.exitOnFatal ? 'exiting (--exit-on-fatal) so that the supervisor restarts the node' : `restarting commit sync in ${Math.round(delay / 1000)} s (attempt ${this.faultRetries + 1})`)
+    for (const fn of this.faultListeners) fn(this.fault)
+    if (!this.config.exitOnFatal) {
+      this.retryTimer = setTimeout(() => { void this.restartAfterFault() }, delay)
+      this.retryTimer.unref()
+    }
+  }
+
+  /** Restarts commit sync (and so the executor) after a fault, from what the store holds. */
+  private async restartAfterFault (): Promise<void> {
+    if (this.state !== 'started' || this.fault === undefined) return
+    const sync = (this.libp2p.services as any).stateSync as StateSync | undefined
+    const fault = this.fault
+    this.faultRetries++
+    try {
+      if (sync !== undefined) {
+        await sync.stop()
+        this.executor.resetCaches()
+        await sync.start()
+        sync.afterStart()
+      }
+      this.log.info('restarted commit sync after the %s failure (attempt %d)', fault.source, this.faultRetries)
+      this.fault = undefined
+      this.phase = 'syncing'
+    } catch (err: any) {
+      this.fault = undefined
+      this.enterFailed(err, `restart after the ${fault.source} failure`)
+    }
+  }
+
+  /** Gives a sync's PeerScores the node's logger (penalties and bans at warn) and metrics. */
+  private attachScores (scores: PeerScores | undefined, sync: 'commit' | 'snapshot'): void {
+    if (scores === undefined || this.attachedScores.has(scores) || typeof scores.onPenalty !== 'function') return
+    this.attachedScores.add(scores)
+    scores.logger ??= this.log.child(`${sync}-sync:peers`)
+    const failures = this.metrics.counter(sync === 'commit' ? 'soma_range_failures_total' : 'soma_chunk_failures_total')
+    scores.onPenalty((_peer, reason) => {
+      this.metrics.counter('soma_penalties_total').inc({ sync, reason })
+      failures.inc({ reason })
+    })
+    scores.onBan((_peer, reason) => { this.metrics.counter('soma_bans_total').inc({ sync, reason }) })
+  }
+
+  /** What the node's own checks see of its peers. */
+  private watchedPeers (): WatchedPeer[] {
+    const loop = ((this.libp2p.services as any).stateSync as StateSync | undefined)?.eventLoop
+    const out: WatchedPeer[] = []
+    const connected = new Set<string>()
+    for (const peer of this.libp2p.getPeers()) {
+      connected.add(peer.toString())
+      out.push({ id: peer.toString(), wrongChain: loop?.heights?.isWrongChain?.(peer) === true, banned: loop?.scores?.isBanned?.(peer) === true })
+    }
+    const now = Date.now()
+    for (const [id, r] of this.recentPeers) {
+      if (now - r.at > 10 * 60_000) { this.recentPeers.delete(id); continue }
+      if (!connected.has(id) && loop?.heights?.isWrongChain?.(r.peer) === true) out.push({ id, wrongChain: true, banned: false })
+    }
+    return out
+  }
+
+  /** Samples faults, peers and progress; logs when the health or the reason the node waits changes. */
+  sample (): { waiting?: WaitingReason, health: Health } {
+    const sync = (this.libp2p.services as any).stateSync as StateSync | undefined
+    this.attachScores(sync?.eventLoop?.scores, 'commit')
+    this.attachScores(((this.libp2p.services as any).snapshotSync as SnapshotSyncService | undefined)?.snapshotSync?.scores, 'snapshot')
+    const loopError = sync?.eventLoop?.fatalError
+    if (loopError !== undefined && this.fault === undefined && this.state === 'started') this.enterFailed(loopError, 'executor')
+    const snap = (this.libp2p.services as any).snapshotSync as SnapshotSyncService | undefined
+    const snapRunning = snap?.running === true
+    const peers = this.watchedPeers()
+    const checkPeers = this.syncing
+    const progress = sync?.progress()
+    if (this.phase !== 'stopped' && this.phase !== 'failed' && this.syncing) {
+      if (snapRunning) this.phase = 'snapshot'
+      else if (progress !== undefined) this.phase = progress.phase
+    }
+    const height = this.store.highestSynced
+    this.watch.sample({ height, peers, checkPeers, snapshotBytes: snapRunning ? snap?.progress()?.bytes.done : undefined })
+    const machines: Array<WaitingReason | undefined> = snapRunning
+      ? [(snap as any).waiting?.(), (sync as any)?.waiting?.()]
+      : [(sync as any)?.waiting?.(), snap?.error !== undefined ? { code: 'snapshot-stalled', message: `snapshot sync failed: ${snap.error.message}`, since: this.startedAt, evidence: { error: snap.error.message } } : undefined]
+    const waiting = this.state === 'started'
+      ? mergeWaiting(this.fault?.reason, machines, this.watch.reasons({ peers, checkPeers, height, phase: this.phase }))
+      : undefined
+    const health = this.state === 'started' ? healthOf(this.phase, waiting, this.config) : { state: 'stuck' as const, httpStatus: 503 }
+    if (this.state === 'started') {
+      const w = waiting === undefined ? '' : `${waiting.code}: ${waiting.message}`
+      if (w !== (this.lastLogged.waiting ?? '') && waiting?.code !== this.lastLogged.waiting?.split(':')[0]) {
+        if (waiting !== undefined) this.log.warn('waiting: %s', w)
+        else if (this.lastLogged.waiting !== undefined && this.lastLogged.waiting !== '') this.log.info('no longer waiting (was %s)', this.lastLogged.waiting.split(':')[0])
+      }
+      this.lastLogged.waiting = w
+      if (health.state !== this.lastLogged.health) {
+        if (health.state === 'stuck') this.log.error('health: stuck (503): %s', waiting === undefined ? 'unhealthy' : `${waiting.code}: ${waiting.message}`)
+        else if (this.lastLogged.health !== undefined) this.log.info('health: %s (%d)', health.state, health.httpStatus)
+        this.lastLogged.health = health.state
+      }
+    }
+    return { waiting, health }
+  }
+
+  /** Each connected peer (and each peer commit sync knows) with its heights, RTT, score and ban. */
+  peerList (limit = 200): PeerStatus[] {
+    const loop = ((this.libp2p.services as any).stateSync as StateSync | undefined)?.eventLoop
+    const byId = new Map<string, { peer: PeerId, address: string, connected: boolean }>()
+    for (const c of this.libp2p.getConnections()) {
+      if (!byId.has(c.remotePeer.toString())) byId.set(c.remotePeer.toString(), { peer: c.remotePeer, address: c.remoteAddr.toString(), connected: true })
+    }
+    for (const h of loop?.heights?.all?.() ?? []) {
+      if (!byId.has(h.peer.toString())) byId.set(h.peer.toString(), { peer: h.peer, address: '', connected: false })
+    }
+    return [...byId.values()].slice(0, limit).map(({ peer, address, connected }) => {
+      const h = loop?.heights?.get?.(peer)
+      const until = loop?.scores?.bannedUntilOf?.(peer)
+      return {
+        id: peer.toString(),
+        address,
+        connected,
+        height: h?.height,
+        lowestAvailable: h?.lowest,
+        rttMs: h === undefined ? undefined : Math.round(h.rttMs),
+        score: loop?.scores?.score?.(peer) ?? 0,
+        bannedUntil: until === undefined ? undefined : new Date(until).toISOString(),
+        wrongChain: loop?.heights?.isWrongChain?.(peer) === true
+      }
+    })
+  }
+
+  /**
+   * The /status object: progress, state root, epoch, peers, phase, plus the components' fields; `waiting`
+   * (why the node does not progress, with evidence), `health` (what /health answers), `peerList`,
+   * `lastCommitAt`, `version`, `uptimeSeconds`.
+   */
   async status (): Promise<StatusReport> {
     const p = this.store.getProgress()
     const root = this.store.isClosed ? undefined : await this.store.getStateRoot(p.highestExecuted)
@@ -243,7 +490,25 @@ export class SomaNode {
       if (c.status !== undefined) Object.assign(report, await c.status())
       if (c.healthy !== undefined && !c.healthy()) healthy = false
     }
+    const { waiting, health } = this.sample()
+    if (health.state === 'stuck') healthy = false
+    if (!healthy && health.httpStatus !== 503) Object.assign(health, { state: 'stuck', httpStatus: 503 })
+    report.phase = this.phase
     report.healthy = healthy
+    report.health = health.state
+    report.healthStatus = health.httpStatus
+    report.waiting = waiting
+    report.peerList = this.peerList()
+    report.lastCommitAt = this.watch.lastCommitAt === undefined ? undefined : new Date(this.watch.lastCommitAt).toISOString()
+    report.version = VERSION
+    report.uptimeSeconds = this.startedAt === 0 ? 0 : Math.round((Date.now() - this.startedAt) / 1000)
+    const peers = this.watchedPeers()
+    this.metrics.update(report, {
+      connected: report.peers,
+      usable: peers.filter(p => !p.wrongChain && !p.banned).length,
+      banned: peers.filter(p => p.banned).length,
+      wrong_chain: peers.filter(p => p.wrongChain).length
+    })
     return report
   }
 }
@@ -257,7 +522,7 @@ function stateSyncComponent (libp2p: SomaLibp2p, node: () => SomaNode | undefine
       const p = sync()?.progress()
       if (p === undefined) return {}
       const n = node()
-      if (n !== undefined && n.phase !== 'stopped') n.phase = p.phase
+      if (n !== undefined && n.phase !== 'stopped' && n.phase !== 'failed') n.phase = p.phase
       return { sync: { target: p.target, knownPeers: p.peers, commitsPerSecond: Math.round(p.commitsPerSecond * 10) / 10, syncedCommits: p.syncedCommits } }
     },
     healthy: () => sync()?.eventLoop?.fatalError === undefined
@@ -291,7 +556,7 @@ function snapshotSyncComponent (libp2p: SomaLibp2p, node: () => SomaNode | undef
       const p = s?.progress()
       if (s === undefined || p === undefined) return {}
       const n = node()
-      if (n !== undefined && n.phase !== 'stopped' && s.running) n.phase = 'snapshot'
+      if (n !== undefined && n.phase !== 'stopped' && n.phase !== 'failed' && s.running) n.phase = 'snapshot'
       return {
         snapshot: {
           phase: p.phase,
@@ -365,7 +630,8 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
       handlerTimeoutMs: config.handlerTimeoutMs,
       requestsPerSecond: config.inboundRequestsPerSecond,
       maxInboundStreams: config.maxInboundStreams,
-      maxOutboundStreams: config.maxOutboundStreams
+      maxOutboundStreams: config.maxOutboundStreams,
+      logger: log.child('rpc')
     }
     const syncServices = mode === false
       ? {}
@@ -377,6 +643,7 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
             sync: mode === 'sync',
             startPaused: snapshot.snapshot,
             logger: log.child('commit-sync'),
+            rpc: { logger: log.child('rpc') },
             verifyWorkers: config.verifyWorkers,
             handlerTimeoutMs: config.handlerTimeoutMs,
             inboundRequestsPerSecond: config.inboundRequestsPerSecond,
@@ -397,6 +664,7 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
         }
     libp2p = await createLibp2pNode({ config, chainId: store.chainId, privateKey: peerKey.privateKey, services: { ...syncServices, ...opts.services } })
     const components = [...(opts.components ?? [])]
+    const metrics = new NodeMetrics()
     if (mode === 'sync') components.unshift(stateSyncComponent(libp2p, () => node), snapshotSyncComponent(libp2p, () => node, log.child('snapshot')))
     let node: SomaNode | undefined
     const where = opts.statusServer === undefined
@@ -404,8 +672,8 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
       : (opts.statusServer === false ? undefined : { host: opts.statusServer.host ?? config.statusHost, port: opts.statusServer.port })
     const statusServer = where === undefined
       ? undefined
-      : new StatusServer({ host: where.host, port: where.port, logger: log, getStatus: async () => await node!.status() })
-    node = new SomaNode({ config, store, executor, libp2p, peerKey, log, statusServer, epoch: await currentEpoch(store), phase: opts.phase ?? 'idle', components })
+      : new StatusServer({ host: where.host, port: where.port, logger: log, getStatus: async () => await node!.status(), registries: [metrics.registry] })
+    node = new SomaNode({ metrics, config, store, executor, libp2p, peerKey, log, statusServer, epoch: await currentEpoch(store), phase: opts.phase ?? 'idle', components, syncing: mode === 'sync' })
     return node
   } catch (err) {
     if (libp2p !== undefined) releaseLibp2pMetrics(libp2p)
