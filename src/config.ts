@@ -10,7 +10,7 @@ import { ConfigError } from './errors.ts'
 
 export type OptionType = 'string' | 'int' | 'bool' | 'list' | 'duration' | 'bytes' | 'choice'
 
-export type Command = 'start' | 'devnet' | 'keygen' | 'snapshot' | 'demo'
+export type Command = 'start' | 'devnet' | 'keygen' | 'snapshot' | 'demo' | 'status'
 
 export interface OptionSpec {
   /** key in SomaConfig */
@@ -186,8 +186,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'announce', type: 'list', group: 'node', commands: ALL, doc: 'multiaddrs to announce instead of the listen addresses (comma-separated)' },
   { key: 'entrypoints', type: 'list', group: 'node', commands: ['start', 'demo'], doc: 'trusted entrypoint multiaddrs with /p2p/<peer id> (comma-separated)' },
   { key: 'genesisFile', type: 'string', group: 'node', commands: ['start'], doc: 'genesis file (default: <data-dir>/genesis.pb, written by `devnet`)' },
-  { key: 'statusHost', type: 'string', group: 'node', commands: ALL, doc: 'address the status/metrics HTTP server binds' },
-  { key: 'statusPort', type: 'int', group: 'node', commands: ALL, min: 0, max: 65535, doc: 'port of the status (/status) and Prometheus (/metrics) server; 0 disables it' },
+  { key: 'statusHost', type: 'string', group: 'node', commands: [...ALL, 'status'], doc: 'address the status/metrics HTTP server binds' },
+  { key: 'statusPort', type: 'int', group: 'node', commands: [...ALL, 'status'], min: 0, max: 65535, doc: 'port of the status (/status) and Prometheus (/metrics) server; 0 disables it' },
   { key: 'logLevel', type: 'choice', group: 'node', commands: [...ALL, 'snapshot'], choices: ['error', 'warn', 'info', 'debug'], doc: 'log verbosity' },
   { key: 'logFormat', type: 'choice', group: 'node', commands: [...ALL, 'snapshot'], choices: ['text', 'json'], doc: 'log line format: `text` (`<time> <LEVEL> [<component>] <message>`) or `json` (one JSON object per line: time, level, component, msg)' },
   { key: 'logFile', type: 'string', group: 'node', commands: [...ALL, 'snapshot'], doc: 'append log lines to this file instead of stderr (the terminal progress line stays on stderr)' },

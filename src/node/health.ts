@@ -44,12 +44,12 @@ export function healthOf (phase: string, waiting: WaitingReason | undefined, thr
   if (phase === 'stopped') return { state: 'stuck', httpStatus: 503, waiting }
   if (waiting !== undefined) {
     const lasted = now - waiting.since
-    if (phase === 'failed' || STUCK_AT_ONCE.includes(waiting.code) || (STUCK_AFTER_NO_PEERS.includes(waiting.code) && lasted >= thresholds.healthNoPeersMs)) {
+    if (phase === 'failed' || phase === 'error' || STUCK_AT_ONCE.includes(waiting.code) || (STUCK_AFTER_NO_PEERS.includes(waiting.code) && lasted >= thresholds.healthNoPeersMs)) {
       return { state: 'stuck', httpStatus: 503, waiting }
     }
     return { state: 'syncing', httpStatus: 206, waiting }
   }
-  if (phase === 'failed') return { state: 'stuck', httpStatus: 503 }
+  if (phase === 'failed' || phase === 'error') return { state: 'stuck', httpStatus: 503 }
   if (SETTLED_PHASES.has(phase)) return { state: 'ok', httpStatus: 200 }
   return { state: 'syncing', httpStatus: 206 }
 }

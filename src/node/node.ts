@@ -20,7 +20,7 @@ import type { GenesisBundle } from '../chain/genesis.ts'
 import { ConfigError } from '../errors.ts'
 import { toHex } from '../crypto/hash.ts'
 import { createLogger, type Logger } from '../utils/logger.ts'
-import { createLibp2pNode, parseEntrypoints, releaseLibp2pMetrics, type Entrypoint, type ServiceFactory, type SomaLibp2p } from './libp2p.ts'
+import { createLibp2pNode, parseEntrypoints, releaseLibp2pMetrics, validateAddresses, type Entrypoint, type ServiceFactory, type SomaLibp2p } from './libp2p.ts'
 import { loadOrCreatePeerKey, type PeerKey } from './peer-key.ts'
 import { StatusServer, type StatusReport } from './status-server.ts'
 import { findGenesisFile, readGenesisFile } from './genesis-file.ts'
@@ -249,7 +249,11 @@ export class SomaNode {
     if (this.state !== 'created') throw new Error(`node cannot start: it is ${this.state}`)
     this.state = 'starting'
     try {
-      await this.libp2p.start()
+      try {
+        await this.libp2p.start()
+      } catch (err: any) {
+        throw listenError(err) ?? err
+      }
       await this.statusServer?.start()
       for (const c of this.components) await c.start?.()
     } catch (err) {
@@ -513,6 +517,21 @@ export class SomaNode {
   }
 }
 
+/**
+ * libp2p's error for addresses it cannot listen on (a multi-line message with stack traces) as one line
+ * naming each address and why: `cannot listen on /ip4/127.0.0.1/tcp/7700: the address is in use …`.
+ */
+export function listenError (err: any): ConfigError | undefined {
+  const text = String(err?.message ?? '')
+  if (err?.name !== 'UnsupportedListenAddressesError' && !/EADDRINUSE|EADDRNOTAVAIL|EACCES/.test(text)) return undefined
+  const parts: string[] = []
+  for (const m of text.matchAll(/^\s*(\/\S+): (?:\w*Error: )?(.*)$/gm)) {
+    const why = /EADDRINUSE/.test(m[2]) ? 'the address is in use (another soma-sync running?)' : /EADDRNOTAVAIL/.test(m[2]) ? 'no such local address' : /EACCES/.test(m[2]) ? 'permission denied (a port below 1024?)' : m[2]
+    parts.push(`${m[1]}: ${why}`)
+  }
+  return new ConfigError(`cannot listen on ${parts.length > 0 ? parts.join('; ') : text.split('\n')[0]}: choose another --listen address`, { cause: err })
+}
+
 /** Reports commit-sync progress in /status and keeps `node.phase` in step with the sync loop. */
 function stateSyncComponent (libp2p: SomaLibp2p, node: () => SomaNode | undefined): NodeComponent {
   const sync = (): StateSync | undefined => (libp2p.services as any).stateSync as StateSync | undefined
@@ -607,9 +626,16 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
   if (genesis === undefined && !existsSync(path.join(config.dataDir, 'chain', 'CURRENT'))) {
     throw new ConfigError(`no genesis for ${path.resolve(config.dataDir)}: pass --genesis-file <file> (a devnet writes <its data dir>/genesis.pb) or copy it to ${path.join(config.dataDir, 'genesis.pb')}`)
   }
-  parseEntrypoints(config.entrypoints) // fail on bad entrypoints before touching the data dir
+  validateAddresses(config) // fail on bad addresses before touching the data dir
+  const firstStart = !existsSync(path.join(config.dataDir, 'chain', 'CURRENT'))
   mkdirSync(config.dataDir, { recursive: true })
+  const t0 = Date.now()
+  if (firstStart && genesis !== undefined) {
+    const big = genesis.genesis.accounts.length >= 100_000
+    log.info('first start: creating the store in %s from the genesis (%d accounts, %d validators)%s', path.join(config.dataDir, 'chain'), genesis.genesis.accounts.length, genesis.genesis.committee.authorities.length, big ? '; a big genesis takes a while' : '')
+  }
   const store = await ChainStore.openDataDir(config.dataDir, { writeBufferSize: config.storeWriteBufferBytes, cacheSize: config.storeCacheBytes, ...opts.store, genesis })
+  if (firstStart && genesis !== undefined && Date.now() - t0 >= 1000) log.info('genesis written in %s s', ((Date.now() - t0) / 1000).toFixed(1))
   let libp2p: SomaLibp2p | undefined
   try {
     const peerKey = await loadOrCreatePeerKey(config.dataDir)

@@ -34,6 +34,8 @@ export interface Logger {
   enabled: (level: LogLevel) => boolean
   /** a logger for a sub-component (`parent:name`) with the same level, format and output */
   child: (name: string) => Logger
+  /** where its lines go */
+  readonly output?: LogOutput
 }
 
 /**
@@ -138,7 +140,8 @@ export function createLogger (component: string, opts: LoggerOptions = {}): Logg
     info: (m, ...a) => { emit('info', m, a) },
     debug: (m, ...a) => { emit('debug', m, a) },
     enabled: l => rank(l) <= max,
-    child: name => createLogger(`${component}:${name}`, { level, format: fmt, output })
+    child: name => createLogger(`${component}:${name}`, { level, format: fmt, output }),
+    output
   }
 }
 
