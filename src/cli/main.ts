@@ -56,9 +56,9 @@ const COMMANDS: Record<string, CommandDef> = {
     usage: 'soma-sync devnet [options]',
     description: 'Creates a devnet chain in --data-dir (or resumes the one there), writes <data-dir>/genesis.pb, and produces\ncommits with a simulated committee until Ctrl-C, or until --max-commits is reached (then exits 0).',
     options: 'devnet',
-    run: async (config) => {
+    run: async (config, log) => {
       const { startDevnet } = await import('../devnet/devnet-node.ts')
-      const devnet = await startDevnet(config)
+      const devnet = await startDevnet(config, { logger: log })
       return { stop: devnet.stop, done: devnet.done } // done: --max-commits reached
     }
   },
