@@ -12,7 +12,7 @@
  */
 import { existsSync, mkdirSync } from 'node:fs'
 import path from 'node:path'
-import type { Connection, PeerId } from '@libp2p/interface'
+import type { PeerId } from '@libp2p/interface'
 import type { SomaConfig } from '../config.ts'
 import { ChainStore, type ChainStoreOptions } from '../store/chain-store.ts'
 import { CommitExecutor } from '../executor/commit-executor.ts'
@@ -23,6 +23,7 @@ import { createLogger, type Logger } from '../utils/logger.ts'
 import { createLibp2pNode, parseEntrypoints, releaseLibp2pMetrics, validateAddresses, type Entrypoint, type ServiceFactory, type SomaLibp2p } from './libp2p.ts'
 import { loadOrCreatePeerKey, type PeerKey } from './peer-key.ts'
 import { StatusServer, type StatusReport } from './status-server.ts'
+import { keepEntrypointsConnected, type EntrypointDialer } from './entrypoints.ts'
 import { findGenesisFile, readGenesisFile } from './genesis-file.ts'
 import { commitSyncServices, stateSyncConfig, type StateSync } from '../sync/state-sync.ts'
 import { snapshotSyncConfig, snapshotSyncServices, type SnapshotSyncService } from '../snapshot/sync/service.ts'
@@ -93,8 +94,7 @@ export async function resolveSyncMode (config: Pick<SomaConfig, 'syncMode'>, sto
     : { snapshot: false, reason: `store at commit ${store.highestSynced} (--sync-mode auto)` }
 }
 
-/** How often unconnected entrypoints are redialed. */
-export const ENTRYPOINT_REDIAL_MS = 5000
+export { ENTRYPOINT_REDIAL_MS } from './entrypoints.ts'
 
 /** How often the node samples its health (peers, progress, faults) and logs what changed. */
 export const WATCH_INTERVAL_MS = 1000
@@ -158,8 +158,7 @@ export class SomaNode {
   private readonly entrypoints: Entrypoint[]
   private state: 'created' | 'starting' | 'started' | 'stopped' = 'created'
   private stopping?: Promise<void>
-  private redialTimer?: NodeJS.Timeout
-  private readonly dialing = new Set<string>()
+  private dialer?: EntrypointDialer
   /** when start() completed */
   startedAt = 0
   /** the node's own health checks (peers, stall) */
@@ -267,24 +266,7 @@ export class SomaNode {
     this.watchTimer.unref()
     this.log.info('chain %s, peer id %s, listening on %s', toHex(this.chainId).slice(0, 16), this.peerId.toString(), this.multiaddrs().join(', ') || '(nothing)')
     if (this.statusServer !== undefined) this.log.info('status on %s/status, metrics on %s/metrics', this.statusServer.url, this.statusServer.url)
-    if (this.entrypoints.length > 0) {
-      this.dialEntrypoints()
-      this.redialTimer = setInterval(() => { this.dialEntrypoints() }, ENTRYPOINT_REDIAL_MS)
-      this.redialTimer.unref()
-    }
-  }
-
-  /** Dials every entrypoint that is not connected (libp2p's bootstrap dials once only). */
-  private dialEntrypoints (): void {
-    for (const e of this.entrypoints) {
-      const id = e.peerId.toString()
-      if (e.peerId.equals(this.peerId) || this.dialing.has(id) || this.libp2p.getConnections(e.peerId).length > 0) continue
-      this.dialing.add(id)
-      this.libp2p.dial(e.multiaddr)
-        .then((c: Connection) => { this.log.debug('connected to entrypoint %s', c.remoteAddr.toString()) })
-        .catch((err: Error) => { if (this.started) this.log.warn('entrypoint %s unreachable: %s', e.multiaddr.toString(), err.message) })
-        .finally(() => this.dialing.delete(id))
-    }
+    if (this.entrypoints.length > 0) this.dialer = keepEntrypointsConnected(this.libp2p, this.entrypoints, { logger: this.log, dialTimeoutMs: this.config.timeoutMs })
   }
 
   /** Stops components (reverse order), the status server and libp2p, and closes the store. Idempotent. */
@@ -296,7 +278,7 @@ export class SomaNode {
   private async stopNow (): Promise<void> {
     this.state = 'stopped'
     this.phase = 'stopped'
-    if (this.redialTimer !== undefined) clearInterval(this.redialTimer)
+    this.dialer?.stop()
     if (this.watchTimer !== undefined) clearInterval(this.watchTimer)
     if (this.retryTimer !== undefined) clearTimeout(this.retryTimer)
     let first: unknown
@@ -413,7 +395,7 @@ export class SomaNode {
     const progress = sync?.progress()
     if (this.phase !== 'stopped' && this.phase !== 'failed' && this.syncing) {
       if (snapRunning) this.phase = 'snapshot'
-      else if (progress !== undefined) this.phase = progress.phase
+      else if (progress !== undefined && !progress.paused) this.phase = progress.phase
     }
     const height = this.store.highestSynced
     this.watch.sample({ height, peers, checkPeers, snapshotBytes: snapRunning ? snap?.progress()?.bytes.done : undefined })
@@ -541,7 +523,7 @@ function stateSyncComponent (libp2p: SomaLibp2p, node: () => SomaNode | undefine
       const p = sync()?.progress()
       if (p === undefined) return {}
       const n = node()
-      if (n !== undefined && n.phase !== 'stopped' && n.phase !== 'failed') n.phase = p.phase
+      if (n !== undefined && n.phase !== 'stopped' && n.phase !== 'failed' && !p.paused) n.phase = p.phase
       return { sync: { target: p.target, knownPeers: p.peers, commitsPerSecond: Math.round(p.commitsPerSecond * 10) / 10, syncedCommits: p.syncedCommits } }
     },
     healthy: () => sync()?.eventLoop?.fatalError === undefined

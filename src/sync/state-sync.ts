@@ -156,8 +156,14 @@ export class StateSync implements Startable {
     this.pool = undefined
   }
 
-  /** undefined while the loop does not run (stopped, or held by startPaused) */
-  progress (): SyncProgress | undefined { return this.paused ? undefined : this.loop?.progress() }
+  /**
+   * The loop's progress; while it is held by startPaused (a snapshot syncs first) its phase is 'stopped'
+   * and `paused` is true. undefined only when there is no loop (not started, or serve-only).
+   */
+  progress (): (SyncProgress & { paused: boolean }) | undefined {
+    const p = this.loop?.progress()
+    return p === undefined ? undefined : { ...p, paused: this.paused }
+  }
 }
 
 export function stateSync (init: StateSyncInit): (components: StateSyncComponents) => StateSync {
