@@ -3,6 +3,7 @@
  * and a syncing node feeds them: target and distance, executor batches, LevelDB writes.
  */
 import { test } from 'node:test'
+import { readFileSync } from 'node:fs'
 import assert from 'node:assert/strict'
 import { DEFAULTS } from '../../src/config.ts'
 import { createNode } from '../../src/node/node.ts'
@@ -34,4 +35,22 @@ test('/metrics serves every METRICS series and no other soma_* one; a syncing no
   assert.ok([200, 206].includes(value(/^soma_health_status (\d+)$/m)))
   assert.ok(value(/^soma_uptime_seconds (\d+)$/m) >= 0)
   for (const m of METRICS) assert.ok(metricsMarkdownTable().includes(`\`${m.name}\``))
+})
+
+test('the Grafana dashboard (monitoring/grafana-dashboard.json) queries only series the node serves', () => {
+  const dash = JSON.parse(readFileSync(new URL('../../monitoring/grafana-dashboard.json', import.meta.url), 'utf8')) as { panels: Array<{ title: string, targets: Array<{ expr: string }> }> }
+  const names = new Set(METRICS.flatMap(m => m.type === 'histogram' ? [`${m.name}_bucket`, `${m.name}_sum`, `${m.name}_count`] : [m.name]))
+  const used = new Set<string>()
+  for (const p of dash.panels) {
+    assert.ok(p.targets.length > 0, p.title)
+    for (const t of p.targets) {
+      const series = [...t.expr.matchAll(/\bsoma_\w+/g)].map(m => m[0])
+      assert.ok(series.length > 0, `${p.title}: ${t.expr}`)
+      for (const s of series) { assert.ok(names.has(s), `${p.title}: ${s} is not a METRICS series`); used.add(s.replace(/_(bucket|sum|count)$/, '')) }
+    }
+  }
+  // the issue's list: target, synced/executed, distance, rate, snapshot progress, failures, penalties, bans, peers, executor, LevelDB
+  for (const must of ['soma_sync_target', 'soma_highest_synced_commit', 'soma_highest_executed_commit', 'soma_sync_distance', 'soma_commits_per_second', 'soma_snapshot_bytes', 'soma_snapshot_chunks', 'soma_range_failures_total', 'soma_chunk_failures_total', 'soma_penalties_total', 'soma_bans_total', 'soma_peers_by_state', 'soma_executor_batch_seconds', 'soma_leveldb_write_seconds']) {
+    assert.ok(used.has(must), `the dashboard shows ${must}`)
+  }
 })
