@@ -184,3 +184,12 @@ test('formatStatus shows why a node waits, with the evidence, and each peer', ()
   assert.match(text, /^ {10}otherChainPeers: \["12D3KooWother"\]$/m)
   assert.match(text, /^ {2}12D3KooWother {2}\/ip4\/127\.0\.0\.1\/tcp\/7700, height 12000, lowest 1, rtt 3 ms, score -100, BANNED until 2026-12-04T12:10:00\.000Z, OTHER CHAIN$/m)
 })
+
+test('scripts/testnet refuses unknown options (exit 2) before starting anything', { timeout: 60_000 }, async () => {
+  for (const args of [['check', '--lose', '5'], ['up', '--delay'], ['up', 'extra']]) {
+    const r = await cli(args, { script: path.join(ROOT, 'scripts', 'testnet.ts') })
+    assert.equal(r.code, 2, `${args.join(' ')}: ${r.stderr}${r.stdout}`)
+    assert.match(r.stderr, /^error: (unknown option --lose|--delay needs a value|unexpected argument extra)/)
+    assert.equal(r.stdout, '', 'nothing started')
+  }
+})
