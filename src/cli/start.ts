@@ -26,7 +26,7 @@ export interface StartOptions extends Pick<CreateNodeOptions, 'genesis' | 'servi
 }
 
 /**
- * "syncing: commit 1234/5000 (24.7%), 120.3 commits/s, 3 peers, ETA 31s"; while a snapshot syncs:
+ * "commit 1234/5000 (24.7%), 120.3 commits/s, 3 peers, ETA 31s, syncing"; while a snapshot syncs:
  * "snapshot 4000 (epoch 79): chunks 340/1000 (34.0%), 120.5/350.2 MiB, 95.3 MB/s, 2 peers, ETA 3s, chunks";
  * when the node waits (`status.waiting`), the reason's code ends the line: "…, waiting: no-peers".
  */
@@ -44,7 +44,7 @@ export function progressLine (node: SomaNode, status?: StatusReport): string {
   const pct = target > 0 ? ` (${(100 * p.highestExecuted / target).toFixed(1)}%)` : ''
   const left = target - p.highestExecuted
   const eta = rate > 0 && left > 0 ? `, ETA ${formatDuration(left / rate)}` : ''
-  return `${node.phase}: commit ${p.highestExecuted}/${target}${pct}, ${rate.toFixed(1)} commits/s, ${node.peerCount()} peers${eta}${w}`
+  return `commit ${p.highestExecuted}/${target}${pct}, ${rate.toFixed(1)} commits/s, ${node.peerCount()} peers${eta}, ${node.phase}${w}`
 }
 
 const MiB = 1024 * 1024
