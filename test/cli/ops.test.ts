@@ -151,6 +151,9 @@ test('soma-sync status pretty-prints a running devnet\'s /status; unreachable is
   })
   // every log line of --log-format json is a JSON object
   for (const line of stderr.trim().split('\n')) assert.doesNotThrow(() => JSON.parse(line), line)
+  // a first start says what it is doing before it writes the genesis
+  const first = stderr.trim().split('\n').map(l => JSON.parse(l) as { msg: string })
+  assert.match(first[0].msg, /^first start: creating the store in \S+ from the genesis \(10 accounts, 4 validators\)$/)
   await new Promise(resolve => setTimeout(resolve, 1500))
   const r = await cli(['status', '--url', url])
   assert.equal(r.code, 0, r.stderr + r.stdout)
