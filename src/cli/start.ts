@@ -109,9 +109,7 @@ export async function runStart (config: SomaConfig, opts: StartOptions = {}): Pr
   let rejectFailed!: (err: Error) => void
   const failed = new Promise<never>((_resolve, reject) => { rejectFailed = reject })
   failed.catch(() => {}) // callers that never await it
-  node.onFault(f => {
-    if (config.exitOnFatal) rejectFailed(new FatalNodeError(`${f.source} failed: ${f.error.message}`, { cause: f.error }))
-  })
+  if (config.exitOnFatal) node.onFault(f => { rejectFailed(new FatalNodeError(`${f.source} failed: ${f.error.message}`, { cause: f.error })) })
 
   let stopping: Promise<void> | undefined
   const stop = async (): Promise<void> => {

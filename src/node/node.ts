@@ -298,7 +298,11 @@ export class SomaNode {
     if (first !== undefined) throw first
   }
 
-  /** Calls `fn` when the node enters its `failed` phase (the CLI exits on it with --exit-on-fatal). */
+  /**
+   * Calls `fn` when the node enters its `failed` phase. With `exitOnFatal` a listener is expected to end
+   * the process (the CLI exits 3) and the node does not retry; without a listener, or without
+   * `exitOnFatal`, the node restarts commit sync with back-off.
+   */
   onFault (fn: (fault: NodeFault) => void): void { this.faultListeners.push(fn) }
 
   /**
@@ -320,10 +324,11 @@ export class SomaNode {
     this.phase = 'failed'
     this.metrics.counter('soma_node_faults_total').inc({ source, code: reason.code })
     const delay = Math.min(this.config.fatalRetryMs * 2 ** this.faultRetries, MAX_FATAL_RETRY_MS)
+    const exits = this.config.exitOnFatal && this.faultListeners.length > 0
     this.log.error('FAILED: %s failed: %s; %s', source, error.message,
-      this.config.exitOnFatal ? 'exiting (--exit-on-fatal) so that the supervisor restarts the node' : `restarting commit sync in ${Math.round(delay / 1000)} s (attempt ${this.faultRetries + 1})`)
+      exits ? 'exiting (--exit-on-fatal) so that the supervisor restarts the node' : `restarting commit sync in ${Math.round(delay / 1000)} s (attempt ${this.faultRetries + 1})`)
     for (const fn of this.faultListeners) fn(this.fault)
-    if (!this.config.exitOnFatal) {
+    if (!exits) {
       this.retryTimer = setTimeout(() => { void this.restartAfterFault() }, delay)
       this.retryTimer.unref()
     }
