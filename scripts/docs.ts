@@ -2,7 +2,9 @@
  * Regenerates the generated sections of README.md from their sources, so they stay true:
  * - the CLI reference, from the CLI's own help texts (src/cli/main.ts);
  * - the config table, from the one config object (src/config.ts OPTIONS/DEFAULTS);
- * - the benchmark summary, from the figures recorded in BENCHMARKS.md.
+ * - the benchmark summary, from the figures recorded in BENCHMARKS.md;
+ * - the metrics table, from the node's METRICS (src/node/metrics.ts);
+ * - the embedding examples, copied from the programs in examples/ (which the test suite runs).
  *
  *   node scripts/docs.ts          rewrite README.md
  *   node scripts/docs.ts --check  exit 1 if README.md is stale (the test suite runs this)
@@ -11,6 +13,7 @@ import { readFileSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { markdownTable } from '../src/config.ts'
+import { metricsMarkdownTable } from '../src/node/metrics.ts'
 import { mainHelp, commandHelp, COMMAND_NAMES } from '../src/cli/main.ts'
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
@@ -85,10 +88,19 @@ function replaceSection (text: string, name: string, body: string): string {
   return text.slice(0, a + open.length) + '\n' + body + '\n' + text.slice(b)
 }
 
+/** The example programs the README shows whole (examples/<name>.ts). */
+export const EXAMPLES = ['embed-commit-sync', 'embed-snapshot-sync'] as const
+
+export function exampleBlock (name: string): string {
+  return ['```ts', readFileSync(path.join(root, 'examples', `${name}.ts`), 'utf8').trimEnd(), '```'].join('\n')
+}
+
 export function renderReadme (readme: string, benchmarks: string): string {
   let out = replaceSection(readme, 'cli', cliReference())
   out = replaceSection(out, 'config', markdownTable())
   out = replaceSection(out, 'bench', benchSummary(benchmarks))
+  out = replaceSection(out, 'metrics', metricsMarkdownTable())
+  for (const name of EXAMPLES) out = replaceSection(out, `example:${name}`, exampleBlock(name))
   return out
 }
 

@@ -36,17 +36,25 @@ const COMMANDS = `commands (on stdin):
 
 interface Args { cmd: string, flags: Record<string, string | true> }
 
+/** Flags with a value, and flags without; anything else is refused (a typo must not run a testnet without it). */
+const VALUE_FLAGS = ['loss', 'delay', 'rate', 'max-commits', 'round-interval', 'timeout', 'work-dir']
+const BOOLEAN_FLAGS = ['loopback', 'snapshot-sync', 'help']
+
+/** Bad command-line input: exit status 2. */
+class UsageError extends Error {}
+
 function parseArgs (argv: string[]): Args {
   const [cmd = 'help', ...rest] = argv
   const flags: Record<string, string | true> = {}
   for (let i = 0; i < rest.length; i++) {
     const a = rest[i]
-    if (!a.startsWith('--')) throw new Error(`unexpected argument ${a}\n${USAGE}`)
+    if (!a.startsWith('--')) throw new UsageError(`unexpected argument ${a}\n${USAGE}`)
     const name = a.slice(2)
-    if (['loopback', 'snapshot-sync', 'help'].includes(name)) flags[name] = true
+    if (BOOLEAN_FLAGS.includes(name)) flags[name] = true
+    else if (!VALUE_FLAGS.includes(name)) throw new UsageError(`unknown option --${name} (options: ${[...VALUE_FLAGS, ...BOOLEAN_FLAGS].map(f => `--${f}`).join(' ')})\n${USAGE}`)
     else {
       const v = rest[++i]
-      if (v === undefined) throw new Error(`--${name} needs a value`)
+      if (v === undefined || v.startsWith('--')) throw new UsageError(`--${name} needs a value`)
       flags[name] = v
     }
   }
@@ -200,5 +208,5 @@ async function main (argv: string[]): Promise<number> {
 
 main(process.argv.slice(2)).then(code => process.exit(code), err => {
   process.stderr.write(`error: ${err?.message ?? String(err)}\n`)
-  process.exit(1)
+  process.exit(err instanceof UsageError ? 2 : 1)
 })

@@ -10,7 +10,7 @@ import { ConfigError } from './errors.ts'
 
 export type OptionType = 'string' | 'int' | 'bool' | 'list' | 'duration' | 'bytes' | 'choice'
 
-export type Command = 'start' | 'devnet' | 'keygen' | 'snapshot' | 'demo' | 'archive'
+export type Command = 'start' | 'devnet' | 'keygen' | 'snapshot' | 'demo' | 'archive' | 'status'
 
 export interface OptionSpec {
   /** key in SomaConfig */
@@ -35,6 +35,13 @@ export interface SomaConfig {
   statusHost: string
   statusPort: number
   logLevel: string
+  logFormat: string
+  logFile: string
+  progressIntervalMs: number
+  exitOnFatal: boolean
+  fatalRetryMs: number
+  healthNoPeersMs: number
+  healthStallMs: number
   verifyWorkers: number
   dhtEnabled: boolean
   maxConnections: number
@@ -130,6 +137,13 @@ export const DEFAULTS: Readonly<SomaConfig> = Object.freeze({
   statusHost: '127.0.0.1',
   statusPort: 7780,
   logLevel: 'info',
+  logFormat: 'text',
+  logFile: '',
+  progressIntervalMs: 10_000,
+  exitOnFatal: true,
+  fatalRetryMs: 5000,
+  healthNoPeersMs: 60_000,
+  healthStallMs: 120_000,
   verifyWorkers: 2,
   dhtEnabled: true,
   maxConnections: 100,
@@ -216,9 +230,16 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'announce', type: 'list', group: 'node', commands: ALL, doc: 'multiaddrs to announce instead of the listen addresses (comma-separated)' },
   { key: 'entrypoints', type: 'list', group: 'node', commands: ['start', 'demo'], doc: 'trusted entrypoint multiaddrs with /p2p/<peer id> (comma-separated)' },
   { key: 'genesisFile', type: 'string', group: 'node', commands: ['start', 'archive'], doc: 'genesis file (default: <data-dir>/genesis.pb, written by `devnet`)' },
-  { key: 'statusHost', type: 'string', group: 'node', commands: ALL, doc: 'address the status/metrics HTTP server binds' },
-  { key: 'statusPort', type: 'int', group: 'node', commands: ALL, min: 0, max: 65535, doc: 'port of the status (/status) and Prometheus (/metrics) server; 0 disables it' },
+  { key: 'statusHost', type: 'string', group: 'node', commands: [...ALL, 'status'], doc: 'address the status/metrics HTTP server binds' },
+  { key: 'statusPort', type: 'int', group: 'node', commands: [...ALL, 'status'], min: 0, max: 65535, doc: 'port of the status (/status) and Prometheus (/metrics) server; 0 disables it' },
   { key: 'logLevel', type: 'choice', group: 'node', commands: [...ALL, 'snapshot', 'archive'], choices: ['error', 'warn', 'info', 'debug'], doc: 'log verbosity' },
+  { key: 'logFormat', type: 'choice', group: 'node', commands: [...ALL, 'snapshot', 'archive'], choices: ['text', 'json'], doc: 'log line format: `text` (`<time> <LEVEL> [<component>] <message>`) or `json` (one JSON object per line: time, level, component, msg)' },
+  { key: 'logFile', type: 'string', group: 'node', commands: [...ALL, 'snapshot', 'archive'], doc: 'append log lines to this file instead of stderr (the terminal progress line stays on stderr)' },
+  { key: 'progressIntervalMs', type: 'duration', group: 'node', commands: ['start', 'demo'], min: 0, doc: 'off a terminal, how often a progress line (height/target, rate, peers, ETA, phase, why it waits) is logged; on a terminal the line is redrawn in place every second instead; 0: never logged' },
+  { key: 'exitOnFatal', type: 'bool', group: 'node', commands: ['start', 'demo'], doc: 'exit non-zero (status 3) when the executor or a store write fails (ENOSPC, EIO), so that docker/systemd restarts the node; --no-exit-on-fatal: stay up in phase `failed` and retry with back-off' },
+  { key: 'fatalRetryMs', type: 'duration', group: 'node', commands: ['start', 'demo'], min: 100, doc: 'first back-off before a failed executor is restarted (with --no-exit-on-fatal); doubles up to 5 minutes' },
+  { key: 'healthNoPeersMs', type: 'duration', group: 'node', commands: ['start', 'demo'], min: 0, doc: '/health answers 503 once the node has had no usable peer (none, all on another chain, none serving what it needs) for longer than this' },
+  { key: 'healthStallMs', type: 'duration', group: 'node', commands: ['start', 'demo'], min: 1000, doc: '/health answers 503 once no new commit has been synced for longer than this (a dead producer, a stuck sync)' },
   { key: 'verifyWorkers', type: 'int', group: 'node', commands: [...ALL, 'archive'], min: 0, max: 64, doc: 'worker threads for signature checks, and for the state hashes of snapshot chunks as snapshot sync receives them; 0: on the main thread' },
   { key: 'dhtEnabled', type: 'bool', group: 'node', commands: ALL, doc: 'run the chain-scoped kad-dht' },
   { key: 'maxConnections', type: 'int', group: 'node', commands: ALL, min: 1, max: 100000, doc: 'libp2p connection manager limit' },

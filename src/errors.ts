@@ -55,6 +55,8 @@ export class ForeignStoreError extends StoreError { static override readonly cod
 export class ArchivalStoreError extends StoreError { static override readonly code: string = 'ERR_ARCHIVAL_STORE' }
 export class NoPeerError extends SomaError { static override readonly code: string = 'ERR_NO_PEER' }
 export class AbortedError extends SomaError { static override readonly code: string = 'ERR_ABORTED' }
+/** The executor or a store write failed (ENOSPC, EIO, …): the node is in its `failed` phase. */
+export class FatalNodeError extends SomaError { static override readonly code: string = 'ERR_FATAL' }
 
 /** Archives (src/archive/): an object of an archive (bucket or directory) that fails a check. */
 export class InvalidArchiveError extends SomaError { static override readonly code: string = 'ERR_INVALID_ARCHIVE' }
@@ -94,6 +96,6 @@ export function penaltyFor (err: unknown): number {
   for (const [cls, penalty] of PEER_PENALTIES) {
     if (err instanceof cls) return penalty
   }
-  if (err instanceof ConfigError || err instanceof StoreError || err instanceof AbortedError) return 0
+  if (err instanceof ConfigError || err instanceof StoreError || err instanceof AbortedError || err instanceof FatalNodeError) return 0
   return 5
 }

@@ -79,6 +79,14 @@ export async function composeFile (nodes: readonly TestnetNode[] = testnetNodes(
     service.stop_grace_period = '15s'
     services[spec.name] = service
   }
+  // optional (docker compose --profile monitoring): Prometheus built from Debian's package, no pull
+  services.prometheus = {
+    image: 'soma-sync-prometheus:testnet',
+    build: { context: '.', dockerfile: 'monitoring/Dockerfile.prometheus' },
+    profiles: ['monitoring'],
+    ports: ['127.0.0.1:${SOMA_TESTNET_PROMETHEUS_PORT:-9090}:9090'],
+    networks: [NETWORK]
+  }
   return {
     version: '2.4',
     services,

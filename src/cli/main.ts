@@ -9,8 +9,9 @@
 import { realpathSync } from 'node:fs'
 import { fileURLToPath } from 'node:url'
 import { envName, flagName, helpText, loadConfig, OPTIONS, type Command, type SomaConfig } from '../config.ts'
-import { ConfigError } from '../errors.ts'
-import { createLogger, type Logger } from '../utils/logger.ts'
+import { ConfigError, FatalNodeError } from '../errors.ts'
+import { createLogger, LogOutput, type Logger } from '../utils/logger.ts'
+import { VERSION } from '../version.ts'
 import { SNAPSHOT_USAGE, SNAPSHOT_DESCRIPTION, snapshotHelp } from './snapshot.ts'
 import { ARCHIVE_USAGE, ARCHIVE_DESCRIPTION, archiveHelp } from './archive-help.ts'
 
@@ -29,12 +30,14 @@ interface CommandDef {
   options: Command | 'all'
   /** extra arguments it accepts besides the options */
   extraFlags?: string[]
+  /** extra `--flag <value>` (or `--flag=value`) arguments it accepts besides the options */
+  takesValues?: string[]
   /** takes positional arguments (a subcommand and its arguments) */
   positionals?: boolean
   /** help text, when not derived from usage/description/options alone */
   help?: () => string
   /** returns an exit code, or a running service to wait for */
-  run: (config: SomaConfig, log: Logger, env: NodeJS.ProcessEnv, positionals: string[]) => Promise<number | Running>
+  run: (config: SomaConfig, log: Logger, env: NodeJS.ProcessEnv, positionals: string[], extra: Record<string, string>) => Promise<number | Running>
 }
 
 const COMMANDS: Record<string, CommandDef> = {
@@ -43,9 +46,10 @@ const COMMANDS: Record<string, CommandDef> = {
     usage: 'soma-sync start --genesis-file <file> --entrypoints <multiaddr> [options]',
     description: 'Runs a full node: opens the store in <data-dir>/chain (genesis from --genesis-file or <data-dir>/genesis.pb),\njoins the network through --entrypoints and reaches the tip. With --sync-mode snapshot (the default for an\nempty data dir) it first syncs the newest snapshot attested by 2f+1 of its epoch\'s committee (committees\nlearned from genesis, filter, listing and every chunk verified, chunks fetched in parallel from every peer\nserving it, state root checked), then commit-syncs from the snapshot\'s commit (verifying every commit, block\nand transaction) and executes what it syncs; serves the sync and snapshot protocols to others, and /status,\n/metrics and /health. On a terminal it shows progress (snapshot: chunks, bytes, MB/s, peers, ETA; then\ncommit, commits/s, peers, ETA). Resumes where it stopped, a snapshot download included. Stop with Ctrl-C.',
     options: 'start',
-    run: async (config) => {
+    run: async (config, log) => {
       const { runStart } = await import('./start.ts')
-      return await runStart(config)
+      const handle = await runStart(config, { logger: log })
+      return { stop: handle.stop, done: handle.failed } // failed: --exit-on-fatal
     }
   },
   devnet: {
@@ -53,9 +57,9 @@ const COMMANDS: Record<string, CommandDef> = {
     usage: 'soma-sync devnet [options]',
     description: 'Creates a devnet chain in --data-dir (or resumes the one there), writes <data-dir>/genesis.pb, and produces\ncommits with a simulated committee until Ctrl-C, or until --max-commits is reached (then exits 0).',
     options: 'devnet',
-    run: async (config) => {
+    run: async (config, log) => {
       const { startDevnet } = await import('../devnet/devnet-node.ts')
-      const devnet = await startDevnet(config)
+      const devnet = await startDevnet(config, { logger: log })
       return { stop: devnet.stop, done: devnet.done } // done: --max-commits reached
     }
   },
@@ -72,8 +76,8 @@ const COMMANDS: Record<string, CommandDef> = {
         durationMs = Number(raw)
       }
       const { runDemo } = await import('./demo.ts')
-      const demo = await runDemo(config)
-      const done = durationMs > 0 ? new Promise<void>(resolve => setTimeout(resolve, durationMs)) : undefined
+      const demo = await runDemo(config, { logger: _log })
+      const done = Promise.race([demo.node.failed, durationMs > 0 ? new Promise<void>(resolve => setTimeout(resolve, durationMs)) : new Promise<void>(() => {})])
       return { stop: demo.stop, done }
     }
   },
@@ -112,6 +116,18 @@ const COMMANDS: Record<string, CommandDef> = {
     run: async (config, _log, _env, positionals) => {
       const { runArchiveCommand } = await import('./archive.ts')
       return await runArchiveCommand(positionals, config)
+    }
+  },
+  status: {
+    summary: 'print a running node\'s status (its /status, pretty): phase, progress, why it waits, peers',
+    usage: 'soma-sync status [--url http://127.0.0.1:7780] [--json]',
+    description: 'Reads GET <url>/status of a running node (default http://<status-host>:<status-port>, i.e. http://127.0.0.1:7780)\nand prints it for a person: phase, health, progress towards the target, why the node waits (with the evidence),\neach peer (address, height, lowest available, RTT, score, ban), last commit time, version, uptime. --json prints\nthe raw JSON. Exit status: 0 healthy (200), 1 syncing (206) or stuck (503), 2 bad input, 4 node unreachable.',
+    options: 'status',
+    takesValues: ['--url'],
+    extraFlags: ['--json'],
+    run: async (config, _log, _env, _positionals, extra) => {
+      const { runStatusCommand } = await import('./status.ts')
+      return await runStatusCommand(config, { url: extra['--url'], json: extra['--json'] !== undefined })
     }
   },
   config: {
@@ -196,7 +212,7 @@ async function runUntilSignal (running: Running, log: Logger): Promise<number> {
     if (outcome !== 'done') log.info('%s: shutting down (again to force)', outcome)
   } catch (err: any) {
     log.error('%s', err?.message ?? err)
-    code = 1
+    code = err instanceof FatalNodeError ? EXIT_FATAL : 1
   }
   stopping = true
   await running.stop()
@@ -206,14 +222,41 @@ async function runUntilSignal (running: Running, log: Logger): Promise<number> {
   return code
 }
 
+/** Exit status when the node failed (--exit-on-fatal): the executor or a store write (ENOSPC, EIO). */
+export const EXIT_FATAL = 3
+
+/** Takes a command's extra flags out of argv: `--json`, `--url <u>`/`--url=<u>`. */
+function takeExtra (def: CommandDef, argv: string[]): { args: string[], extra: Record<string, string> } {
+  const args: string[] = []
+  const extra: Record<string, string> = {}
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]
+    const name = a.split('=')[0]
+    if ((def.extraFlags ?? []).includes(a)) { extra[a] = ''; continue }
+    if ((def.takesValues ?? []).includes(name)) {
+      const v = a.includes('=') ? a.slice(name.length + 1) : argv[++i]
+      if (v === undefined || v === '') throw new ConfigError(`${name} needs a value`)
+      extra[name] = v
+      continue
+    }
+    args.push(a)
+  }
+  return { args, extra }
+}
+
 /** Runs the CLI with `argv` (arguments after `soma-sync`); returns the exit code. */
 export async function main (argv: string[], env: NodeJS.ProcessEnv = process.env): Promise<number> {
   let log = createLogger('soma-sync', { level: 'info' })
+  let output: LogOutput | undefined
   try {
     const [first, ...rest] = argv
     if (first === undefined) {
       process.stderr.write(mainHelp() + '\n')
       return 2
+    }
+    if (first === '--version' || first === '-V' || first === 'version') {
+      process.stdout.write(`soma-sync ${VERSION} (node ${process.version})\n`)
+      return 0
     }
     if (first === 'help' || first === '--help' || first === '-h') {
       const topic = rest[0]
@@ -226,15 +269,16 @@ export async function main (argv: string[], env: NodeJS.ProcessEnv = process.env
       throw new ConfigError(`unknown command ${JSON.stringify(first)} (commands: ${Object.keys(COMMANDS).join(', ')}, help)`)
     }
     const def = COMMANDS[first]
-    const args = rest.filter(a => !(def.extraFlags ?? []).includes(a))
+    const { args, extra } = takeExtra(def, rest)
     const { config, positionals, help } = loadConfig({ argv: args, env, command: def.options === 'all' ? undefined : def.options })
     if (help) {
       process.stdout.write(commandHelp(first) + '\n')
       return 0
     }
     checkArgs(first, def, args, positionals)
-    log = createLogger(first, { level: config.logLevel })
-    const result = await def.run(config, log, env, positionals)
+    output = config.logFile !== '' ? new LogOutput({ file: config.logFile }) : undefined
+    log = createLogger(first, { level: config.logLevel, format: config.logFormat, output })
+    const result = await def.run(config, log, env, positionals, extra)
     return typeof result === 'number' ? result : await runUntilSignal(result, log)
   } catch (err: any) {
     if (err instanceof ConfigError) {
@@ -244,6 +288,8 @@ export async function main (argv: string[], env: NodeJS.ProcessEnv = process.env
     process.stderr.write(`error: ${err?.message ?? String(err)}\n`)
     if (log.enabled('debug') && err?.stack !== undefined) process.stderr.write(err.stack + '\n')
     return 1
+  } finally {
+    output?.close()
   }
 }
 

@@ -37,6 +37,20 @@ export interface DevnetHandle {
   stop: () => Promise<void>
 }
 
+/**
+ * The address the devnet's join command prints: an announced address when --announce is set (libp2p
+ * then advertises only those), else the first non-loopback address (a peer in another container or host
+ * can reach it), else a loopback one with a note to pass --announce.
+ */
+export function joinAddress (addrs: readonly string[], announced: boolean): { address: string, note?: string } {
+  if (addrs.length === 0) return { address: '<address>', note: 'the devnet listens on no address: check --listen' }
+  if (announced) return { address: addrs[0] }
+  const loopback = (a: string): boolean => /^\/ip4\/127\.|^\/ip6\/::1\/|^\/dns4?\/localhost\//.test(a)
+  const reachable = addrs.find(a => !loopback(a))
+  if (reachable !== undefined) return { address: reachable }
+  return { address: addrs[0], note: 'the join address is a loopback address, reachable from this host only: peers in other containers or hosts need --listen /ip4/0.0.0.0/tcp/<port> and --announce /ip4/<reachable ip>/tcp/<port>' }
+}
+
 /** Creates (or resumes) the devnet chain in `config.dataDir`, starts its node and producer. */
 export async function startDevnet (config: SomaConfig, opts: DevnetOptions = {}): Promise<DevnetHandle> {
   const log = opts.logger ?? createLogger('devnet', { level: config.logLevel })
@@ -88,7 +102,9 @@ export async function startDevnet (config: SomaConfig, opts: DevnetOptions = {})
     throw err
   }
   log.info('devnet chain %s: %d validators, %d accounts, genesis file %s', toHex(node.chainId), node.genesis.genesis.committee.authorities.length, node.genesis.genesis.accounts.length, genesisFile)
-  log.info('full nodes join with: soma-sync start --genesis-file %s --entrypoints %s', genesisFile, node.multiaddrs()[0] ?? '<address>')
+  const join = joinAddress(node.multiaddrs(), config.announce.length > 0)
+  log.info('full nodes join with: soma-sync start --genesis-file %s --entrypoints %s', genesisFile, join.address)
+  if (join.note !== undefined) log.info('%s', join.note)
 
   const every = opts.progressIntervalMs ?? 1000
   let lastLog = 0

@@ -77,6 +77,8 @@ export interface CommitExecutorOptions {
 
 export interface CommitExecutorEvents {
   executed: [ExecutionResult]
+  /** after each executed batch: its commits and its time (execution and the LevelDB write) */
+  batch: [{ commits: number, ms: number }]
 }
 
 interface AccountSlot {
@@ -136,7 +138,10 @@ export class CommitExecutor extends EventEmitter<CommitExecutorEvents> {
   async executeBatch (subdags: readonly CommittedSubDag[]): Promise<ExecutionResult[]> {
     const p = this.queue.then(async () => {
       try {
-        return await this.executeNow(subdags)
+        const t0 = performance.now()
+        const results = await this.executeNow(subdags)
+        if (results.length > 0) this.emit('batch', { commits: results.length, ms: performance.now() - t0 })
+        return results
       } catch (err) {
         this.lthash = undefined // the in-memory accumulator may be ahead of the store: reload it
         this.accountCache.clear()

@@ -13,6 +13,7 @@ import type { Codec } from '../chain/proto.ts'
 import { MalformedMessageError, OversizedFrameError, PeerRequestFailedError, PeerTimeoutError, RateLimitedError, OversizedResponseError } from '../errors.ts'
 import { FrameStream } from './framing.ts'
 import { InboundGuard } from './inbound-guard.ts'
+import type { Logger as NodeLogger } from '../utils/logger.ts'
 
 export interface RpcComponents {
   registrar: Registrar
@@ -39,6 +40,21 @@ export interface RpcInit {
   serve?: boolean
   /** Scores of peers that break the framing or send undecodable requests (one per node). @default a guard of its own */
   guard?: InboundGuard
+  /**
+   * The node's logger: inbound failures worth an operator's attention (a malformed request, a handler
+   * that failed on our side) are logged there at info/warn; the rest (resets, timeouts) at debug.
+   * @default only libp2p's debug logger (DEBUG=soma:rpc:*)
+   */
+  logger?: NodeLogger
+}
+
+/** Logs a failed inbound request or session on the node's logger, at a level by what failed. */
+export function logInboundFailure (log: NodeLogger | undefined, protocol: string, peer: PeerId, err: any): void {
+  if (log === undefined) return
+  const what = `${protocol}: inbound request from ${peer.toString()} failed: ${err?.message ?? String(err)}`
+  if (err instanceof MalformedMessageError || err?.name === 'InvalidDataLengthError' || err?.name === 'InvalidMessageLengthError') log.info('%s (peer sent a malformed request)', what)
+  else if (err instanceof OversizedResponseError || (err?.code !== undefined && /^ERR_(STORE|CORRUPT_STORE)/.test(err.code))) log.warn('%s', what)
+  else log.debug('%s', what)
 }
 
 export interface RequestOptions extends AbortOptions {
@@ -83,6 +99,7 @@ export class RpcProtocol<Req, Res extends WithError> implements Startable {
   private readonly serve: boolean
   private readonly limiter: RateLimiter
   private readonly log: Logger
+  private readonly nodeLog?: NodeLogger
   private started = false
 
   constructor (components: RpcComponents, protocol: string, codecs: { request: Codec<Req>, response: Codec<Res> }, init: RpcInit, handler?: Handler<Req, Res>) {
@@ -101,6 +118,7 @@ export class RpcProtocol<Req, Res extends WithError> implements Startable {
     this.guard = init.guard ?? new InboundGuard()
     this.limiter = new RateLimiter({ points: init.requestsPerSecond ?? 50, duration: 1 })
     this.log = components.logger.forComponent(`soma:rpc:${protocol}`)
+    this.nodeLog = init.logger
   }
 
   async start (): Promise<void> {
@@ -145,6 +163,7 @@ export class RpcProtocol<Req, Res extends WithError> implements Startable {
         this.guard.penalize(peer, this.protocol, err, async () => { await this.components.connectionManager.closeConnections(peer) })
       } else {
         this.log('inbound request from %p failed: %s', peer, err.message)
+        logInboundFailure(this.nodeLog, this.protocol, peer, err)
       }
       return
     }
@@ -165,6 +184,7 @@ export class RpcProtocol<Req, Res extends WithError> implements Startable {
     } catch (err: any) {
       this.stats.inboundErrors++
       this.log('inbound request from %p failed: %s', peer, err.message)
+      logInboundFailure(this.nodeLog, this.protocol, peer, err)
       stream.abort(err)
     }
   }

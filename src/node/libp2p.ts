@@ -106,6 +106,13 @@ function parseMultiaddr (raw: string, what: string): Multiaddr {
   }
 }
 
+/** Checks the listen, announce and entrypoint addresses (ConfigError naming a bad one); nothing is created. */
+export function validateAddresses (config: Pick<SomaConfig, 'listen' | 'announce' | 'entrypoints'>): void {
+  for (const a of config.listen) parseMultiaddr(a, 'listen address (--listen)')
+  for (const a of config.announce) parseMultiaddr(a, 'announce address (--announce)')
+  parseEntrypoints(config.entrypoints)
+}
+
 /** Parses `config.entrypoints`; ConfigError naming any that is not a multiaddr ending in /p2p/<peer id>. */
 export function parseEntrypoints (entrypoints: readonly string[]): Entrypoint[] {
   return entrypoints.map(raw => {

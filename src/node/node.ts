@@ -12,7 +12,7 @@
  */
 import { existsSync, mkdirSync } from 'node:fs'
 import path from 'node:path'
-import type { Connection, PeerId } from '@libp2p/interface'
+import type { PeerId } from '@libp2p/interface'
 import type { SomaConfig } from '../config.ts'
 import { ChainStore, type ChainStoreOptions } from '../store/chain-store.ts'
 import { CommitExecutor } from '../executor/commit-executor.ts'
@@ -20,14 +20,20 @@ import type { GenesisBundle } from '../chain/genesis.ts'
 import { ConfigError } from '../errors.ts'
 import { toHex } from '../crypto/hash.ts'
 import { createLogger, type Logger } from '../utils/logger.ts'
-import { createLibp2pNode, parseEntrypoints, releaseLibp2pMetrics, type Entrypoint, type ServiceFactory, type SomaLibp2p } from './libp2p.ts'
+import { createLibp2pNode, parseEntrypoints, releaseLibp2pMetrics, validateAddresses, type Entrypoint, type ServiceFactory, type SomaLibp2p } from './libp2p.ts'
 import { loadOrCreatePeerKey, type PeerKey } from './peer-key.ts'
 import { StatusServer, type StatusReport } from './status-server.ts'
+import { keepEntrypointsConnected, type EntrypointDialer } from './entrypoints.ts'
 import { findGenesisFile, readGenesisFile } from './genesis-file.ts'
 import { commitSyncServices, stateSyncConfig, type StateSync } from '../sync/state-sync.ts'
 import { snapshotSyncConfig, snapshotSyncServices, type SnapshotSyncService } from '../snapshot/sync/service.ts'
 import { SyncState } from '../snapshot/sync/sync-state.ts'
 import { abandonSnapshotSync } from '../snapshot/sync/snapshot-sync.ts'
+import type { WaitingReason } from '../sync/waiting.ts'
+import { healthOf, mergeWaiting, NodeWatch, type Health, type WatchedPeer } from './health.ts'
+import { VERSION } from '../version.ts'
+import { NodeMetrics } from './metrics.ts'
+import type { PeerScores } from '../sync/peer-scores.ts'
 import type { SnapshotCandidate, SnapshotCandidateSource } from '../snapshot/sync/candidates.ts'
 import { prepareArchivalStore } from '../sync/archival.ts'
 import { archivalDiscoveryConfig, archivalDiscoveryService, type ArchivalDiscovery, type HistoryMissing } from '../sync/archival-discovery.ts'
@@ -98,8 +104,53 @@ export async function resolveSyncMode (config: Pick<SomaConfig, 'syncMode'> & { 
     : { snapshot: false, reason: `store at commit ${store.highestSynced} (--sync-mode auto)` }
 }
 
-/** How often unconnected entrypoints are redialed. */
-export const ENTRYPOINT_REDIAL_MS = 5000
+export { ENTRYPOINT_REDIAL_MS } from './entrypoints.ts'
+
+/** How often the node samples its health (peers, progress, faults) and logs what changed. */
+export const WATCH_INTERVAL_MS = 1000
+
+/** Longest back-off between restarts of a failed executor. */
+export const MAX_FATAL_RETRY_MS = 5 * 60_000
+
+/** One peer in /status `peerList`. */
+export interface PeerStatus {
+  id: string
+  /** remote address of its connection ('' when not connected) */
+  address: string
+  connected: boolean
+  /** highest synced commit it claims (undefined before it answered) */
+  height?: number
+  lowestAvailable?: number
+  /** smoothed round-trip time of availability queries */
+  rttMs?: number
+  /** commit-sync peer score (0 is clean; a ban at -100) */
+  score: number
+  /** ISO time its ban ends, when banned */
+  bannedUntil?: string
+  /** on another chain (different genesis digest) */
+  wrongChain: boolean
+}
+
+/** A fault that stopped the node's progress: the executor or a store write failed. */
+export interface NodeFault {
+  error: Error
+  at: number
+  /** what failed: 'executor' or 'store write' */
+  source: string
+  reason: WaitingReason
+}
+
+/** ENOSPC, EIO and LevelDB's IO errors: faults of the disk, which may pass (space freed). */
+export function isStorageFault (err: any): boolean {
+  const text = `${err?.code ?? ''} ${err?.message ?? ''} ${err?.cause?.code ?? ''} ${err?.cause?.message ?? ''}`
+  return /ENOSPC|EIO|EROFS|EDQUOT|No space left|Input\/output error|IO error|Read-only file system|quota exceeded/i.test(text)
+}
+
+/** Disk full: ENOSPC (or LevelDB's "No space left on device"), EDQUOT. */
+export function isDiskFull (err: any): boolean {
+  const text = `${err?.code ?? ''} ${err?.message ?? ''} ${err?.cause?.code ?? ''} ${err?.cause?.message ?? ''}`
+  return /ENOSPC|EDQUOT|No space left|quota exceeded/i.test(text)
+}
 
 export class SomaNode {
   readonly config: SomaConfig
@@ -117,11 +168,33 @@ export class SomaNode {
   private readonly entrypoints: Entrypoint[]
   private state: 'created' | 'starting' | 'started' | 'stopped' = 'created'
   private stopping?: Promise<void>
-  private redialTimer?: NodeJS.Timeout
-  private readonly dialing = new Set<string>()
+  private dialer?: EntrypointDialer
+  /** when start() completed */
+  startedAt = 0
+  /** the node's own health checks (peers, stall) */
+  readonly watch: NodeWatch
+  /** the fault that moved the node to its `failed` phase (cleared when a retry restarts it) */
+  fault?: NodeFault
+  /** faults since the last executed batch (the back-off doubles with each) */
+  private faultRetries = 0
+  private retryTimer?: NodeJS.Timeout
+  private watchTimer?: NodeJS.Timeout
+  private readonly faultListeners: Array<(fault: NodeFault) => void> = []
+  /** peers met recently (id -> PeerId), for the wrong-chain check after they were dropped */
+  private readonly recentPeers = new Map<string, { peer: PeerId, at: number }>()
+  private lastLogged: { health?: string, waiting?: string } = {}
+  /** the node's soma_* series beyond the status server's own (src/node/metrics.ts) */
+  readonly metrics: NodeMetrics
+  /** peer scores already given the node's logger and metrics */
+  private readonly attachedScores = new WeakSet<PeerScores>()
 
   /** Use createNode(). */
-  constructor (init: { config: SomaConfig, store: ChainStore, executor: CommitExecutor, libp2p: SomaLibp2p, peerKey: PeerKey, log: Logger, statusServer?: StatusServer, epoch: number, phase: NodePhase, components: NodeComponent[] }) {
+  /** whether this node syncs from peers (commitSync 'sync'): then it needs usable peers to be healthy */
+  readonly syncing: boolean
+
+  constructor (init: { config: SomaConfig, store: ChainStore, executor: CommitExecutor, libp2p: SomaLibp2p, peerKey: PeerKey, log: Logger, statusServer?: StatusServer, epoch: number, phase: NodePhase, components: NodeComponent[], syncing?: boolean, metrics?: NodeMetrics }) {
+    this.syncing = init.syncing ?? false
+    this.metrics = init.metrics ?? new NodeMetrics()
     this.config = init.config
     this.store = init.store
     this.executor = init.executor
@@ -133,8 +206,20 @@ export class SomaNode {
     this.phase = init.phase
     this.components.push(...init.components)
     this.entrypoints = parseEntrypoints(init.config.entrypoints)
-    this.executor.on('executed', r => { this.epoch = r.nextEpoch ?? r.epoch })
-    this.libp2p.addEventListener('peer:connect', evt => { this.log.info('peer connected: %s (%d peers)', evt.detail.toString(), this.peerCount()) })
+    this.executor.on('executed', r => { this.epoch = r.nextEpoch ?? r.epoch; this.faultRetries = 0 })
+    this.watch = new NodeWatch({ thresholds: init.config, chainId: toHex(init.store.chainId), height: init.store.highestSynced })
+    // a store write that fails for the disk (ENOSPC, EIO) stops the node's progress, whoever wrote
+    this.store.writeObservers.onError = err => { if (isStorageFault(err) && this.state === 'started') this.enterFailed(err, 'store write') }
+    this.store.writeObservers.onWrite = ms => { this.metrics.histogram('soma_leveldb_write_seconds').observe(ms / 1000) }
+    this.executor.on('batch', b => {
+      this.metrics.histogram('soma_executor_batch_seconds').observe(b.ms / 1000)
+      this.metrics.histogram('soma_executor_batch_commits').observe(b.commits)
+    })
+    this.libp2p.addEventListener('peer:connect', evt => {
+      this.recentPeers.set(evt.detail.toString(), { peer: evt.detail, at: Date.now() })
+      if (this.recentPeers.size > 1000) this.recentPeers.delete(this.recentPeers.keys().next().value as string)
+      this.log.info('peer connected: %s (%d peers)', evt.detail.toString(), this.peerCount())
+    })
     this.libp2p.addEventListener('peer:disconnect', evt => { this.log.info('peer disconnected: %s (%d peers)', evt.detail.toString(), this.peerCount()) })
   }
 
@@ -173,7 +258,11 @@ export class SomaNode {
     if (this.state !== 'created') throw new Error(`node cannot start: it is ${this.state}`)
     this.state = 'starting'
     try {
-      await this.libp2p.start()
+      try {
+        await this.libp2p.start()
+      } catch (err: any) {
+        throw listenError(err) ?? err
+      }
       await this.statusServer?.start()
       for (const c of this.components) await c.start?.()
     } catch (err) {
@@ -181,26 +270,13 @@ export class SomaNode {
       throw err
     }
     this.state = 'started'
+    this.startedAt = Date.now()
+    this.watch.lastProgressAt = this.startedAt
+    this.watchTimer = setInterval(() => { this.sample() }, WATCH_INTERVAL_MS)
+    this.watchTimer.unref()
     this.log.info('chain %s, peer id %s, listening on %s', toHex(this.chainId).slice(0, 16), this.peerId.toString(), this.multiaddrs().join(', ') || '(nothing)')
     if (this.statusServer !== undefined) this.log.info('status on %s/status, metrics on %s/metrics', this.statusServer.url, this.statusServer.url)
-    if (this.entrypoints.length > 0) {
-      this.dialEntrypoints()
-      this.redialTimer = setInterval(() => { this.dialEntrypoints() }, ENTRYPOINT_REDIAL_MS)
-      this.redialTimer.unref()
-    }
-  }
-
-  /** Dials every entrypoint that is not connected (libp2p's bootstrap dials once only). */
-  private dialEntrypoints (): void {
-    for (const e of this.entrypoints) {
-      const id = e.peerId.toString()
-      if (e.peerId.equals(this.peerId) || this.dialing.has(id) || this.libp2p.getConnections(e.peerId).length > 0) continue
-      this.dialing.add(id)
-      this.libp2p.dial(e.multiaddr)
-        .then((c: Connection) => { this.log.debug('connected to entrypoint %s', c.remoteAddr.toString()) })
-        .catch((err: Error) => { if (this.started) this.log.warn('entrypoint %s unreachable: %s', e.multiaddr.toString(), err.message) })
-        .finally(() => this.dialing.delete(id))
-    }
+    if (this.entrypoints.length > 0) this.dialer = keepEntrypointsConnected(this.libp2p, this.entrypoints, { logger: this.log, dialTimeoutMs: this.config.timeoutMs })
   }
 
   /** Stops components (reverse order), the status server and libp2p, and closes the store. Idempotent. */
@@ -212,7 +288,9 @@ export class SomaNode {
   private async stopNow (): Promise<void> {
     this.state = 'stopped'
     this.phase = 'stopped'
-    if (this.redialTimer !== undefined) clearInterval(this.redialTimer)
+    this.dialer?.stop()
+    if (this.watchTimer !== undefined) clearInterval(this.watchTimer)
+    if (this.retryTimer !== undefined) clearTimeout(this.retryTimer)
     let first: unknown
     const attempt = async (what: string, fn: () => unknown): Promise<void> => {
       try {
@@ -230,7 +308,167 @@ export class SomaNode {
     if (first !== undefined) throw first
   }
 
-  /** The /status object: progress, state root, epoch, peers, phase, plus the components' fields. */
+  /**
+   * Calls `fn` when the node enters its `failed` phase. With `exitOnFatal` a listener is expected to end
+   * the process (the CLI exits 3) and the node does not retry; without a listener, or without
+   * `exitOnFatal`, the node restarts commit sync with back-off.
+   */
+  onFault (fn: (fault: NodeFault) => void): void { this.faultListeners.push(fn) }
+
+  /**
+   * Moves the node to its `failed` phase: logs the error, tells the fault listeners, and (without
+   * `exitOnFatal`, when the process does not exit on it) restarts commit sync after a back-off.
+   */
+  enterFailed (error: Error, source: string): void {
+    if (this.fault !== undefined || this.state !== 'started') return
+    const at = Date.now()
+    const full = isDiskFull(error)
+    const code = (error as any)?.code ?? (error as any)?.cause?.code
+    const reason: WaitingReason = {
+      code: full ? 'disk-full' : 'executor-failed',
+      message: `${source} failed: ${error.message}${full ? ' (disk full: free space in ' + this.config.dataDir + ')' : ''}`,
+      since: at,
+      evidence: { source, error: error.message, code }
+    }
+    this.fault = { error, at, source, reason }
+    this.phase = 'failed'
+    this.metrics.counter('soma_node_faults_total').inc({ source, code: reason.code })
+    const delay = Math.min(this.config.fatalRetryMs * 2 ** this.faultRetries, MAX_FATAL_RETRY_MS)
+    const exits = this.config.exitOnFatal && this.faultListeners.length > 0
+    this.log.error('FAILED: %s failed: %s; %s', source, error.message,
+      exits ? 'exiting (--exit-on-fatal) so that the supervisor restarts the node' : `restarting commit sync in ${Math.round(delay / 1000)} s (attempt ${this.faultRetries + 1})`)
+    for (const fn of this.faultListeners) fn(this.fault)
+    if (!exits) {
+      this.retryTimer = setTimeout(() => { void this.restartAfterFault() }, delay)
+      this.retryTimer.unref()
+    }
+  }
+
+  /** Restarts commit sync (and so the executor) after a fault, from what the store holds. */
+  private async restartAfterFault (): Promise<void> {
+    if (this.state !== 'started' || this.fault === undefined) return
+    const sync = (this.libp2p.services as any).stateSync as StateSync | undefined
+    const fault = this.fault
+    this.faultRetries++
+    try {
+      if (sync !== undefined) {
+        await sync.stop()
+        this.executor.resetCaches()
+        await sync.start()
+        sync.afterStart()
+      }
+      this.log.info('restarted commit sync after the %s failure (attempt %d)', fault.source, this.faultRetries)
+      this.fault = undefined
+      this.phase = 'syncing'
+    } catch (err: any) {
+      this.fault = undefined
+      this.enterFailed(err, `restart after the ${fault.source} failure`)
+    }
+  }
+
+  /** Gives a sync's PeerScores the node's logger (penalties and bans at warn) and metrics. */
+  private attachScores (scores: PeerScores | undefined, sync: 'commit' | 'snapshot'): void {
+    if (scores === undefined || this.attachedScores.has(scores) || typeof scores.onPenalty !== 'function') return
+    this.attachedScores.add(scores)
+    scores.logger ??= this.log.child(`${sync}-sync:peers`)
+    const failures = this.metrics.counter(sync === 'commit' ? 'soma_range_failures_total' : 'soma_chunk_failures_total')
+    scores.onPenalty((_peer, reason) => {
+      this.metrics.counter('soma_penalties_total').inc({ sync, reason })
+      failures.inc({ reason })
+    })
+    scores.onBan((_peer, reason) => { this.metrics.counter('soma_bans_total').inc({ sync, reason }) })
+  }
+
+  /** What the node's own checks see of its peers. */
+  private watchedPeers (): WatchedPeer[] {
+    const loop = ((this.libp2p.services as any).stateSync as StateSync | undefined)?.eventLoop
+    const out: WatchedPeer[] = []
+    const connected = new Set<string>()
+    for (const peer of this.libp2p.getPeers()) {
+      connected.add(peer.toString())
+      out.push({ id: peer.toString(), wrongChain: loop?.heights?.isWrongChain?.(peer) === true, banned: loop?.scores?.isBanned?.(peer) === true })
+    }
+    const now = Date.now()
+    for (const [id, r] of this.recentPeers) {
+      if (now - r.at > 10 * 60_000) { this.recentPeers.delete(id); continue }
+      if (!connected.has(id) && loop?.heights?.isWrongChain?.(r.peer) === true) out.push({ id, wrongChain: true, banned: false })
+    }
+    return out
+  }
+
+  /** Samples faults, peers and progress; logs when the health or the reason the node waits changes. */
+  sample (): { waiting?: WaitingReason, health: Health } {
+    const sync = (this.libp2p.services as any).stateSync as StateSync | undefined
+    this.attachScores(sync?.eventLoop?.scores, 'commit')
+    this.attachScores(((this.libp2p.services as any).snapshotSync as SnapshotSyncService | undefined)?.snapshotSync?.scores, 'snapshot')
+    const loopError = sync?.eventLoop?.fatalError
+    if (loopError !== undefined && this.fault === undefined && this.state === 'started') this.enterFailed(loopError, 'executor')
+    const snap = (this.libp2p.services as any).snapshotSync as SnapshotSyncService | undefined
+    const snapRunning = snap?.running === true
+    const peers = this.watchedPeers()
+    const checkPeers = this.syncing
+    const progress = sync?.progress()
+    if (this.phase !== 'stopped' && this.phase !== 'failed' && this.syncing) {
+      if (snapRunning) this.phase = 'snapshot'
+      else if (progress !== undefined && !progress.paused) this.phase = progress.phase
+    }
+    const height = this.store.highestSynced
+    this.watch.sample({ height, peers, checkPeers, snapshotBytes: snapRunning ? snap?.progress()?.bytes.done : undefined })
+    const machines: Array<WaitingReason | undefined> = snapRunning
+      ? [(snap as any).waiting?.(), (sync as any)?.waiting?.()]
+      : [(sync as any)?.waiting?.(), snap?.error !== undefined ? { code: 'snapshot-stalled', message: `snapshot sync failed: ${snap.error.message}`, since: this.startedAt, evidence: { error: snap.error.message } } : undefined]
+    const waiting = this.state === 'started'
+      ? mergeWaiting(this.fault?.reason, machines, this.watch.reasons({ peers, checkPeers, height, phase: this.phase }))
+      : undefined
+    const health = this.state === 'started' ? healthOf(this.phase, waiting, this.config) : { state: 'stuck' as const, httpStatus: 503 }
+    if (this.state === 'started') {
+      const w = waiting === undefined ? '' : `${waiting.code}: ${waiting.message}`
+      if (w !== (this.lastLogged.waiting ?? '') && waiting?.code !== this.lastLogged.waiting?.split(':')[0]) {
+        if (waiting !== undefined) this.log.warn('waiting: %s', w)
+        else if (this.lastLogged.waiting !== undefined && this.lastLogged.waiting !== '') this.log.info('no longer waiting (was %s)', this.lastLogged.waiting.split(':')[0])
+      }
+      this.lastLogged.waiting = w
+      if (health.state !== this.lastLogged.health) {
+        if (health.state === 'stuck') this.log.error('health: stuck (503): %s', waiting === undefined ? 'unhealthy' : `${waiting.code}: ${waiting.message}`)
+        else if (this.lastLogged.health !== undefined) this.log.info('health: %s (%d)', health.state, health.httpStatus)
+        this.lastLogged.health = health.state
+      }
+    }
+    return { waiting, health }
+  }
+
+  /** Each connected peer (and each peer commit sync knows) with its heights, RTT, score and ban. */
+  peerList (limit = 200): PeerStatus[] {
+    const loop = ((this.libp2p.services as any).stateSync as StateSync | undefined)?.eventLoop
+    const byId = new Map<string, { peer: PeerId, address: string, connected: boolean }>()
+    for (const c of this.libp2p.getConnections()) {
+      if (!byId.has(c.remotePeer.toString())) byId.set(c.remotePeer.toString(), { peer: c.remotePeer, address: c.remoteAddr.toString(), connected: true })
+    }
+    for (const h of loop?.heights?.all?.() ?? []) {
+      if (!byId.has(h.peer.toString())) byId.set(h.peer.toString(), { peer: h.peer, address: '', connected: false })
+    }
+    return [...byId.values()].slice(0, limit).map(({ peer, address, connected }) => {
+      const h = loop?.heights?.get?.(peer)
+      const until = loop?.scores?.bannedUntilOf?.(peer)
+      return {
+        id: peer.toString(),
+        address,
+        connected,
+        height: h?.height,
+        lowestAvailable: h?.lowest,
+        rttMs: h === undefined ? undefined : Math.round(h.rttMs),
+        score: loop?.scores?.score?.(peer) ?? 0,
+        bannedUntil: until === undefined ? undefined : new Date(until).toISOString(),
+        wrongChain: loop?.heights?.isWrongChain?.(peer) === true
+      }
+    })
+  }
+
+  /**
+   * The /status object: progress, state root, epoch, peers, phase, plus the components' fields; `waiting`
+   * (why the node does not progress, with evidence), `health` (what /health answers), `peerList`,
+   * `lastCommitAt`, `version`, `uptimeSeconds`.
+   */
   async status (): Promise<StatusReport> {
     const p = this.store.getProgress()
     const root = this.store.isClosed ? undefined : await this.store.getStateRoot(p.highestExecuted)
@@ -254,9 +492,42 @@ export class SomaNode {
       if (c.status !== undefined) Object.assign(report, await c.status())
       if (c.healthy !== undefined && !c.healthy()) healthy = false
     }
+    const { waiting, health } = this.sample()
+    if (health.state === 'stuck') healthy = false
+    if (!healthy && health.httpStatus !== 503) Object.assign(health, { state: 'stuck', httpStatus: 503 })
+    report.phase = this.phase
     report.healthy = healthy
+    report.health = health.state
+    report.healthStatus = health.httpStatus
+    report.waiting = waiting
+    report.peerList = this.peerList()
+    report.lastCommitAt = this.watch.lastCommitAt === undefined ? undefined : new Date(this.watch.lastCommitAt).toISOString()
+    report.version = VERSION
+    report.uptimeSeconds = this.startedAt === 0 ? 0 : Math.round((Date.now() - this.startedAt) / 1000)
+    const peers = this.watchedPeers()
+    this.metrics.update(report, {
+      connected: report.peers,
+      usable: peers.filter(p => !p.wrongChain && !p.banned).length,
+      banned: peers.filter(p => p.banned).length,
+      wrong_chain: peers.filter(p => p.wrongChain).length
+    })
     return report
   }
+}
+
+/**
+ * libp2p's error for addresses it cannot listen on (a multi-line message with stack traces) as one line
+ * naming each address and why: `cannot listen on /ip4/127.0.0.1/tcp/7700: the address is in use …`.
+ */
+export function listenError (err: any): ConfigError | undefined {
+  const text = String(err?.message ?? '')
+  if (err?.name !== 'UnsupportedListenAddressesError' && !/EADDRINUSE|EADDRNOTAVAIL|EACCES/.test(text)) return undefined
+  const parts: string[] = []
+  for (const m of text.matchAll(/^\s*(\/\S+): (?:\w*Error: )?(.*)$/gm)) {
+    const why = /EADDRINUSE/.test(m[2]) ? 'the address is in use (another soma-sync running?)' : /EADDRNOTAVAIL/.test(m[2]) ? 'no such local address' : /EACCES/.test(m[2]) ? 'permission denied (a port below 1024?)' : m[2]
+    parts.push(`${m[1]}: ${why}`)
+  }
+  return new ConfigError(`cannot listen on ${parts.length > 0 ? parts.join('; ') : text.split('\n')[0]}: choose another --listen address`, { cause: err })
 }
 
 /** Reports commit-sync progress in /status and keeps `node.phase` in step with the sync loop. */
@@ -268,7 +539,7 @@ function stateSyncComponent (libp2p: SomaLibp2p, node: () => SomaNode | undefine
       const p = sync()?.progress()
       if (p === undefined) return {}
       const n = node()
-      if (n !== undefined && n.phase !== 'stopped') n.phase = p.phase
+      if (n !== undefined && n.phase !== 'stopped' && n.phase !== 'failed' && !p.paused) n.phase = p.phase
       return { sync: { target: p.target, knownPeers: p.peers, commitsPerSecond: Math.round(p.commitsPerSecond * 10) / 10, syncedCommits: p.syncedCommits } }
     },
     healthy: () => sync()?.eventLoop?.fatalError === undefined
@@ -302,7 +573,7 @@ function snapshotSyncComponent (libp2p: SomaLibp2p, node: () => SomaNode | undef
       const p = s?.progress()
       if (s === undefined || p === undefined) return {}
       const n = node()
-      if (n !== undefined && n.phase !== 'stopped' && s.running) n.phase = 'snapshot'
+      if (n !== undefined && n.phase !== 'stopped' && n.phase !== 'failed' && s.running) n.phase = 'snapshot'
       return {
         snapshot: {
           phase: p.phase,
@@ -353,9 +624,16 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
   if (genesis === undefined && !existsSync(path.join(config.dataDir, 'chain', 'CURRENT'))) {
     throw new ConfigError(`no genesis for ${path.resolve(config.dataDir)}: pass --genesis-file <file> (a devnet writes <its data dir>/genesis.pb) or copy it to ${path.join(config.dataDir, 'genesis.pb')}`)
   }
-  parseEntrypoints(config.entrypoints) // fail on bad entrypoints before touching the data dir
+  validateAddresses(config) // fail on bad addresses before touching the data dir
+  const firstStart = !existsSync(path.join(config.dataDir, 'chain', 'CURRENT'))
   mkdirSync(config.dataDir, { recursive: true })
+  const t0 = Date.now()
+  if (firstStart && genesis !== undefined) {
+    const big = genesis.genesis.accounts.length >= 100_000
+    log.info('first start: creating the store in %s from the genesis (%d accounts, %d validators)%s', path.join(config.dataDir, 'chain'), genesis.genesis.accounts.length, genesis.genesis.committee.authorities.length, big ? '; a big genesis takes a while' : '')
+  }
   const store = await ChainStore.openDataDir(config.dataDir, { writeBufferSize: config.storeWriteBufferBytes, cacheSize: config.storeCacheBytes, logger: log.child('store'), ...opts.store, genesis })
+  if (firstStart && genesis !== undefined && Date.now() - t0 >= 1000) log.info('genesis written in %s s', ((Date.now() - t0) / 1000).toFixed(1))
   let libp2p: SomaLibp2p | undefined
   try {
     const peerKey = await loadOrCreatePeerKey(config.dataDir)
@@ -384,7 +662,8 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
       maxInboundStreams: config.maxInboundStreams,
       maxOutboundStreams: config.maxOutboundStreams,
       // one score per peer over every protocol it breaks as a client (framing, undecodable requests)
-      guard: new InboundGuard({ banMs: config.peerBanMs, log: log.child('inbound') })
+      guard: new InboundGuard({ banMs: config.peerBanMs, log: log.child('inbound') }),
+      logger: log.child('rpc')
     }
     const syncServices = mode === false
       ? {}
@@ -403,7 +682,7 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
             maxOutboundStreams: config.maxOutboundStreams,
             // history below every peer's lowest available commit: find and dial archival peers
             onHistoryMissing: (m: HistoryMissing) => { archivalDiscovery()?.historyMissing(m) },
-            rpc: { guard: rpc.guard }
+            rpc: { guard: rpc.guard, logger: rpc.logger }
           }),
           // archival nodes announce themselves; every node listens (and forwards), and looks them up
           archivalDiscovery: archivalDiscoveryService({ store, config: archivalDiscoveryConfig(config), logger: log.child('archival') }),
@@ -421,6 +700,7 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
         }
     libp2p = await createLibp2pNode({ config, chainId: store.chainId, privateKey: peerKey.privateKey, services: { ...syncServices, ...opts.services } })
     const components = [...(opts.components ?? [])]
+    const metrics = new NodeMetrics()
     if (mode === 'sync') components.unshift(stateSyncComponent(libp2p, () => node), snapshotSyncComponent(libp2p, () => node, log.child('snapshot')))
     if (mode !== false) components.push({ name: 'archival-discovery', status: () => archivalDiscovery()?.status() ?? {} })
     if (config.archiveDir !== '') components.push(archiveWriterComponent({ config, store, executor, log }))
@@ -444,8 +724,8 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
       : (opts.statusServer === false ? undefined : { host: opts.statusServer.host ?? config.statusHost, port: opts.statusServer.port })
     const statusServer = where === undefined
       ? undefined
-      : new StatusServer({ host: where.host, port: where.port, logger: log, getStatus: async () => await node!.status() })
-    node = new SomaNode({ config, store, executor, libp2p, peerKey, log, statusServer, epoch: await currentEpoch(store), phase: opts.phase ?? 'idle', components })
+      : new StatusServer({ host: where.host, port: where.port, logger: log, getStatus: async () => await node!.status(), registries: [metrics.registry] })
+    node = new SomaNode({ metrics, config, store, executor, libp2p, peerKey, log, statusServer, epoch: await currentEpoch(store), phase: opts.phase ?? 'idle', components, syncing: mode === 'sync' })
     return node
   } catch (err) {
     if (libp2p !== undefined) releaseLibp2pMetrics(libp2p)

@@ -3,7 +3,9 @@
  * - `GET /status`  JSON status of the node (from the `getStatus` callback);
  * - `GET /metrics` Prometheus text: prom-client's default registry (where @libp2p/prometheus-metrics
  *   puts libp2p's and the process's metrics), this server's `soma_*` metrics, and any extra registries;
- * - `GET /health`  200 "ok" when the status says healthy, 503 otherwise.
+ * - `GET /health`  the status's `healthStatus` when it has one (a SomaNode: 200 `ok` synced and
+ *   progressing, 206 `syncing`, 503 `stuck: <code>: <message>`; see src/node/health.ts), else 200 "ok"
+ *   when the status says healthy and 503 otherwise.
  *
  * The `soma_*` metrics live in a registry of their own (`server.registry`), so several nodes in one
  * process do not clash, and are refreshed from `getStatus` at each scrape.
@@ -34,6 +36,12 @@ export interface StatusReport {
   executedTransactions: number
   /** false makes /health answer 503 */
   healthy: boolean
+  /** what /health answers: 200, 206 or 503 (a SomaNode sets it; else `healthy` decides) */
+  healthStatus?: number
+  /** 'ok' | 'syncing' | 'stuck' */
+  health?: string
+  /** why the node does not progress (src/sync/waiting.ts), with evidence */
+  waiting?: { code: string, message: string, since: number, evidence?: Record<string, unknown> }
   [key: string]: unknown
 }
 
@@ -135,7 +143,10 @@ export class StatusServer {
       if (path === '/status') {
         send(res, 200, 'application/json', JSON.stringify(status, null, 2) + '\n')
       } else if (path === '/health') {
-        send(res, status.healthy ? 200 : 503, 'text/plain', status.healthy ? 'ok\n' : 'unhealthy\n')
+        const code = typeof status.healthStatus === 'number' ? status.healthStatus : (status.healthy ? 200 : 503)
+        const state = status.health ?? (code === 200 ? 'ok' : code === 206 ? 'syncing' : 'unhealthy')
+        const w = status.waiting
+        send(res, code, 'text/plain', `${state}${w !== undefined && code !== 200 ? `: ${w.code}: ${w.message}` : ''}\n`)
       } else {
         send(res, 200, register.contentType, await this.metrics(status))
       }

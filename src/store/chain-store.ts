@@ -352,6 +352,12 @@ export class ChainStore {
 
   batch (): StoreBatch { return new StoreBatch(this) }
 
+  /**
+   * Observers of batch writes: `onWrite` after each (its LevelDB write time, for metrics), `onError` when
+   * one fails (the node moves to its `failed` phase on ENOSPC/EIO).
+   */
+  readonly writeObservers: { onWrite?: (ms: number, ops: number) => void, onError?: (err: Error) => void } = {}
+
   /** @internal used by StoreBatch */
   async writeBatch (ops: Array<{ type: 'put', key: Uint8Array, value: Uint8Array } | { type: 'del', key: Uint8Array }>, progress: Partial<Progress>, archival = false): Promise<void> {
     if (this.closed) throw new StoreError('store is closed')
@@ -368,7 +374,14 @@ export class ChainStore {
       await batch.close()
       throw err
     }
-    await batch.write()
+    const t0 = performance.now()
+    try {
+      await batch.write()
+    } catch (err: any) {
+      this.writeObservers.onError?.(err)
+      throw err
+    }
+    this.writeObservers.onWrite?.(performance.now() - t0, ops.length)
     this.progress = { ...this.progress, ...progress }
     if (archival) this.archivalStore = true
   }

@@ -5,6 +5,7 @@
  */
 import type { PeerId } from '@libp2p/interface'
 import { penaltyFor, PEER_BAN_SCORE } from '../errors.ts'
+import type { Logger } from '../utils/logger.ts'
 
 export interface PenaltyRecord { peer: string, error: string, penalty: number, score: number, at: number }
 
@@ -14,6 +15,8 @@ export class PeerScores {
   private readonly bannedUntil = new Map<string, number>()
   /** recent penalties, newest last (bounded), for status and tests */
   readonly history: PenaltyRecord[] = []
+  /** when set, every penalty and ban is logged at warn (peer, reason, points, score; ban end) */
+  logger?: Logger
 
   constructor (banMs: number) {
     this.banMs = banMs
@@ -33,12 +36,33 @@ export class PeerScores {
     this.scores.set(key, score)
     this.history.push({ peer: key, error: (err as any)?.name ?? 'Error', penalty, score, at: Date.now() })
     if (this.history.length > 1000) this.history.shift()
+    const reason = (err as any)?.name ?? 'Error'
+    for (const fn of this.penaltyListeners) fn(key, reason, penalty)
+    this.logger?.warn('penalty: peer %s, %s, %d points (score %d): %s', key, reason, penalty, score, (err as any)?.message ?? String(err))
     if (score <= PEER_BAN_SCORE) {
-      this.bannedUntil.set(key, Date.now() + this.banMs)
+      const until = Date.now() + this.banMs
+      this.bannedUntil.set(key, until)
       this.scores.set(key, 0)
+      this.logger?.warn('ban: peer %s banned until %s (%s)', key, new Date(until).toISOString(), reason)
+      for (const fn of this.banListeners) fn(key, reason, until)
       return true
     }
     return false
+  }
+
+  private readonly banListeners: Array<(peer: string, reason: string, until: number) => void> = []
+  private readonly penaltyListeners: Array<(peer: string, reason: string, points: number) => void> = []
+
+  /** Calls `fn` at each ban (metrics). */
+  onBan (fn: (peer: string, reason: string, until: number) => void): void { this.banListeners.push(fn) }
+
+  /** Calls `fn` at each penalty (metrics). */
+  onPenalty (fn: (peer: string, reason: string, points: number) => void): void { this.penaltyListeners.push(fn) }
+
+  /** When the peer's ban ends (ms since the epoch), or undefined when it is not banned. */
+  bannedUntilOf (peer: PeerId | string): number | undefined {
+    const until = this.bannedUntil.get(peer.toString())
+    return until !== undefined && until > Date.now() ? until : undefined
   }
 
   reward (peer: PeerId): void {

@@ -171,8 +171,14 @@ export class StateSync implements Startable {
     this.pool = undefined
   }
 
-  /** undefined while the loop does not run (stopped, or held by startPaused) */
-  progress (): SyncProgress | undefined { return this.paused ? undefined : this.loop?.progress() }
+  /**
+   * The loop's progress; while it is held by startPaused (a snapshot syncs first) its phase is 'stopped'
+   * and `paused` is true. undefined only when there is no loop (not started, or serve-only).
+   */
+  progress (): (SyncProgress & { paused: boolean }) | undefined {
+    const p = this.loop?.progress()
+    return p === undefined ? undefined : { ...p, paused: this.paused }
+  }
 
   /** Why commit sync is not progressing, with evidence (undefined while it progresses, is synced, or is held). */
   waiting (): WaitingReason | undefined { return this.paused ? undefined : this.loop?.waiting() }

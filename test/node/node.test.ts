@@ -1,6 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
-import { mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs'
+import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs'
 import { tmpdir } from 'node:os'
 import path from 'node:path'
 import { DEFAULTS, type SomaConfig } from '../../src/config.ts'
@@ -34,7 +34,7 @@ async function waitFor (what: string, cond: () => boolean, ms = 10_000): Promise
   }
 }
 
-test('two nodes on 127.0.0.1 connect through an entrypoint and serve /status, /metrics, /health', { timeout: 60_000 }, async t => {
+test('two nodes on 127.0.0.1 connect through an entrypoint and serve /status, /metrics, /health', { timeout: 120_000 }, async t => {
   const nodes: SomaNode[] = []
   t.after(async () => { for (const n of nodes) await n.stop() })
   const a = await createNode(config(tempDir(t)), { genesis, logger: silentLogger(), statusServer: { host: '127.0.0.1', port: 0 } })
@@ -63,8 +63,18 @@ test('two nodes on 127.0.0.1 connect through an entrypoint and serve /status, /m
   assert.equal(status.highestExecuted, 0)
   assert.equal(status.lowestAvailable, 1)
   assert.equal(status.epoch, 0)
-  assert.equal(status.phase, 'idle')
+  // an empty store starts with snapshot sync (none exists here: after --snapshot-find-timeout, commit sync)
+  assert.ok(['snapshot', 'replaying', 'discovering', 'synced'].includes(status.phase as string), status.phase as string)
   assert.equal(status.healthy, true)
+  assert.equal(status.version, JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')).version)
+  assert.equal(typeof status.uptimeSeconds, 'number')
+  const peerList = status.peerList as Array<Record<string, unknown>>
+  const pa = peerList.find(p => p.id === a.peerId.toString())
+  assert.ok(pa !== undefined, JSON.stringify(peerList))
+  assert.match(pa.address as string, /^\/ip4\/127\.0\.0\.1\/tcp\/\d+/)
+  assert.equal(pa.connected, true)
+  assert.equal(pa.score, 0)
+  assert.equal(pa.wrongChain, false)
   assert.ok((status.peers as number) >= 1)
   assert.match(status.stateRoot as string, /^[0-9a-f]{64}$/)
   assert.ok((status.listen as string[]).length > 0)
@@ -81,6 +91,10 @@ test('two nodes on 127.0.0.1 connect through an entrypoint and serve /status, /m
     assert.match(text, /^libp2p_\w+/m, 'a libp2p metric')
   }
 
+  // 206 while it looks for a snapshot, 200 once synced (both at genesis, progressing: within the stall threshold)
+  const early = await fetch(`${a.statusUrl!}/health`)
+  assert.ok(early.status === 206 || early.status === 200, String(early.status))
+  await waitFor('node a to be synced', () => a.phase === 'synced', 60_000)
   const health = await fetch(`${a.statusUrl!}/health`)
   assert.equal(health.status, 200)
   assert.equal(await health.text(), 'ok\n')

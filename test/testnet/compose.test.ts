@@ -119,7 +119,14 @@ test('docker-compose.yml: the topology in it (roles, peer ids, init, healthcheck
   const doc = parse(readFileSync(COMPOSE, 'utf8'))
   const nodes = testnetNodes()
   const ids = await peerIds(nodes)
-  assert.deepEqual(Object.keys(doc.services), nodes.map(n => n.name))
+  assert.deepEqual(Object.keys(doc.services).filter(k => doc.services[k].profiles === undefined), nodes.map(n => n.name))
+  // the optional monitoring profile: Prometheus built locally (Debian's package), scraping every node
+  const prom = doc.services.prometheus
+  assert.deepEqual(prom.profiles, ['monitoring'])
+  assert.equal(prom.build.dockerfile, 'monitoring/Dockerfile.prometheus')
+  assert.match(readFileSync(path.join(root, 'monitoring/Dockerfile.prometheus'), 'utf8'), /apt-get install -y --no-install-recommends prometheus/)
+  const targets = /targets: \[(.*)\]/.exec(readFileSync(path.join(root, 'monitoring/prometheus.yml'), 'utf8'))![1].split(',').map(x => x.trim().replace(/'/g, ''))
+  assert.deepEqual(targets, nodes.map(n => `${n.name}:7780`))
   for (const n of nodes) {
     const s = doc.services[n.name]
     assert.equal(s.init, true, `${n.name}: init: true (node as PID 1 would ignore SIGTERM)`)

@@ -19,7 +19,7 @@
  */
 import { RateLimiter } from '@libp2p/utils'
 import { serviceCapabilities, type AbortOptions, type Connection, type Logger, type PeerId, type Startable, type Stream } from '@libp2p/interface'
-import { bufferFor, classifyError, type RpcComponents, type RpcInit, type RpcStats } from '../../net/rpc.ts'
+import { bufferFor, classifyError, logInboundFailure, type RpcComponents, type RpcInit, type RpcStats } from '../../net/rpc.ts'
 import type { ChainStore } from '../../store/chain-store.ts'
 import { SnapshotStore } from '../snapshot-store.ts'
 import { MalformedMessageError, OversizedResponseError, PeerRequestFailedError, ProtocolViolationError, RateLimitedError, SomaError } from '../../errors.ts'
@@ -255,6 +255,7 @@ export class SnapshotChunksService implements Startable {
   private readonly limiter: RateLimiter
   private readonly maxRequestBytes: number
   private readonly log: Logger
+  private readonly nodeLog?: SnapshotChunksInit['logger']
   private readonly sessions = new Set<Stream>()
   private started = false
 
@@ -274,6 +275,7 @@ export class SnapshotChunksService implements Startable {
     this.budget = new ByteBudget(init.maxServeBytes ?? DEFAULTS.snapshotMaxInflightBytes)
     this.guard = init.guard ?? new InboundGuard()
     this.log = components.logger.forComponent(`soma:rpc:${PROTOCOL_SNAPSHOT_CHUNKS}`)
+    this.nodeLog = init.logger
   }
 
   async start (): Promise<void> {
@@ -356,6 +358,7 @@ export class SnapshotChunksService implements Startable {
     } catch (err: any) {
       this.stats.inboundErrors++
       this.log('session with %p failed: %s', peer, err.message)
+      logInboundFailure(this.nodeLog, PROTOCOL_SNAPSHOT_CHUNKS, peer, err)
       stream.abort(err)
     } finally {
       this.sessions.delete(stream)
