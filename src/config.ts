@@ -71,6 +71,11 @@ export interface SomaConfig {
   maxInboundStreams: number
   maxOutboundStreams: number
   peerBanMs: number
+  servePeerBytesPerSecond: number
+  servePeerBurstBytes: number
+  serveTotalBytesPerSecond: number
+  serveTotalBurstBytes: number
+  serveRequestBytes: number
   // ---- snapshots (seed 002)
   snapshotTargetChunkBytes: number
   snapshotHotEpochs: number
@@ -144,6 +149,11 @@ export const DEFAULTS: Readonly<SomaConfig> = Object.freeze({
   maxInboundStreams: 32,
   maxOutboundStreams: 64,
   peerBanMs: 10 * 60_000,
+  servePeerBytesPerSecond: 128 * 1024 * 1024,
+  servePeerBurstBytes: 32 * 1024 * 1024,
+  serveTotalBytesPerSecond: 256 * 1024 * 1024,
+  serveTotalBurstBytes: 64 * 1024 * 1024,
+  serveRequestBytes: 4096,
 
   snapshotTargetChunkBytes: 1024 * 1024,
   snapshotHotEpochs: 2,
@@ -211,6 +221,11 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'maxInboundStreams', type: 'int', group: 'sync', commands: SYNC, min: 1, doc: 'inbound streams per connection, per protocol' },
   { key: 'maxOutboundStreams', type: 'int', group: 'sync', commands: SYNC, min: 1, doc: 'outbound streams per connection, per protocol' },
   { key: 'peerBanMs', type: 'duration', group: 'sync', commands: SYNC, min: 0, doc: 'how long a peer that lied is not asked again' },
+  { key: 'servePeerBytesPerSecond', type: 'bytes', group: 'sync', commands: SYNC, min: 0, doc: 'bytes per second one peer may be served, over every protocol (GCRA; a request is priced by its worst-case response, settled to its real size; refused with a retry hint); 0: no per-peer byte limit' },
+  { key: 'servePeerBurstBytes', type: 'bytes', group: 'sync', commands: SYNC, min: 1024, doc: 'bytes one peer may be served at once after a pause (the per-peer GCRA\'s burst)' },
+  { key: 'serveTotalBytesPerSecond', type: 'bytes', group: 'sync', commands: SYNC, min: 0, doc: 'bytes per second all peers together may be served (GCRA); 0: no total limit' },
+  { key: 'serveTotalBurstBytes', type: 'bytes', group: 'sync', commands: SYNC, min: 1024, doc: 'bytes all peers together may be served at once after a pause (the total GCRA\'s burst)' },
+  { key: 'serveRequestBytes', type: 'bytes', group: 'sync', commands: SYNC, min: 0, doc: 'price of any served request besides its response bytes (charged to both quotas)' },
 
   { key: 'snapshotTargetChunkBytes', type: 'bytes', group: 'snapshot', commands: SNAPSHOT, min: 64, max: 1024 * 1024 * 1024, doc: 'average size state chunks are cut to (content-defined boundaries; a chunk is cut at 4x this at the latest)' },
   { key: 'snapshotHotEpochs', type: 'int', group: 'snapshot', commands: SNAPSHOT, min: 1, max: 1_000_000, doc: 'K: accounts modified in the last K epochs go to the hot chunks, the rest to the cold ones' },

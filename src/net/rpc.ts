@@ -11,6 +11,7 @@ import type { AbortOptions, ComponentLogger, Connection, Logger, PeerId, Startab
 import type { ConnectionManager, Registrar } from '@libp2p/interface-internal'
 import type { Codec } from '../chain/proto.ts'
 import { MalformedMessageError, PeerRequestFailedError, PeerTimeoutError, RateLimitedError, OversizedResponseError } from '../errors.ts'
+import { rateLimitedError, rateLimitedText, type QuotaTicket, type ServeQuota } from './rate-limit.ts'
 
 export interface RpcComponents {
   registrar: Registrar
@@ -35,6 +36,10 @@ export interface RpcInit {
   requestsPerSecond?: number
   /** Serve inbound requests (false: client only). @default true */
   serve?: boolean
+  /** The node's byte quota (per peer and total, src/net/rate-limit.ts), shared by every protocol it serves. */
+  quota?: ServeQuota
+  /** Worst-case response bytes of a request, charged to the quota up front. @default 0 (only the quota's per-request price) */
+  price?: (req: any) => number
 }
 
 export interface RequestOptions extends AbortOptions {
@@ -78,6 +83,8 @@ export class RpcProtocol<Req, Res extends WithError> implements Startable {
   private readonly handler?: Handler<Req, Res>
   private readonly serve: boolean
   private readonly limiter: RateLimiter
+  private readonly quota?: ServeQuota
+  private readonly price?: (req: Req) => number
   private readonly log: Logger
   private started = false
 
@@ -95,6 +102,8 @@ export class RpcProtocol<Req, Res extends WithError> implements Startable {
     this.handlerTimeoutMs = init.handlerTimeoutMs ?? 30_000
     this.serve = init.serve ?? true
     this.limiter = new RateLimiter({ points: init.requestsPerSecond ?? 50, duration: 1 })
+    this.quota = init.quota
+    this.price = init.price
     this.log = components.logger.forComponent(`soma:rpc:${protocol}`)
   }
 
@@ -125,16 +134,16 @@ export class RpcProtocol<Req, Res extends WithError> implements Startable {
       // the request is read (it is bounded by maxRequestBytes) even when the peer is over its rate: a
       // refusal written before it would race the client's write and reach it as a reset stream
       const req = await pb.read({ signal })
-      try {
-        this.limiter.consume(peer.toString())
-      } catch {
+      const admitted = admitRequest(this.limiter, this.quota, peer.toString(), this.protocol, this.price?.(req) ?? 0)
+      if (typeof admitted === 'number') {
         this.stats.rateLimited++
-        await pb.unwrap().pb(this.resCodec).write({ error: 'rate limited' } as Res, { signal })
+        await pb.unwrap().pb(this.resCodec).write({ error: rateLimitedText(admitted) } as Res, { signal })
         await stream.close({ signal })
         return
       }
       const res = await this.handler!(req, { peer, connection, signal })
       const bytes = this.resCodec.encode(res)
+      if (admitted !== undefined) this.quota!.settle(admitted, bytes.byteLength)
       if (bytes.byteLength > this.maxResponseBytes) throw new OversizedResponseError(`${this.protocol}: response of ${bytes.byteLength} bytes exceeds ${this.maxResponseBytes}`)
       await pb.unwrap().write(bytes, RAW, { signal })
       await stream.close({ signal })
@@ -164,7 +173,8 @@ export class RpcProtocol<Req, Res extends WithError> implements Startable {
       const res = await pb.read(this.resCodec, { signal })
       await stream.close({ signal })
       if (res.error != null && res.error !== '') {
-        if (res.error === 'rate limited') throw new RateLimitedError(`${peer.toString()} rate-limited ${this.protocol}`)
+        const limited = rateLimitedError(res.error, peer.toString(), this.protocol)
+        if (limited !== undefined) throw limited
         throw new PeerRequestFailedError(`${peer.toString()} refused ${this.protocol}: ${res.error}`)
       }
       return res
@@ -174,6 +184,23 @@ export class RpcProtocol<Req, Res extends WithError> implements Startable {
       throw classifyError(err, signal, peer, this.protocol, timeout !== undefined ? this.timeoutMs : undefined)
     }
   }
+}
+
+/**
+ * The rate-limit check of one inbound request: the protocol's request count per peer, then the node's
+ * byte quota priced by `price` (the request's worst-case response bytes). Returns the quota's ticket
+ * (settle it with the response size; undefined without a quota) or the ms the peer should wait.
+ */
+export function admitRequest (limiter: RateLimiter, quota: ServeQuota | undefined, peer: string, protocol: string, price: number): QuotaTicket | number | undefined {
+  try {
+    limiter.consume(peer)
+  } catch (err: any) {
+    const wait = typeof err?.msBeforeNext === 'number' && err.msBeforeNext > 0 ? err.msBeforeNext : 1000
+    return quota === undefined ? Math.ceil(wait) : quota.refusedRequests(peer, wait, protocol)
+  }
+  if (quota === undefined) return undefined
+  const t = quota.admit(peer, price, protocol)
+  return 'retryAfterMs' in t ? t.retryAfterMs : t
 }
 
 /**

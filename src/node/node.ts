@@ -28,6 +28,7 @@ import { commitSyncServices, stateSyncConfig, type StateSync } from '../sync/sta
 import { snapshotSyncConfig, snapshotSyncServices, type SnapshotSyncService } from '../snapshot/sync/service.ts'
 import { SyncState } from '../snapshot/sync/sync-state.ts'
 import type { SnapshotCandidate, SnapshotCandidateSource } from '../snapshot/sync/candidates.ts'
+import { serveQuota } from '../net/rate-limit.ts'
 
 /** Known phases; sync code may use others. */
 export type NodePhase = 'idle' | 'syncing' | 'snapshot' | 'producing' | 'synced' | 'done' | 'stopped' | (string & {})
@@ -365,7 +366,9 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
       handlerTimeoutMs: config.handlerTimeoutMs,
       requestsPerSecond: config.inboundRequestsPerSecond,
       maxInboundStreams: config.maxInboundStreams,
-      maxOutboundStreams: config.maxOutboundStreams
+      maxOutboundStreams: config.maxOutboundStreams,
+      // one byte quota (per peer and total) over every protocol this node serves
+      quota: serveQuota(config, log.child('quota'))
     }
     const syncServices = mode === false
       ? {}
@@ -380,7 +383,8 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
             handlerTimeoutMs: config.handlerTimeoutMs,
             inboundRequestsPerSecond: config.inboundRequestsPerSecond,
             maxInboundStreams: config.maxInboundStreams,
-            maxOutboundStreams: config.maxOutboundStreams
+            maxOutboundStreams: config.maxOutboundStreams,
+            rpc
           }),
           ...snapshotSyncServices({
             ...snapshotSyncConfig(config),
@@ -395,6 +399,7 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
         }
     libp2p = await createLibp2pNode({ config, chainId: store.chainId, privateKey: peerKey.privateKey, services: { ...syncServices, ...opts.services } })
     const components = [...(opts.components ?? [])]
+    components.push({ name: 'serve-quota', status: () => ({ serveQuota: rpc.quota.stats }) })
     if (mode === 'sync') components.unshift(stateSyncComponent(libp2p, () => node), snapshotSyncComponent(libp2p, () => node, log.child('snapshot')))
     let node: SomaNode | undefined
     const where = opts.statusServer === undefined

@@ -18,7 +18,7 @@ import type { FetchBlocks } from './protocols/fetch-blocks.ts'
 import type { SignedBlockVerifier } from './block-verifier.ts'
 import type { TxVerifier } from './tx-verifier.ts'
 import { bytesEqual, toHex } from '../crypto/hash.ts'
-import { BlockMismatchError, NoPeerError, SomaError, StoreError } from '../errors.ts'
+import { BlockMismatchError, NoPeerError, RateLimitedError, SomaError, StoreError } from '../errors.ts'
 
 export interface BlockDownloaderOptions {
   maxBlocksPerFetch: number
@@ -45,14 +45,21 @@ export interface DownloadDeps {
   onPeerSuccess?: (peer: PeerId) => void
 }
 
-export interface DownloadStats { requests: number, blocks: number, bytes: number, peakHeldBytes: number }
+export interface DownloadStats {
+  requests: number
+  blocks: number
+  bytes: number
+  peakHeldBytes: number
+  /** waits for a rate-limit hint on the only peer left */
+  rateLimitedWaits: number
+}
 
 const key = (r: BlockRef): string => `${r.round}/${r.author}/${toHex(r.digest)}`
 
 export class BlockDownloader {
   private readonly opts: BlockDownloaderOptions
   private readonly deps: DownloadDeps
-  readonly stats: DownloadStats = { requests: 0, blocks: 0, bytes: 0, peakHeldBytes: 0 }
+  readonly stats: DownloadStats = { requests: 0, blocks: 0, bytes: 0, peakHeldBytes: 0, rateLimitedWaits: 0 }
 
   constructor (deps: DownloadDeps, opts: BlockDownloaderOptions) {
     this.deps = deps
@@ -155,6 +162,13 @@ export class BlockDownloader {
           if (signal.aborted) throw err
           if (!(err instanceof SomaError) && (err as any)?.name === 'AbortError') throw err
           this.deps.onPeerError(peer, err)
+          // rate limited with a hint: the last peer left is asked again once the hint has passed, another
+          // peer is preferred while there is one (src/net/rate-limit.ts)
+          if (err instanceof RateLimitedError && peerList.length === 1) {
+            this.stats.rateLimitedWaits++
+            await sleep(err.retryAfterMs, signal)
+            continue
+          }
           // drop this peer for the rest of the operation and move to the next
           const idx = peerList.indexOf(peer)
           if (idx >= 0) peerList.splice(idx, 1)

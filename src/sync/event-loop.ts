@@ -25,7 +25,8 @@ import type { CommitAvailability } from './protocols/commit-availability.ts'
 import type { FetchCommits } from './protocols/fetch-commits.ts'
 import type { FetchBlocks } from './protocols/fetch-blocks.ts'
 import type { PushCommit } from './protocols/push-commit.ts'
-import { WrongChainError } from '../errors.ts'
+import { RateLimitedError, WrongChainError } from '../errors.ts'
+import { PeerBackoff } from '../net/rate-limit.ts'
 import type { SomaConfig } from '../config.ts'
 
 export type SyncPhase = 'stopped' | 'replaying' | 'discovering' | 'syncing' | 'waiting-for-peers' | 'synced'
@@ -82,6 +83,8 @@ export class StateSyncEventLoop {
   readonly config: StateSyncConfig
   readonly heights: PeerHeights
   readonly scores: PeerScores
+  /** peers that refused us with a rate-limit hint, until the hint passes */
+  readonly backoff = new PeerBackoff()
   readonly downloader: BlockDownloader
   private readonly deps: EventLoopDeps
   private readonly log: Logger
@@ -261,7 +264,7 @@ export class StateSyncEventLoop {
     const now = Date.now()
     if (now - this.lastQuery >= this.config.peerHeightQueryIntervalMs && this.queryTask === undefined) {
       this.lastQuery = now
-      const peers = this.deps.connectedPeers().filter(p => !this.heights.isWrongChain(p) && !this.scores.isBanned(p))
+      const peers = this.deps.connectedPeers().filter(p => !this.heights.isWrongChain(p) && !this.scores.isBanned(p) && !this.backoff.isHeld(p.toString()))
       this.queryTask = Promise.allSettled(peers.map(async p => await this.queryPeer(p))).then(() => { this.queryTask = undefined })
     }
   }
@@ -276,6 +279,7 @@ export class StateSyncEventLoop {
         this.log('peer %p is on another chain: dropped', peer)
       }
     } catch (err: any) {
+      if (err instanceof RateLimitedError) this.backoff.hold(peer.toString(), err.retryAfterMs)
       // a peer without our protocols, or unreachable: not a lie, just not a sync peer
       this.log.trace('availability query to %p failed: %s', peer, err.message)
     }
@@ -283,6 +287,8 @@ export class StateSyncEventLoop {
 
   private penalize (peer: PeerId, err: unknown): void {
     this.log('peer %p: %s', peer, (err as any)?.message ?? err)
+    // a rate-limit refusal: leave that peer alone for its hint (other peers are picked meanwhile)
+    if (err instanceof RateLimitedError) this.backoff.hold(peer.toString(), err.retryAfterMs)
     if (this.scores.penalize(peer, err) || err instanceof WrongChainError) {
       this.heights.remove(peer)
       void this.deps.disconnect(peer).catch(() => {})
@@ -290,7 +296,7 @@ export class StateSyncEventLoop {
   }
 
   private eligiblePeers (): ReturnType<PeerHeights['all']> {
-    return this.heights.all().filter(p => !this.scores.isBanned(p.peer))
+    return this.heights.all().filter(p => !this.scores.isBanned(p.peer) && !this.backoff.isHeld(p.peer.toString()))
   }
 
   private maybeStartSyncTask (signal: AbortSignal): void {

@@ -19,7 +19,8 @@
  */
 import { pbStream, RateLimiter } from '@libp2p/utils'
 import { serviceCapabilities, type AbortOptions, type Connection, type Logger, type PeerId, type Startable, type Stream } from '@libp2p/interface'
-import { bufferFor, classifyError, type RpcComponents, type RpcInit, type RpcStats } from '../../net/rpc.ts'
+import { admitRequest, bufferFor, classifyError, type RpcComponents, type RpcInit, type RpcStats } from '../../net/rpc.ts'
+import { parseRateLimited, rateLimitedError, rateLimitedText, type ServeQuota } from '../../net/rate-limit.ts'
 import type { ChainStore } from '../../store/chain-store.ts'
 import { SnapshotStore } from '../snapshot-store.ts'
 import { OversizedResponseError, PeerRequestFailedError, ProtocolViolationError, RateLimitedError, SomaError } from '../../errors.ts'
@@ -108,7 +109,8 @@ export class ChunkSession {
       throw classifyError(err, signal, this.peer, PROTOCOL_SNAPSHOT_CHUNKS, timeout !== undefined ? svc.timeoutMs : undefined)
     }
     if (res.error != null && res.error !== '') {
-      if (res.error === 'rate limited') throw new RateLimitedError(`${this.peer.toString()} rate-limited ${PROTOCOL_SNAPSHOT_CHUNKS}`)
+      const limited = rateLimitedError(res.error, this.peer.toString(), PROTOCOL_SNAPSHOT_CHUNKS)
+      if (limited !== undefined) throw limited
       if (res.error === NOT_STORED) throw new ChunkNotServedError(`${this.peer.toString()} does not store chunk ${Buffer.from(hashes[0]).toString('hex')}`)
       this.abort(new Error(res.error))
       throw new PeerRequestFailedError(`${this.peer.toString()} refused ${PROTOCOL_SNAPSHOT_CHUNKS}: ${res.error}`)
@@ -157,6 +159,7 @@ export class SnapshotChunksService implements Startable {
   private readonly store?: ChainStore
   private readonly serveRequests: boolean
   private readonly limiter: RateLimiter
+  private readonly quota?: ServeQuota
   private readonly maxRequestBytes: number
   private readonly log: Logger
   private readonly sessions = new Set<Stream>()
@@ -175,6 +178,7 @@ export class SnapshotChunksService implements Startable {
     this.maxRequestBytes = this.maxChunksPerRequest * 36 + 1024
     this.serveRequests = (init.serve ?? true) && this.store !== undefined
     this.limiter = new RateLimiter({ points: init.requestsPerSecond ?? 50, duration: 1 })
+    this.quota = init.quota
     this.log = components.logger.forComponent(`soma:rpc:${PROTOCOL_SNAPSHOT_CHUNKS}`)
   }
 
@@ -218,19 +222,20 @@ export class SnapshotChunksService implements Startable {
         this.stats.inbound++
         const signal = AbortSignal.timeout(this.handlerTimeoutMs)
         let res: GetSnapshotChunksResponse
-        try {
-          this.limiter.consume(peer.toString())
-          res = await this.serve(req)
-        } catch (err: any) {
-          if (err?.name !== 'RateLimitError') throw err
+        // priced by the client's byte budget (bounded by ours): what the answer may cost at most
+        const admitted = admitRequest(this.limiter, this.quota, peer.toString(), PROTOCOL_SNAPSHOT_CHUNKS, this.responseBound(req))
+        if (typeof admitted === 'number') {
           this.stats.rateLimited++
-          res = { chunks: [], error: 'rate limited' }
+          res = { chunks: [], error: rateLimitedText(admitted) }
+        } else {
+          res = await this.serve(req)
         }
         const bytes = SnapshotSyncCodecs.GetSnapshotChunksResponse.encode(res)
+        if (typeof admitted === 'object') this.quota!.settle(admitted, bytes.byteLength)
         if (bytes.byteLength > this.maxChunkBytes + 64 * 1024) throw new OversizedResponseError(`${PROTOCOL_SNAPSHOT_CHUNKS}: response of ${bytes.byteLength} bytes exceeds ${this.maxChunkBytes}`)
         await pb.write(bytes, RAW, { signal })
         // a refusal other than the rate limit or a missing chunk ends the session
-        if (res.error !== undefined && res.error !== 'rate limited' && res.error !== NOT_STORED) break
+        if (res.error !== undefined && parseRateLimited(res.error) === undefined && res.error !== NOT_STORED) break
       }
       await stream.close({ signal: AbortSignal.timeout(this.handlerTimeoutMs) })
     } catch (err: any) {
@@ -240,6 +245,11 @@ export class SnapshotChunksService implements Startable {
     } finally {
       this.sessions.delete(stream)
     }
+  }
+
+  /** The most bytes the answer to `req` may carry (the client's budget within ours). */
+  responseBound (req: GetSnapshotChunksRequest): number {
+    return req.maxBytes !== undefined && req.maxBytes > 0 ? Math.min(req.maxBytes, this.maxResponseBytes) : this.maxResponseBytes
   }
 
   /** The server side of one request, exposed for tests. */
