@@ -108,6 +108,12 @@ export interface ServeQuotaInit {
   totalBurstBytes: number
   /** Price of any request besides its response bytes (its reading, lookup and framing). */
   requestBytes: number
+  /**
+   * Response bytes all admitted requests may hold at once, from admission until their response is
+   * written (0: no limit). A request past it waits its turn (first come, first served) instead of
+   * being refused: this is what bounds the serving node's memory (see `admit`, `hold`).
+   */
+  maxInflightBytes?: number
   /** Refusals are logged here at info (at most once per peer per `logEveryMs`). */
   log?: Logger
   /** @default 10 s */
@@ -121,13 +127,18 @@ export type RefusalReason = 'requests' | 'peer-bytes' | 'total-bytes'
 
 export interface QuotaStats {
   admitted: number
+  /** response bytes held by admitted requests now, and at most */
+  inflightBytes: number
+  peakInflightBytes: number
+  /** requests that waited for in-flight room */
+  queued: number
   /** bytes charged after settling (what was served, plus requestBytes per request) */
   chargedBytes: number
   refused: Record<RefusalReason, number>
 }
 
-/** What `admit` charged: settle it with the response's real size. */
-export interface QuotaTicket { peer: string, charged: number }
+/** What `admit` charged: settle it with the response's real size, release it once written. */
+export interface QuotaTicket { peer: string, charged: number, held?: number }
 
 /**
  * The node's serving quota, shared by every protocol it serves (src/net/rpc.ts and the chunk sessions
@@ -136,7 +147,8 @@ export interface QuotaTicket { peer: string, charged: number }
  */
 export class ServeQuota {
   readonly init: Readonly<ServeQuotaInit>
-  readonly stats: QuotaStats = { admitted: 0, chargedBytes: 0, refused: { requests: 0, 'peer-bytes': 0, 'total-bytes': 0 } }
+  readonly stats: QuotaStats = { admitted: 0, inflightBytes: 0, peakInflightBytes: 0, queued: 0, chargedBytes: 0, refused: { requests: 0, 'peer-bytes': 0, 'total-bytes': 0 } }
+  private readonly waiting: Array<{ bytes: number, resolve: () => void }> = []
   private readonly peer?: Gcra
   private readonly total?: Gcra
   private readonly now: () => number
@@ -181,6 +193,59 @@ export class ServeQuota {
     this.stats.chargedBytes += real
   }
 
+  /**
+   * Holds `bytes` (at most `maxInflightBytes`) of in-flight room for an admitted request, waiting first
+   * come, first served while there is none; `release` gives it back. Throws the signal's reason.
+   */
+  async hold (ticket: QuotaTicket, bytes: number, signal?: AbortSignal): Promise<void> {
+    const max = this.init.maxInflightBytes ?? 0
+    const want = max > 0 ? Math.min(Math.max(0, bytes), max) : Math.max(0, bytes)
+    if (max > 0 && (this.waiting.length > 0 || this.stats.inflightBytes + want > max)) {
+      this.stats.queued++
+      await new Promise<void>((resolve, reject) => {
+        const entry = { bytes: want, resolve: () => { signal?.removeEventListener('abort', onAbort); resolve() } }
+        const onAbort = (): void => {
+          const i = this.waiting.indexOf(entry)
+          if (i >= 0) this.waiting.splice(i, 1)
+          this.drain()
+          reject(signal!.reason)
+        }
+        signal?.addEventListener('abort', onAbort, { once: true })
+        this.waiting.push(entry)
+      })
+    } else {
+      this.stats.inflightBytes += want
+    }
+    ticket.held = want
+    this.stats.peakInflightBytes = Math.max(this.stats.peakInflightBytes, this.stats.inflightBytes)
+  }
+
+  /** Shrinks (or grows) what a ticket holds to `bytes`: the response's real size, once it is built. */
+  resize (ticket: QuotaTicket, bytes: number): void {
+    if (ticket.held === undefined) return
+    this.stats.inflightBytes += bytes - ticket.held
+    ticket.held = bytes
+    this.stats.peakInflightBytes = Math.max(this.stats.peakInflightBytes, this.stats.inflightBytes)
+    this.drain()
+  }
+
+  /** Gives a ticket's in-flight room back (idempotent). */
+  release (ticket: QuotaTicket): void {
+    if (ticket.held === undefined) return
+    this.stats.inflightBytes -= ticket.held
+    ticket.held = undefined
+    this.drain()
+  }
+
+  private drain (): void {
+    const max = this.init.maxInflightBytes ?? 0
+    while (this.waiting.length > 0 && (max <= 0 || this.stats.inflightBytes + this.waiting[0].bytes <= max)) {
+      const w = this.waiting.shift()!
+      this.stats.inflightBytes += w.bytes
+      w.resolve()
+    }
+  }
+
   /** Records a refusal by the request-count limiter. */
   refusedRequests (peer: string, retryAfterMs: number, protocol = ''): number {
     return this.refused(peer, 'requests', retryAfterMs, protocol).retryAfterMs
@@ -215,6 +280,7 @@ export function serveQuota (config: Partial<SomaConfig> = {}, log?: Logger): Ser
     totalBytesPerSecond: v('serveTotalBytesPerSecond'),
     totalBurstBytes: v('serveTotalBurstBytes'),
     requestBytes: v('serveRequestBytes'),
+    maxInflightBytes: v('serveMaxInflightBytes'),
     log
   })
 }

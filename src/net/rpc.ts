@@ -130,20 +130,24 @@ export class RpcProtocol<Req, Res extends WithError> implements Startable {
     const peer = connection.remotePeer
     const signal = AbortSignal.timeout(this.handlerTimeoutMs)
     const pb = pbStream(stream, { maxDataLength: this.maxRequestBytes, maxBufferSize: bufferFor(this.maxRequestBytes) }).pb(this.reqCodec)
+    let ticket: QuotaTicket | undefined
     try {
       // the request is read (it is bounded by maxRequestBytes) even when the peer is over its rate: a
       // refusal written before it would race the client's write and reach it as a reset stream
       const req = await pb.read({ signal })
-      const admitted = admitRequest(this.limiter, this.quota, peer.toString(), this.protocol, this.price?.(req) ?? 0)
+      const price = this.price?.(req) ?? 0
+      const admitted = admitRequest(this.limiter, this.quota, peer.toString(), this.protocol, price)
       if (typeof admitted === 'number') {
         this.stats.rateLimited++
         await pb.unwrap().pb(this.resCodec).write({ error: rateLimitedText(admitted) } as Res, { signal })
         await stream.close({ signal })
         return
       }
+      // the response's worst case is held in the node's in-flight room until it is written
+      if (admitted !== undefined) { ticket = admitted; await this.quota!.hold(ticket, price, signal) }
       const res = await this.handler!(req, { peer, connection, signal })
       const bytes = this.resCodec.encode(res)
-      if (admitted !== undefined) this.quota!.settle(admitted, bytes.byteLength)
+      if (ticket !== undefined) { this.quota!.settle(ticket, bytes.byteLength); this.quota!.resize(ticket, bytes.byteLength) }
       if (bytes.byteLength > this.maxResponseBytes) throw new OversizedResponseError(`${this.protocol}: response of ${bytes.byteLength} bytes exceeds ${this.maxResponseBytes}`)
       await pb.unwrap().write(bytes, RAW, { signal })
       await stream.close({ signal })
@@ -151,6 +155,8 @@ export class RpcProtocol<Req, Res extends WithError> implements Startable {
       this.stats.inboundErrors++
       this.log('inbound request from %p failed: %s', peer, err.message)
       stream.abort(err)
+    } finally {
+      if (ticket !== undefined) this.quota!.release(ticket)
     }
   }
 

@@ -43,6 +43,8 @@ export interface DownloadDeps {
   /** called for a peer that sent bad data or failed; returns whether to keep using it */
   onPeerError: (peer: PeerId, err: unknown) => void
   onPeerSuccess?: (peer: PeerId) => void
+  /** ms a peer's rate-limit hint still runs (0: it may be asked now) */
+  heldFor?: (peer: PeerId) => number
 }
 
 export interface DownloadStats {
@@ -132,6 +134,13 @@ export class BlockDownloader {
         signal.throwIfAborted()
         if (peerList.length === 0) throw new NoPeerError(`no peer left to fetch ${remaining.length} blocks from`)
         const peer = peerList[peerCursor % peerList.length]
+        // a peer under a rate-limit hint: another peer that is not, or wait for the hint's end
+        const holdMs = this.deps.heldFor?.(peer) ?? 0
+        if (holdMs > 0) {
+          if (peerList.some(p => (this.deps.heldFor?.(p) ?? 0) === 0)) { peerCursor++; continue }
+          await sleep(holdMs, signal)
+          continue
+        }
         try {
           this.stats.requests++
           const raw = await this.deps.fetchBlocks.fetch(peer, remaining, { signal: AbortSignal.any([signal, AbortSignal.timeout(o.timeoutMs)]) })

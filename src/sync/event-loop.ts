@@ -118,7 +118,8 @@ export class StateSyncEventLoop {
       blockVerifier: deps.blockVerifier,
       txVerifier: deps.txVerifier,
       onPeerError: (peer, err) => { this.penalize(peer, err) },
-      onPeerSuccess: (peer) => { this.scores.reward(peer) }
+      onPeerSuccess: (peer) => { this.scores.reward(peer) },
+      heldFor: (peer) => this.backoff.remaining(peer.toString())
     }, {
       maxBlocksPerFetch: config.maxBlocksPerFetch,
       maxFetchResponseBytes: config.maxFetchResponseBytes,
@@ -403,6 +404,8 @@ export class StateSyncEventLoop {
    */
   private async fetchRange (start: number, end: number, anchor: CommitAnchor | undefined, signal: AbortSignal): Promise<{ range: VerifiedCommitRange, source: PeerId } | undefined> {
     for (const peer of new PeerBalancer(this.eligiblePeers(), start)) {
+      // held since the candidates were listed (another range's request was refused)
+      if (this.backoff.isHeld(peer.toString())) continue
       try {
         const range = await fetchAndVerifyCommits(peer, start, end, this.deps, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.config.timeoutMs)]) }, anchor)
         // the certifier blocks are stored with the range, and later count as stored blocks of the next

@@ -20,7 +20,7 @@
 import { pbStream, RateLimiter } from '@libp2p/utils'
 import { serviceCapabilities, type AbortOptions, type Connection, type Logger, type PeerId, type Startable, type Stream } from '@libp2p/interface'
 import { admitRequest, bufferFor, classifyError, type RpcComponents, type RpcInit, type RpcStats } from '../../net/rpc.ts'
-import { parseRateLimited, rateLimitedError, rateLimitedText, type ServeQuota } from '../../net/rate-limit.ts'
+import { parseRateLimited, rateLimitedError, rateLimitedText, type QuotaTicket, type ServeQuota } from '../../net/rate-limit.ts'
 import type { ChainStore } from '../../store/chain-store.ts'
 import { SnapshotStore } from '../snapshot-store.ts'
 import { OversizedResponseError, PeerRequestFailedError, ProtocolViolationError, RateLimitedError, SomaError } from '../../errors.ts'
@@ -208,6 +208,7 @@ export class SnapshotChunksService implements Startable {
     this.served.sessions++
     this.sessions.add(stream)
     const pb = pbStream(stream, { maxDataLength: this.maxRequestBytes, maxBufferSize: bufferFor(this.maxRequestBytes) })
+    let ticket: QuotaTicket | undefined
     try {
       while (this.started) {
         // idle limit: the next request must come within handlerTimeoutMs
@@ -223,17 +224,21 @@ export class SnapshotChunksService implements Startable {
         const signal = AbortSignal.timeout(this.handlerTimeoutMs)
         let res: GetSnapshotChunksResponse
         // priced by the client's byte budget (bounded by ours): what the answer may cost at most
-        const admitted = admitRequest(this.limiter, this.quota, peer.toString(), PROTOCOL_SNAPSHOT_CHUNKS, this.responseBound(req))
+        const bound = this.responseBound(req)
+        const admitted = admitRequest(this.limiter, this.quota, peer.toString(), PROTOCOL_SNAPSHOT_CHUNKS, bound)
         if (typeof admitted === 'number') {
           this.stats.rateLimited++
           res = { chunks: [], error: rateLimitedText(admitted) }
         } else {
+          // the answer's worst case is held in the node's in-flight room until it is written
+          if (admitted !== undefined) { ticket = admitted; await this.quota!.hold(ticket, bound, signal) }
           res = await this.serve(req)
         }
         const bytes = SnapshotSyncCodecs.GetSnapshotChunksResponse.encode(res)
-        if (typeof admitted === 'object') this.quota!.settle(admitted, bytes.byteLength)
+        if (ticket !== undefined) { this.quota!.settle(ticket, bytes.byteLength); this.quota!.resize(ticket, bytes.byteLength) }
         if (bytes.byteLength > this.maxChunkBytes + 64 * 1024) throw new OversizedResponseError(`${PROTOCOL_SNAPSHOT_CHUNKS}: response of ${bytes.byteLength} bytes exceeds ${this.maxChunkBytes}`)
         await pb.write(bytes, RAW, { signal })
+        if (ticket !== undefined) { this.quota!.release(ticket); ticket = undefined }
         // a refusal other than the rate limit or a missing chunk ends the session
         if (res.error !== undefined && parseRateLimited(res.error) === undefined && res.error !== NOT_STORED) break
       }
@@ -243,6 +248,7 @@ export class SnapshotChunksService implements Startable {
       this.log('session with %p failed: %s', peer, err.message)
       stream.abort(err)
     } finally {
+      if (ticket !== undefined) this.quota!.release(ticket)
       this.sessions.delete(stream)
     }
   }
