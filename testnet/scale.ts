@@ -132,9 +132,13 @@ export async function runScaleScenario (opts: ScaleScenarioOptions = {}): Promis
       log('loopback mode: no loss or delay')
     }
     const t0 = Date.now()
-    // every node now: the full nodes wait for their join commit themselves (node-init.ts)
-    await t.start()
     const height = async (name: string): Promise<number> => (await t.status(name)).highestExecuted
+    // the producer and the validators' nodes first; the full nodes once the producer answers (20 node
+    // processes loading at once starve it on 2 cores), each waiting for its join commit itself (node-init.ts)
+    const first = ['devnet', 'val1', 'val2', 'val3']
+    await t.start(first)
+    await t.waitFor('the producer to answer', async () => await height('devnet') >= 0, left(), 500)
+    await t.start(nodes.map(n => n.name).filter(n => !first.includes(n)))
     // kill each of `killed` once it is syncing (a few commits in, not done), restart it a while later
     await Promise.all(killed.map(async (name) => {
       await t.waitFor(`${name} to be syncing`, async () => await height(name) >= 5, left(), 500)
