@@ -30,7 +30,7 @@ const NOT_BENCHES = new Set(['util.ts', 'run.ts'])
 /** Benches that should exist: a missing one is reported as skipped. */
 const EXPECTED = ['foundation', 'cuckoo-filter']
 /** Report order (benches not listed follow alphabetically). */
-const ORDER = ['foundation', 'cuckoo-filter', 'commit-sync', 'snapshot-sync', 'archive-sync']
+const ORDER = ['foundation', 'cuckoo-filter', 'commit-sync', 'snapshot-sync', 'archive-sync', 'load', 'sim']
 
 interface Args { only: string[], quick: boolean, write: boolean, child?: string, out?: string }
 

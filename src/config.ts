@@ -80,6 +80,12 @@ export interface SomaConfig {
   peerBanMs: number
   syncedLagCommits: number
   syncedLagMs: number
+  servePeerBytesPerSecond: number
+  servePeerBurstBytes: number
+  serveTotalBytesPerSecond: number
+  serveTotalBurstBytes: number
+  serveRequestBytes: number
+  serveMaxInflightBytes: number
   // ---- snapshots (seed 002)
   snapshotTargetChunkBytes: number
   snapshotHotEpochs: number
@@ -182,6 +188,12 @@ export const DEFAULTS: Readonly<SomaConfig> = Object.freeze({
   peerBanMs: 10 * 60_000,
   syncedLagCommits: 10,
   syncedLagMs: 10_000,
+  servePeerBytesPerSecond: 128 * 1024 * 1024,
+  servePeerBurstBytes: 32 * 1024 * 1024,
+  serveTotalBytesPerSecond: 256 * 1024 * 1024,
+  serveTotalBurstBytes: 64 * 1024 * 1024,
+  serveRequestBytes: 4096,
+  serveMaxInflightBytes: 64 * 1024 * 1024,
 
   snapshotTargetChunkBytes: 1024 * 1024,
   snapshotHotEpochs: 2,
@@ -278,6 +290,12 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'peerBanMs', type: 'duration', group: 'sync', commands: SYNC, min: 0, doc: 'how long a peer that lied is not asked again' },
   { key: 'syncedLagCommits', type: 'int', group: 'sync', commands: SYNC, min: 0, doc: 'phase hysteresis: a synced node stays `synced` while it is at most this many commits behind the sync target (it still fetches them)' },
   { key: 'syncedLagMs', type: 'duration', group: 'sync', commands: SYNC, min: 0, doc: 'phase hysteresis: a synced node that is behind the sync target (by any amount) for longer than this turns `syncing`' },
+  { key: 'servePeerBytesPerSecond', type: 'bytes', group: 'sync', commands: SYNC, min: 0, doc: 'bytes per second one peer may be served, over every protocol (GCRA; a request is priced by its worst-case response, settled to its real size; refused with a retry hint); 0: no per-peer byte limit' },
+  { key: 'servePeerBurstBytes', type: 'bytes', group: 'sync', commands: SYNC, min: 1024, doc: 'bytes one peer may be served at once after a pause (the per-peer GCRA\'s burst)' },
+  { key: 'serveTotalBytesPerSecond', type: 'bytes', group: 'sync', commands: SYNC, min: 0, doc: 'bytes per second all peers together may be served (GCRA); 0: no total limit' },
+  { key: 'serveTotalBurstBytes', type: 'bytes', group: 'sync', commands: SYNC, min: 1024, doc: 'bytes all peers together may be served at once after a pause (the total GCRA\'s burst)' },
+  { key: 'serveRequestBytes', type: 'bytes', group: 'sync', commands: SYNC, min: 0, doc: 'price of any served request besides its response bytes (charged to both quotas)' },
+  { key: 'serveMaxInflightBytes', type: 'bytes', group: 'sync', commands: SYNC, min: 0, doc: 'response bytes all served requests may hold at once (each counted at its worst case until its response is built, then at its size, until written); a request past it waits its turn, first come first served. Bounds the serving node\'s memory (README, Load); 0: no limit' },
 
   { key: 'snapshotTargetChunkBytes', type: 'bytes', group: 'snapshot', commands: SNAPSHOT, min: 64, max: 1024 * 1024 * 1024, doc: 'average size state chunks are cut to (content-defined boundaries; a chunk is cut at 4x this at the latest)' },
   { key: 'snapshotHotEpochs', type: 'int', group: 'snapshot', commands: SNAPSHOT, min: 1, max: 1_000_000, doc: 'K: accounts modified in the last K epochs go to the hot chunks, the rest to the cold ones' },

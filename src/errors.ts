@@ -43,8 +43,12 @@ export class ProtocolViolationError extends SomaError { static override readonly
 export class InvalidSnapshotError extends SomaError { static override readonly code: string = 'ERR_INVALID_SNAPSHOT' }
 /** A chunk whose hash is not in the filter or not the listed hash. */
 export class InvalidChunkError extends SomaError { static override readonly code: string = 'ERR_INVALID_CHUNK' }
-/** Too many requests from one peer. */
-export class RateLimitedError extends SomaError { static override readonly code: string = 'ERR_RATE_LIMITED' }
+/** Too many requests (or bytes) from one peer: the server refused it; `retryAfterMs` is its hint (src/net/rate-limit.ts). */
+export class RateLimitedError extends SomaError {
+  static override readonly code: string = 'ERR_RATE_LIMITED'
+  /** how long the server asked us to leave it alone */
+  retryAfterMs = 1000
+}
 
 /** Local problems: never the peer's fault. */
 export class ConfigError extends SomaError { static override readonly code: string = 'ERR_CONFIG' }
@@ -84,7 +88,9 @@ export const PEER_PENALTIES: ReadonlyArray<[abstract new (...args: any[]) => Err
   [MalformedMessageError, 50],
   [OversizedResponseError, 50],
   [PeerTimeoutError, 10],
-  [RateLimitedError, 5],
+  // a refusal with a retry hint is a busy server protecting itself: the client backs off for the hint
+  // (src/net/rate-limit.ts); 1 only bans a server that refuses ~100 times more than it serves
+  [RateLimitedError, 1],
   [PeerRequestFailedError, 5]
 ]
 

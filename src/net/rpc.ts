@@ -14,6 +14,7 @@ import { MalformedMessageError, OversizedFrameError, PeerRequestFailedError, Pee
 import { FrameStream } from './framing.ts'
 import { InboundGuard } from './inbound-guard.ts'
 import type { Logger as NodeLogger } from '../utils/logger.ts'
+import { rateLimitedError, rateLimitedText, type QuotaTicket, type ServeQuota } from './rate-limit.ts'
 
 export interface RpcComponents {
   registrar: Registrar
@@ -46,6 +47,10 @@ export interface RpcInit {
    * @default only libp2p's debug logger (DEBUG=soma:rpc:*)
    */
   logger?: NodeLogger
+  /** The node's byte quota (per peer and total, src/net/rate-limit.ts), shared by every protocol it serves. */
+  quota?: ServeQuota
+  /** Worst-case response bytes of a request, charged to the quota up front. @default 0 (only the quota's per-request price) */
+  price?: (req: any) => number
 }
 
 /** Logs a failed inbound request or session on the node's logger, at a level by what failed. */
@@ -98,6 +103,8 @@ export class RpcProtocol<Req, Res extends WithError> implements Startable {
   private readonly handler?: Handler<Req, Res>
   private readonly serve: boolean
   private readonly limiter: RateLimiter
+  private readonly quota?: ServeQuota
+  private readonly price?: (req: Req) => number
   private readonly log: Logger
   private readonly nodeLog?: NodeLogger
   private started = false
@@ -117,6 +124,8 @@ export class RpcProtocol<Req, Res extends WithError> implements Startable {
     this.serve = init.serve ?? true
     this.guard = init.guard ?? new InboundGuard()
     this.limiter = new RateLimiter({ points: init.requestsPerSecond ?? 50, duration: 1 })
+    this.quota = init.quota
+    this.price = init.price
     this.log = components.logger.forComponent(`soma:rpc:${protocol}`)
     this.nodeLog = init.logger
   }
@@ -167,17 +176,21 @@ export class RpcProtocol<Req, Res extends WithError> implements Startable {
       }
       return
     }
+    let ticket: QuotaTicket | undefined
     try {
-      try {
-        this.limiter.consume(peer.toString())
-      } catch {
+      const price = this.price?.(req) ?? 0
+      const admitted = admitRequest(this.limiter, this.quota, peer.toString(), this.protocol, price)
+      if (typeof admitted === 'number') {
         this.stats.rateLimited++
-        await frames.writePb({ error: 'rate limited' } as Res, this.resCodec, { signal })
+        await frames.writePb({ error: rateLimitedText(admitted) } as Res, this.resCodec, { signal })
         await stream.close({ signal })
         return
       }
+      // the response's worst case is held in the node's in-flight room until it is written
+      if (admitted !== undefined) { ticket = admitted; await this.quota!.hold(ticket, price, signal) }
       const res = await this.handler!(req, { peer, connection, signal })
       const bytes = this.resCodec.encode(res)
+      if (ticket !== undefined) { this.quota!.settle(ticket, bytes.byteLength); this.quota!.resize(ticket, bytes.byteLength) }
       if (bytes.byteLength > this.maxResponseBytes) throw new OversizedResponseError(`${this.protocol}: response of ${bytes.byteLength} bytes exceeds ${this.maxResponseBytes}`)
       await frames.write(bytes, { signal })
       await stream.close({ signal })
@@ -186,6 +199,8 @@ export class RpcProtocol<Req, Res extends WithError> implements Startable {
       this.log('inbound request from %p failed: %s', peer, err.message)
       logInboundFailure(this.nodeLog, this.protocol, peer, err)
       stream.abort(err)
+    } finally {
+      if (ticket !== undefined) this.quota!.release(ticket)
     }
   }
 
@@ -208,7 +223,8 @@ export class RpcProtocol<Req, Res extends WithError> implements Startable {
       const res = await frames.readPb(this.resCodec, { signal })
       await stream.close({ signal })
       if (res.error != null && res.error !== '') {
-        if (res.error === 'rate limited') throw new RateLimitedError(`${peer.toString()} rate-limited ${this.protocol}`)
+        const limited = rateLimitedError(res.error, peer.toString(), this.protocol)
+        if (limited !== undefined) throw limited
         throw new PeerRequestFailedError(`${peer.toString()} refused ${this.protocol}: ${res.error}`)
       }
       return res
@@ -218,6 +234,23 @@ export class RpcProtocol<Req, Res extends WithError> implements Startable {
       throw classifyError(err, signal, peer, this.protocol, timeout !== undefined ? this.timeoutMs : undefined)
     }
   }
+}
+
+/**
+ * The rate-limit check of one inbound request: the protocol's request count per peer, then the node's
+ * byte quota priced by `price` (the request's worst-case response bytes). Returns the quota's ticket
+ * (settle it with the response size; undefined without a quota) or the ms the peer should wait.
+ */
+export function admitRequest (limiter: RateLimiter, quota: ServeQuota | undefined, peer: string, protocol: string, price: number): QuotaTicket | number | undefined {
+  try {
+    limiter.consume(peer)
+  } catch (err: any) {
+    const wait = typeof err?.msBeforeNext === 'number' && err.msBeforeNext > 0 ? err.msBeforeNext : 1000
+    return quota === undefined ? Math.ceil(wait) : quota.refusedRequests(peer, wait, protocol)
+  }
+  if (quota === undefined) return undefined
+  const t = quota.admit(peer, price, protocol)
+  return 'retryAfterMs' in t ? t.retryAfterMs : t
 }
 
 /**

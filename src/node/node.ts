@@ -39,6 +39,7 @@ import { prepareArchivalStore } from '../sync/archival.ts'
 import { archivalDiscoveryConfig, archivalDiscoveryService, type ArchivalDiscovery, type HistoryMissing } from '../sync/archival-discovery.ts'
 import { InboundGuard } from '../net/inbound-guard.ts'
 import { archiveSyncComponent, archiveWriterComponent } from '../archive/service.ts'
+import { serveQuota } from '../net/rate-limit.ts'
 
 /** Known phases; sync code may use others. */
 export type NodePhase = 'idle' | 'syncing' | 'snapshot' | 'producing' | 'synced' | 'done' | 'stopped' | (string & {})
@@ -663,7 +664,9 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
       maxOutboundStreams: config.maxOutboundStreams,
       // one score per peer over every protocol it breaks as a client (framing, undecodable requests)
       guard: new InboundGuard({ banMs: config.peerBanMs, log: log.child('inbound') }),
-      logger: log.child('rpc')
+      logger: log.child('rpc'),
+      // one byte quota (per peer and total) over every protocol this node serves
+      quota: serveQuota(config, log.child('quota'))
     }
     const syncServices = mode === false
       ? {}
@@ -682,7 +685,7 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
             maxOutboundStreams: config.maxOutboundStreams,
             // history below every peer's lowest available commit: find and dial archival peers
             onHistoryMissing: (m: HistoryMissing) => { archivalDiscovery()?.historyMissing(m) },
-            rpc: { guard: rpc.guard, logger: rpc.logger }
+            rpc
           }),
           // archival nodes announce themselves; every node listens (and forwards), and looks them up
           archivalDiscovery: archivalDiscoveryService({ store, config: archivalDiscoveryConfig(config), logger: log.child('archival') }),
@@ -700,6 +703,7 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
         }
     libp2p = await createLibp2pNode({ config, chainId: store.chainId, privateKey: peerKey.privateKey, services: { ...syncServices, ...opts.services } })
     const components = [...(opts.components ?? [])]
+    components.push({ name: 'serve-quota', status: () => ({ serveQuota: rpc.quota.stats }) })
     const metrics = new NodeMetrics()
     if (mode === 'sync') components.unshift(stateSyncComponent(libp2p, () => node), snapshotSyncComponent(libp2p, () => node, log.child('snapshot')))
     if (mode !== false) components.push({ name: 'archival-discovery', status: () => archivalDiscovery()?.status() ?? {} })

@@ -18,7 +18,7 @@ import type { FetchBlocks } from './protocols/fetch-blocks.ts'
 import type { SignedBlockVerifier } from './block-verifier.ts'
 import type { TxVerifier } from './tx-verifier.ts'
 import { bytesEqual, toHex } from '../crypto/hash.ts'
-import { BlockMismatchError, NoPeerError, SomaError, StoreError } from '../errors.ts'
+import { BlockMismatchError, NoPeerError, RateLimitedError, SomaError, StoreError } from '../errors.ts'
 
 export interface BlockDownloaderOptions {
   maxBlocksPerFetch: number
@@ -43,16 +43,25 @@ export interface DownloadDeps {
   /** called for a peer that sent bad data or failed; returns whether to keep using it */
   onPeerError: (peer: PeerId, err: unknown) => void
   onPeerSuccess?: (peer: PeerId) => void
+  /** ms a peer's rate-limit hint still runs (0: it may be asked now) */
+  heldFor?: (peer: PeerId) => number
 }
 
-export interface DownloadStats { requests: number, blocks: number, bytes: number, peakHeldBytes: number }
+export interface DownloadStats {
+  requests: number
+  blocks: number
+  bytes: number
+  peakHeldBytes: number
+  /** waits for a rate-limit hint on the only peer left */
+  rateLimitedWaits: number
+}
 
 const key = (r: BlockRef): string => `${r.round}/${r.author}/${toHex(r.digest)}`
 
 export class BlockDownloader {
   private readonly opts: BlockDownloaderOptions
   private readonly deps: DownloadDeps
-  readonly stats: DownloadStats = { requests: 0, blocks: 0, bytes: 0, peakHeldBytes: 0 }
+  readonly stats: DownloadStats = { requests: 0, blocks: 0, bytes: 0, peakHeldBytes: 0, rateLimitedWaits: 0 }
 
   constructor (deps: DownloadDeps, opts: BlockDownloaderOptions) {
     this.deps = deps
@@ -125,6 +134,13 @@ export class BlockDownloader {
         signal.throwIfAborted()
         if (peerList.length === 0) throw new NoPeerError(`no peer left to fetch ${remaining.length} blocks from`)
         const peer = peerList[peerCursor % peerList.length]
+        // a peer under a rate-limit hint: another peer that is not, or wait for the hint's end
+        const holdMs = this.deps.heldFor?.(peer) ?? 0
+        if (holdMs > 0) {
+          if (peerList.some(p => (this.deps.heldFor?.(p) ?? 0) === 0)) { peerCursor++; continue }
+          await sleep(holdMs, signal)
+          continue
+        }
         try {
           this.stats.requests++
           const raw = await this.deps.fetchBlocks.fetch(peer, remaining, { signal: AbortSignal.any([signal, AbortSignal.timeout(o.timeoutMs)]) })
@@ -155,6 +171,13 @@ export class BlockDownloader {
           if (signal.aborted) throw err
           if (!(err instanceof SomaError) && (err as any)?.name === 'AbortError') throw err
           this.deps.onPeerError(peer, err)
+          // rate limited with a hint: the last peer left is asked again once the hint has passed, another
+          // peer is preferred while there is one (src/net/rate-limit.ts)
+          if (err instanceof RateLimitedError && peerList.length === 1) {
+            this.stats.rateLimitedWaits++
+            await sleep(err.retryAfterMs, signal)
+            continue
+          }
           // drop this peer for the rest of the operation and move to the next
           const idx = peerList.indexOf(peer)
           if (idx >= 0) peerList.splice(idx, 1)

@@ -34,7 +34,8 @@ import type { CommitAvailability } from './protocols/commit-availability.ts'
 import type { FetchCommits } from './protocols/fetch-commits.ts'
 import type { FetchBlocks } from './protocols/fetch-blocks.ts'
 import type { PushCommit } from './protocols/push-commit.ts'
-import { WrongChainError, penaltyFor } from '../errors.ts'
+import { RateLimitedError, WrongChainError, penaltyFor } from '../errors.ts'
+import { PeerBackoff } from '../net/rate-limit.ts'
 import type { SomaConfig } from '../config.ts'
 import { toHex } from '../crypto/hash.ts'
 import type { WaitingReason } from './waiting.ts'
@@ -100,6 +101,8 @@ export class StateSyncEventLoop {
   readonly config: StateSyncConfig
   readonly heights: PeerHeights
   readonly scores: PeerScores
+  /** peers that refused us with a rate-limit hint, until the hint passes */
+  readonly backoff = new PeerBackoff()
   readonly downloader: BlockDownloader
   private readonly deps: EventLoopDeps
   private readonly log: Logger
@@ -140,7 +143,8 @@ export class StateSyncEventLoop {
       blockVerifier: deps.blockVerifier,
       txVerifier: deps.txVerifier,
       onPeerError: (peer, err) => { this.penalize(peer, err) },
-      onPeerSuccess: (peer) => { this.scores.reward(peer) }
+      onPeerSuccess: (peer) => { this.scores.reward(peer) },
+      heldFor: (peer) => this.backoff.remaining(peer.toString())
     }, {
       maxBlocksPerFetch: config.maxBlocksPerFetch,
       maxFetchResponseBytes: config.maxFetchResponseBytes,
@@ -368,7 +372,7 @@ export class StateSyncEventLoop {
     const now = Date.now()
     if (now - this.lastQuery >= this.config.peerHeightQueryIntervalMs && this.queryTask === undefined) {
       this.lastQuery = now
-      const peers = this.deps.connectedPeers().filter(p => !this.heights.isWrongChain(p) && !this.scores.isBanned(p))
+      const peers = this.deps.connectedPeers().filter(p => !this.heights.isWrongChain(p) && !this.scores.isBanned(p) && !this.backoff.isHeld(p.toString()))
       this.queryTask = Promise.allSettled(peers.map(async p => await this.queryPeer(p))).then(() => { this.queryTask = undefined })
     }
   }
@@ -383,6 +387,7 @@ export class StateSyncEventLoop {
         this.log.warn('peer %p is on another chain: dropped', peer)
       }
     } catch (err: any) {
+      if (err instanceof RateLimitedError) this.backoff.hold(peer.toString(), err.retryAfterMs)
       // a peer without our protocols, or unreachable: not a lie, just not a sync peer
       this.log.debug('availability query to %p failed: %s', peer, err.message)
     }
@@ -391,6 +396,8 @@ export class StateSyncEventLoop {
   private penalize (peer: PeerId, err: unknown, weight = 1): void {
     const penalty = penaltyFor(err) * weight
     this.log.warn('peer %p: %s (penalty %d)', peer, (err as any)?.message ?? err, penalty)
+    // a rate-limit refusal: leave that peer alone for its hint (other peers are picked meanwhile)
+    if (err instanceof RateLimitedError) this.backoff.hold(peer.toString(), err.retryAfterMs)
     const banned = this.scores.penalize(peer, err, weight)
     if (banned) this.log.warn('peer %p banned for %d s', peer, Math.round(this.config.peerBanMs / 1000))
     if (banned || err instanceof WrongChainError) {
@@ -414,7 +421,7 @@ export class StateSyncEventLoop {
   }
 
   private eligiblePeers (): ReturnType<PeerHeights['all']> {
-    return this.heights.all().filter(p => !this.scores.isBanned(p.peer))
+    return this.heights.all().filter(p => !this.scores.isBanned(p.peer) && !this.backoff.isHeld(p.peer.toString()))
   }
 
   private maybeStartSyncTask (signal: AbortSignal): void {
@@ -537,6 +544,8 @@ export class StateSyncEventLoop {
    */
   private async fetchRange (start: number, end: number, anchor: CommitAnchor | undefined, signal: AbortSignal): Promise<{ range: VerifiedCommitRange, source: PeerId } | undefined> {
     for (const peer of new PeerBalancer(this.eligiblePeers(), start)) {
+      // held since the candidates were listed (another range's request was refused)
+      if (this.backoff.isHeld(peer.toString())) continue
       const t0 = Date.now()
       try {
         const range = await fetchAndVerifyCommits(peer, start, end, this.deps, { signal: AbortSignal.any([signal, AbortSignal.timeout(this.config.timeoutMs)]) }, anchor)

@@ -42,7 +42,10 @@ function shownDefault (o: OptionSpec): string {
   const v = DEFAULTS[o.key]
   if (o.type === 'list') return (v as string[]).length === 0 ? '(none)' : (v as string[]).join(',')
   if (o.type === 'duration') return `${v as number}ms`
-  if (o.type === 'bytes') return `${(v as number) / (1024 * 1024)}MiB`
+  if (o.type === 'bytes') {
+    const n = v as number
+    return n % (1024 * 1024) === 0 ? `${n / (1024 * 1024)}MiB` : n % 1024 === 0 ? `${n / 1024}KiB` : String(n)
+  }
   return v === '' ? '(none)' : String(v)
 }
 

@@ -19,7 +19,8 @@
  */
 import { RateLimiter } from '@libp2p/utils'
 import { serviceCapabilities, type AbortOptions, type Connection, type Logger, type PeerId, type Startable, type Stream } from '@libp2p/interface'
-import { bufferFor, classifyError, logInboundFailure, type RpcComponents, type RpcInit, type RpcStats } from '../../net/rpc.ts'
+import { admitRequest, bufferFor, classifyError, logInboundFailure, type RpcComponents, type RpcInit, type RpcStats } from '../../net/rpc.ts'
+import { parseRateLimited, rateLimitedError, rateLimitedText, type QuotaTicket, type ServeQuota } from '../../net/rate-limit.ts'
 import type { ChainStore } from '../../store/chain-store.ts'
 import { SnapshotStore } from '../snapshot-store.ts'
 import { MalformedMessageError, OversizedResponseError, PeerRequestFailedError, ProtocolViolationError, RateLimitedError, SomaError } from '../../errors.ts'
@@ -203,7 +204,8 @@ export class ChunkSession {
       throw classifyError(err, signal, this.peer, PROTOCOL_SNAPSHOT_CHUNKS, timeout !== undefined ? svc.timeoutMs : undefined)
     }
     if (res.error != null && res.error !== '') {
-      if (res.error === 'rate limited') throw new RateLimitedError(`${this.peer.toString()} rate-limited ${PROTOCOL_SNAPSHOT_CHUNKS}`)
+      const limited = rateLimitedError(res.error, this.peer.toString(), PROTOCOL_SNAPSHOT_CHUNKS)
+      if (limited !== undefined) throw limited
       if (res.error === NOT_STORED) throw new ChunkNotServedError(`${this.peer.toString()} does not store chunk ${Buffer.from(hashes[0]).toString('hex')}`)
       this.abort(new Error(res.error))
       throw new PeerRequestFailedError(`${this.peer.toString()} refused ${PROTOCOL_SNAPSHOT_CHUNKS}: ${res.error}`)
@@ -253,6 +255,7 @@ export class SnapshotChunksService implements Startable {
   private readonly store?: ChainStore
   private readonly serveRequests: boolean
   private readonly limiter: RateLimiter
+  private readonly quota?: ServeQuota
   private readonly maxRequestBytes: number
   private readonly log: Logger
   private readonly nodeLog?: SnapshotChunksInit['logger']
@@ -274,6 +277,7 @@ export class SnapshotChunksService implements Startable {
     this.limiter = new RateLimiter({ points: init.requestsPerSecond ?? 50, duration: 1 })
     this.budget = new ByteBudget(init.maxServeBytes ?? DEFAULTS.snapshotMaxInflightBytes)
     this.guard = init.guard ?? new InboundGuard()
+    this.quota = init.quota
     this.log = components.logger.forComponent(`soma:rpc:${PROTOCOL_SNAPSHOT_CHUNKS}`)
     this.nodeLog = init.logger
   }
@@ -316,6 +320,7 @@ export class SnapshotChunksService implements Startable {
     this.sessions.add(stream)
     // requests come one at a time: buffer little more than one, so unread bytes cannot pile up
     const frames = new FrameStream(stream, { maxDataLength: this.maxRequestBytes, maxBufferSize: this.maxRequestBytes + 1024, what: `${PROTOCOL_SNAPSHOT_CHUNKS} request` })
+    let ticket: QuotaTicket | undefined
     try {
       while (this.started) {
         // idle limit: the next request must come within handlerTimeoutMs
@@ -336,23 +341,29 @@ export class SnapshotChunksService implements Startable {
         let res: GetSnapshotChunksResponse
         let held = 0
         try {
-          try {
-            this.limiter.consume(peer.toString())
+          // priced by the client's byte budget (bounded by ours): what the answer may cost at most
+          const bound = this.responseBound(req)
+          const admitted = admitRequest(this.limiter, this.quota, peer.toString(), PROTOCOL_SNAPSHOT_CHUNKS, bound)
+          if (typeof admitted === 'number') {
+            this.stats.rateLimited++
+            res = { chunks: [], error: rateLimitedText(admitted) }
+          } else {
+            // the answer's worst case is held in the node's in-flight room until it is written
+            if (admitted !== undefined) { ticket = admitted; await this.quota!.hold(ticket, bound, signal) }
             const r = await this.assemble(req, signal, peer.toString())
             res = r.res
             held = r.held
-          } catch (err: any) {
-            if (err?.name !== 'RateLimitError') throw err
-            this.stats.rateLimited++
-            res = { chunks: [], error: 'rate limited' }
           }
-          await frames.write(encodeChunksResponseList(res), { signal })
+          const out = encodeChunksResponseList(res)
+          if (ticket !== undefined) { this.quota!.settle(ticket, out.byteLength); this.quota!.resize(ticket, out.byteLength) }
+          await frames.write(out, { signal })
           await flushed(stream, signal)
+          if (ticket !== undefined) { this.quota!.release(ticket); ticket = undefined }
         } finally {
           this.budget.release(held, peer.toString())
         }
         // a refusal other than the rate limit or a missing chunk ends the session
-        if (res.error !== undefined && res.error !== 'rate limited' && res.error !== NOT_STORED) break
+        if (res.error !== undefined && parseRateLimited(res.error) === undefined && res.error !== NOT_STORED) break
       }
       await stream.close({ signal: AbortSignal.timeout(this.handlerTimeoutMs) })
     } catch (err: any) {
@@ -361,8 +372,14 @@ export class SnapshotChunksService implements Startable {
       logInboundFailure(this.nodeLog, PROTOCOL_SNAPSHOT_CHUNKS, peer, err)
       stream.abort(err)
     } finally {
+      if (ticket !== undefined) this.quota!.release(ticket)
       this.sessions.delete(stream)
     }
+  }
+
+  /** The most bytes the answer to `req` may carry (the client's budget within ours). */
+  responseBound (req: GetSnapshotChunksRequest): number {
+    return req.maxBytes !== undefined && req.maxBytes > 0 ? Math.min(req.maxBytes, this.maxResponseBytes) : this.maxResponseBytes
   }
 
   /** The server side of one request, exposed for tests (the budget is released before it returns). */

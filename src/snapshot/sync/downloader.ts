@@ -468,7 +468,8 @@ export class ChunkDownloader {
       w.stats.failures++
       w.target = Math.max(1, Math.floor(w.target / 2))
       if (this.deps.penalize(w.peer, err)) { w.active = false; return }
-      const backoff = err instanceof RateLimitedError ? 1000 : Math.min(10_000, 100 * 2 ** Math.min(w.failures, 7))
+      // a rate-limit refusal: its hint (the other peers' lanes take the work meanwhile)
+      const backoff = err instanceof RateLimitedError ? err.retryAfterMs : Math.min(10_000, 100 * 2 ** Math.min(w.failures, 7))
       w.pausedUntil = Date.now() + backoff
       return
     }

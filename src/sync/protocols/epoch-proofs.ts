@@ -49,7 +49,7 @@ export class EpochProofs implements Startable {
     this.rpc = new RpcProtocol(components, PROTOCOL_EPOCH_PROOFS, {
       request: SyncCodecs.GetEpochProofsRequest,
       response: SyncCodecs.GetEpochProofsResponse
-    }, { ...init, maxRequestBytes: 64, maxResponseBytes: this.maxResponseBytes + 64 * 1024 },
+    }, { ...init, maxRequestBytes: 64, maxResponseBytes: this.maxResponseBytes + 64 * 1024, price: () => this.maxResponseBytes },
     this.store === undefined ? undefined : async (req) => await this.serve(req))
   }
 

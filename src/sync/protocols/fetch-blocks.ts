@@ -38,7 +38,7 @@ export class FetchBlocks implements Startable {
     this.rpc = new RpcProtocol(components, PROTOCOL_FETCH_BLOCKS, {
       request: SyncCodecs.FetchBlocksRequest,
       response: SyncCodecs.FetchBlocksResponse
-    }, { ...init, maxRequestBytes: this.maxBlocksPerFetch * REF_WIRE_BYTES + 1024, maxResponseBytes: this.maxResponseBytes + 64 * 1024 },
+    }, { ...init, maxRequestBytes: this.maxBlocksPerFetch * REF_WIRE_BYTES + 1024, maxResponseBytes: this.maxResponseBytes + 64 * 1024, price: () => this.maxResponseBytes },
     this.store === undefined ? undefined : async (req) => await this.serve(req))
   }
 

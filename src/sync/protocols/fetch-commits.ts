@@ -38,7 +38,7 @@ export class FetchCommits implements Startable {
     this.rpc = new RpcProtocol(components, PROTOCOL_FETCH_COMMITS, {
       request: SyncCodecs.FetchCommitsRequest,
       response: SyncCodecs.FetchCommitsResponse
-    }, { ...init, maxRequestBytes: 64, maxResponseBytes: this.maxResponseBytes + 64 * 1024 },
+    }, { ...init, maxRequestBytes: 64, maxResponseBytes: this.maxResponseBytes + 64 * 1024, price: () => this.maxResponseBytes },
     this.store === undefined ? undefined : async (req) => await this.serve(req))
   }
 
