@@ -192,7 +192,10 @@ test('a node at the tip of a producing devnet stays synced (no syncing/synced fl
   await producer.produceUntil(ps.highestSynced + 40)
   await waitFor(() => cs.highestSynced >= ps.highestSynced && loop(C).phase === 'synced', 30_000, 'C to catch up again')
   loop(C).off('phase', onPhase)
-  assert.deepEqual(events, ['syncing', 'synced'], 'one turn to syncing and back')
+  // one turn to syncing and back; on a loaded machine C may catch up with the producer while it is still
+  // making the 40 commits and turn syncing once more when the next push shows it far behind again
+  assert.ok(events.length >= 2 && events.length <= 4, `one or two turns to syncing and back: ${events.join(', ')}`)
+  events.forEach((p, i) => { assert.equal(p, i % 2 === 0 ? 'syncing' : 'synced', `alternating turns: ${events.join(', ')}`) })
 })
 
 test('waiting(): every peer on another chain (their genesis digests), and the executor\'s failure', { timeout: 60_000 }, async t => {
