@@ -97,8 +97,9 @@ describe(`namespace testnet, ${LOSS_PERCENT}% loss and ${DELAY_MS} ms delay on e
     assert.ok(stoppedAt instanceof Error, 'full2 still answers after SIGKILL')
     const p0 = await height('devnet')
     await t.waitFor('the producer to move 100 commits on', async () => await height('devnet') >= Math.min(p0 + 100, MAX_COMMITS), 60_000)
-    // its peers send at most 1 mbit/s each (tc tbf), so the catch-up takes a while
-    const others = ['devnet', 'full1', 'full3']
+    // its peers send at most 1 mbit/s each (tc tbf), so the catch-up takes a while: every running peer,
+    // the late joiner too (the balancer prefers the fastest peer, and an unthrottled one would serve it all)
+    const others = ['devnet', 'full1', 'full3', 'late']
     await t.setRate(others, '1mbit')
     try {
       await t.restart('full2')

@@ -158,7 +158,9 @@ test('the last peer leaving keeps the target; waiting(): no-peers, peers-behind,
   loop(C).scores.penalize(H.peerId, new InvalidSignatureError('test: a forged signature'))
   await waitFor(() => C.services.stateSync.waiting()?.code === 'range-unavailable', 5000, 'waiting: range-unavailable')
   const wr = C.services.stateSync.waiting()!
-  assert.equal((wr.evidence as any).needed, cs.highestSynced + 1)
+  // the next commit C needs when H was banned (a range H served just before may have been stored since)
+  const needed = (wr.evidence as any).needed
+  assert.ok(needed > leftAt && needed <= cs.highestSynced + 1, `needed ${needed}: after ${leftAt}, at most ${cs.highestSynced + 1}`)
   assert.deepEqual((wr.evidence as any).banned.map((b: any) => b.peer), [H.peerId.toString()])
 })
 
