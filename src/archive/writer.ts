@@ -7,7 +7,7 @@
 import { existsSync, mkdirSync, readFileSync, renameSync, writeFileSync, openSync, fsyncSync, closeSync } from 'node:fs'
 import path from 'node:path'
 import type { ChainStore } from '../store/chain-store.ts'
-import { bytesEqual, sha256, toHex } from '../crypto/hash.ts'
+import { sha256, toHex } from '../crypto/hash.ts'
 import { InvalidArchiveError, StoreError } from '../errors.ts'
 import {
   ARCHIVE_FORMAT_VERSION, MANIFEST_NAME, encodeSegment, epochIndexName, jsonBytes, parseManifest, segmentName, segmentRanges,
@@ -44,19 +44,9 @@ export function writeFileAtomic (file: string, bytes: Uint8Array): void {
 export async function canonicalCertifiers (store: ChainStore, index: number, digest: Uint8Array, epoch: number): Promise<Uint8Array[]> {
   const committee = await store.getCommittee(epoch)
   if (committee === undefined) throw new StoreError(`no committee stored for epoch ${epoch}`)
-  const votes = (await store.getVotes(index)).filter(v => bytesEqual(v.voteDigest, digest))
-  const chosen: typeof votes = []
-  const authors = new Set<number>()
-  let stake = 0
-  for (const v of votes) {
-    if (authors.has(v.ref.author)) continue
-    authors.add(v.ref.author)
-    chosen.push(v)
-    stake += committee.stake(v.ref.author)
-    if (stake >= committee.quorumThreshold) break
-  }
-  if (stake < committee.quorumThreshold) throw new StoreError(`commit ${index}: the store holds votes of ${stake} stake, 2f+1 needs ${committee.quorumThreshold}`)
-  const blocks = await store.getBlocks(chosen.map(v => v.ref))
+  const q = await store.quorumVotes(index, digest, committee)
+  if ('short' in q) throw new StoreError(`commit ${index}: the store holds votes of ${q.short} stake, 2f+1 needs ${committee.quorumThreshold}`)
+  const blocks = await store.getBlocks(q.votes.map(v => v.ref))
   if (blocks.some(b => b === undefined)) throw new StoreError(`commit ${index}: a certifier block is indexed but not stored`)
   return blocks as Uint8Array[]
 }

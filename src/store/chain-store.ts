@@ -474,6 +474,27 @@ export class ChainStore {
     return out
   }
 
+  /**
+   * The certifier votes of commit `index` (digest `digest`) every server and the archive writer pick, so
+   * that all pick the same blocks: among the stored votes for that digest, in key order (round, author,
+   * block digest), the first of each author until 2f+1 of `committee`'s stake; `short` (the stake they
+   * hold) when the stored votes fall short of 2f+1.
+   */
+  async quorumVotes (index: number, digest: Uint8Array, committee: CommitteeInfo): Promise<{ votes: StoredVote[] } | { short: number }> {
+    const votes = (await this.getVotes(index)).filter(v => bytesEqual(v.voteDigest, digest))
+    const chosen: StoredVote[] = []
+    const authors = new Set<number>()
+    let stake = 0
+    for (const v of votes) {
+      if (authors.has(v.ref.author)) continue
+      authors.add(v.ref.author)
+      chosen.push(v)
+      stake += committee.stake(v.ref.author)
+      if (stake >= committee.quorumThreshold) return { votes: chosen }
+    }
+    return { short: stake }
+  }
+
   async getAccount (address: Uint8Array): Promise<AccountState | undefined> {
     const b = await this.db.get(Keys.account(address))
     return b === undefined ? undefined : Codecs.AccountState.decode(b)

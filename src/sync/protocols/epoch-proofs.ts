@@ -14,7 +14,6 @@ import { serviceCapabilities, type AbortOptions, type PeerId, type Startable } f
 import { RpcProtocol, type RpcComponents, type RpcInit } from '../../net/rpc.ts'
 import { SyncCodecs, PROTOCOL_EPOCH_PROOFS, type EpochProof, type GetEpochProofsRequest, type GetEpochProofsResponse } from './messages.ts'
 import type { ChainStore } from '../../store/chain-store.ts'
-import { bytesEqual } from '../../crypto/hash.ts'
 import { OversizedResponseError } from '../../errors.ts'
 
 export interface EpochProofsInit extends RpcInit {
@@ -90,19 +89,9 @@ export class EpochProofs implements Startable {
     const [commit, committee] = await Promise.all([store.getCommit(index), store.getCommittee(epoch)])
     if (commit === undefined || committee === undefined || !commit.isEndOfEpoch || commit.epoch !== epoch) return undefined
     // a minimal set of blocks voting for the commit's digest, one per author, reaching 2f+1
-    const votes = (await store.getVotes(index)).filter(v => bytesEqual(v.voteDigest, commit.digest))
-    const chosen: typeof votes = []
-    const authors = new Set<number>()
-    let stake = 0
-    for (const v of votes) {
-      if (authors.has(v.ref.author)) continue
-      authors.add(v.ref.author)
-      chosen.push(v)
-      stake += committee.stake(v.ref.author)
-      if (stake >= committee.quorumThreshold) break
-    }
-    if (stake < committee.quorumThreshold) return undefined
-    const blocks = await store.getBlocks(chosen.map(v => v.ref))
+    const q = await store.quorumVotes(index, commit.digest, committee)
+    if ('short' in q) return undefined
+    const blocks = await store.getBlocks(q.votes.map(v => v.ref))
     if (blocks.some(b => b === undefined)) return undefined
     return { commit: commit.bytes, certifierBlocks: blocks as Uint8Array[] }
   }

@@ -9,7 +9,6 @@ import { serviceCapabilities, type AbortOptions, type PeerId, type Startable } f
 import { RpcProtocol, type RpcComponents, type RpcInit } from '../../net/rpc.ts'
 import { SyncCodecs, PROTOCOL_FETCH_COMMITS, type FetchCommitsRequest, type FetchCommitsResponse } from './messages.ts'
 import type { ChainStore } from '../../store/chain-store.ts'
-import { bytesEqual } from '../../crypto/hash.ts'
 import { OversizedResponseError, ProtocolViolationError } from '../../errors.ts'
 
 export interface FetchCommitsInit extends RpcInit {
@@ -69,19 +68,9 @@ export class FetchCommits implements Startable {
       if (e < commits.length - 1) prefixBytes -= commits[e + 1].bytes.byteLength + 8
       const committee = await store.getCommittee(c.epoch)
       if (committee === undefined) continue
-      const votes = (await store.getVotes(c.index)).filter(v => bytesEqual(v.voteDigest, c.digest))
-      const chosen: typeof votes = []
-      const authors = new Set<number>()
-      let stake = 0
-      for (const v of votes) {
-        if (authors.has(v.ref.author)) continue
-        authors.add(v.ref.author)
-        chosen.push(v)
-        stake += committee.stake(v.ref.author)
-        if (stake >= committee.quorumThreshold) break
-      }
-      if (stake < committee.quorumThreshold) continue
-      const blocks = await store.getBlocks(chosen.map(v => v.ref))
+      const q = await store.quorumVotes(c.index, c.digest, committee)
+      if ('short' in q) continue
+      const blocks = await store.getBlocks(q.votes.map(v => v.ref))
       if (blocks.some(b => b === undefined)) continue
       const size = prefixBytes + blocks.reduce((s, b) => s + b!.byteLength + 8, 0)
       if (size > this.maxResponseBytes) continue
