@@ -74,31 +74,16 @@ describe(`namespace testnet, ${LOSS_PERCENT}% loss and ${DELAY_MS} ms delay on e
     evidence ??= snapshotSyncEvidence(late)
   }
 
-  test('the late joiner snapshot-syncs, then follows the producer', async tc => {
-    const p0 = await height('devnet')
-    assert.ok(p0 >= LATE_JOIN_AFTER_COMMIT, `the producer is only at ${p0}`)
-    await t.start(['late'])
-    await t.waitFor(`the late joiner to reach commit ${p0}`, async () => {
-      const s = await t.status('late')
-      watchLate(s)
-      return s.highestExecuted >= p0
-    }, 120_000, 250).catch(async err => { throw new Error(`${err.message}${await why()}\n---- late\n${t.logTail('late')}`) })
-    if (t.snapshotSync) {
-      assert.ok(evidence !== undefined, `the late joiner shows no sign of a snapshot sync in /status: ${JSON.stringify(lateSeen)}`)
-      tc.diagnostic(`late joiner: ${evidence}`)
-    } else {
-      tc.diagnostic('PENDING snapshot sync: soma-sync has no --sync-mode, so the late joiner commit-synced (SNAPSHOT_SYNC in testnet/topology.ts)')
-    }
-  })
-
   test('a node killed mid-sync restarts, resumes from its store and converges', async () => {
     await t.kill('full2')
     const stoppedAt = (await t.statuses(['full2'])).full2
     assert.ok(stoppedAt instanceof Error, 'full2 still answers after SIGKILL')
     const p0 = await height('devnet')
     await t.waitFor('the producer to move 100 commits on', async () => await height('devnet') >= Math.min(p0 + 100, MAX_COMMITS), 60_000)
-    // its peers send at most 1 mbit/s each (tc tbf), so the catch-up takes a while: every running peer,
-    // the late joiner too (the balancer prefers the fastest peer, and an unthrottled one would serve it all)
+    // its peers send at most 1 mbit/s each (tc tbf), so the catch-up takes a while: every other node,
+    // the late joiner too should it run (the balancer prefers the fastest peer: an unthrottled one would
+    // serve it all). This runs before the late joiner's test: once the producer has made its last commit
+    // (MAX_COMMITS) a restarted full2 has no backlog left to be caught mid-sync in
     const others = ['devnet', 'full1', 'full3', 'late']
     await t.setRate(others, '1mbit')
     try {
@@ -119,6 +104,23 @@ describe(`namespace testnet, ${LOSS_PERCENT}% loss and ${DELAY_MS} ms delay on e
     }
     const target = await height('devnet')
     await t.waitFor(`full2 to reach commit ${target}`, async () => await height('full2') >= target, 120_000).catch(async err => { throw new Error(`${err.message}${await why()}\n${t.logTail('full2')}`) })
+  })
+
+  test('the late joiner snapshot-syncs, then follows the producer', async tc => {
+    const p0 = await height('devnet')
+    assert.ok(p0 >= LATE_JOIN_AFTER_COMMIT, `the producer is only at ${p0}`)
+    await t.start(['late'])
+    await t.waitFor(`the late joiner to reach commit ${p0}`, async () => {
+      const s = await t.status('late')
+      watchLate(s)
+      return s.highestExecuted >= p0
+    }, 120_000, 250).catch(async err => { throw new Error(`${err.message}${await why()}\n---- late\n${t.logTail('late')}`) })
+    if (t.snapshotSync) {
+      assert.ok(evidence !== undefined, `the late joiner shows no sign of a snapshot sync in /status: ${JSON.stringify(lateSeen)}`)
+      tc.diagnostic(`late joiner: ${evidence}`)
+    } else {
+      tc.diagnostic('PENDING snapshot sync: soma-sync has no --sync-mode, so the late joiner commit-synced (SNAPSHOT_SYNC in testnet/topology.ts)')
+    }
   })
 
   test('the archival node syncs every commit from genesis, survives SIGKILL mid-sync and converges', async () => {

@@ -127,14 +127,14 @@ test('the last peer leaving keeps the target; waiting(): no-peers, peers-behind,
   await replaceHandler(H as any, PROTOCOL_FETCH_COMMITS, { req: SyncCodecs.FetchCommitsRequest, res: SyncCodecs.FetchCommitsResponse }, async (req) => await H.services.fetchCommits.serve(req), { delayMs: 150 })
   const cs = await env.store('client')
   const C = env.node(await syncNode(cs, { commitSyncBatchSize: 5, syncRangesInFlight: 1 }))
-  await waitFor(() => C.services.stateSync.waiting()?.code === 'no-peers', 5000, 'waiting: no-peers before any dial')
+  await waitFor(() => C.services.stateSync.waiting()?.code === 'no-peers', 20_000, 'waiting: no-peers before any dial')
   await C.dial(addr(H))
   await waitFor(() => cs.highestSynced >= 20, 30_000, 'C to sync 20 commits')
   assert.equal(C.services.stateSync.progress()!.target, tip, 'the target is H\'s claim once H served verified data')
   await H.stop()
   const leftAt = cs.highestSynced
-  await waitFor(() => loop(C).heights.size === 0, 5000, 'H to be gone')
-  await waitFor(() => C.services.stateSync.waiting()?.code === 'no-peers', 5000, 'waiting: no-peers')
+  await waitFor(() => loop(C).heights.size === 0, 20_000, 'H to be gone')
+  await waitFor(() => C.services.stateSync.waiting()?.code === 'no-peers', 20_000, 'waiting: no-peers')
   assert.ok(cs.highestSynced < tip, `left mid-sync (${cs.highestSynced} of ${tip}, ${leftAt} when it left)`)
   assert.equal(C.services.stateSync.progress()!.target, tip, 'the target did not fall when the last peer left')
   assert.notEqual(loop(C).phase, 'synced')
@@ -146,7 +146,7 @@ test('the last peer leaving keeps the target; waiting(): no-peers, peers-behind,
   env.track(ls)
   const L = env.node(await syncNode(ls, { sync: false }))
   await C.dial(addr(L))
-  await waitFor(() => C.services.stateSync.waiting()?.code === 'peers-behind' && (C.services.stateSync.waiting()?.evidence as any).peers.length > 0, 5000, 'waiting: peers-behind')
+  await waitFor(() => C.services.stateSync.waiting()?.code === 'peers-behind' && (C.services.stateSync.waiting()?.evidence as any).peers.length > 0, 20_000, 'waiting: peers-behind')
   const wb = C.services.stateSync.waiting()!
   assert.deepEqual((wb.evidence as any).peers, [{ peer: L.peerId.toString(), height: ls.highestSynced }])
   assert.equal(C.services.stateSync.progress()!.target, tip)
@@ -154,9 +154,9 @@ test('the last peer leaving keeps the target; waiting(): no-peers, peers-behind,
   // H returns and is banned (a lie): the range is unavailable
   await H.start()
   await C.dial(addr(H))
-  await waitFor(() => loop(C).heights.get(H.peerId) !== undefined, 5000, 'C to learn H again')
+  await waitFor(() => loop(C).heights.get(H.peerId) !== undefined, 20_000, 'C to learn H again')
   loop(C).scores.penalize(H.peerId, new InvalidSignatureError('test: a forged signature'))
-  await waitFor(() => C.services.stateSync.waiting()?.code === 'range-unavailable', 5000, 'waiting: range-unavailable')
+  await waitFor(() => C.services.stateSync.waiting()?.code === 'range-unavailable', 20_000, 'waiting: range-unavailable')
   const wr = C.services.stateSync.waiting()!
   // the next commit C needs when H was banned (a range H served just before may have been stored since)
   const needed = (wr.evidence as any).needed
