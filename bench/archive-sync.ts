@@ -28,7 +28,6 @@ import { TxVerifier } from '../src/sync/tx-verifier.ts'
 import { ArchiveWriter } from '../src/archive/writer.ts'
 import { ArchiveSync } from '../src/archive/reader.ts'
 import { HttpArchiveSource } from '../src/archive/source.ts'
-import { generateKeyPair, sign, verify } from '../src/crypto/keys.ts'
 import { silentLogger } from '../src/utils/logger.ts'
 import { createLibp2p } from 'libp2p'
 import { tcp } from '@libp2p/tcp'
@@ -41,20 +40,11 @@ import { fetchBlocks } from '../src/sync/protocols/fetch-blocks.ts'
 import { DEFAULTS } from '../src/config.ts'
 import type { GenesisBundle } from '../src/chain/genesis.ts'
 import { NODE_FLAGS, withNodeEnv } from '../src/node/runtime.ts'
-import { TempDirs, isMain, printFigures, log, type Figures, type BenchOptions } from './util.ts'
+import { TempDirs, isMain, printFigures, log, type Figures, type BenchOptions, verifyRate } from './util.ts'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const HTTP_CHILD = path.join(here, 'archive-sync-child.ts')
 const P2P_CHILD = path.join(here, 'commit-sync-child.ts')
-
-/** One-core ed25519 verify rate (KeyObject cached), the baseline of the ratios. */
-function verifyRate (n: number): number {
-  const k = generateKeyPair()
-  const items = Array.from({ length: n }, (_, i) => { const m = Buffer.from(`message ${i} ${'x'.repeat(100)}`); return { m, s: sign(k, m) } })
-  const t0 = performance.now()
-  for (const it of items) if (!verify(k.publicKey, it.m, it.s)) throw new Error('verify failed')
-  return n / ((performance.now() - t0) / 1000)
-}
 
 async function startChild (args: string[]): Promise<{ child: ReturnType<typeof spawn>, addr: string }> {
   const child = spawn(process.execPath, [...NODE_FLAGS, ...args], { stdio: ['pipe', 'pipe', 'inherit'], env: withNodeEnv() })

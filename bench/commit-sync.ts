@@ -18,22 +18,12 @@ import { createGenesis } from '../src/chain/genesis.ts'
 import { ChainStore } from '../src/store/chain-store.ts'
 import { CommitExecutor } from '../src/executor/commit-executor.ts'
 import { DevnetProducer } from '../src/devnet/producer.ts'
-import { generateKeyPair, sign, verify } from '../src/crypto/keys.ts'
-import { TempDirs, isMain, printFigures, log, threadCpu, cpuDelta, type Figures, type BenchOptions, type ThreadCpu } from './util.ts'
+import { TempDirs, isMain, printFigures, log, threadCpu, cpuDelta, type Figures, type BenchOptions, type ThreadCpu, verifyRate } from './util.ts'
 import { availableParallelism } from 'node:os'
 import { NODE_FLAGS, withNodeEnv } from '../src/node/runtime.ts'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const CHILD = path.join(here, 'commit-sync-child.ts')
-
-/** One-core ed25519 verify rate (KeyObject cached), the baseline of the ratios. */
-function verifyRate (n: number): number {
-  const k = generateKeyPair()
-  const items = Array.from({ length: n }, (_, i) => { const m = Buffer.from(`message ${i} ${'x'.repeat(100)}`); return { m, s: sign(k, m) } })
-  const t0 = performance.now()
-  for (const it of items) if (!verify(k.publicKey, it.m, it.s)) throw new Error('verify failed')
-  return n / ((performance.now() - t0) / 1000)
-}
 
 interface SyncFigures { executionAlone: { ms: number, transactions: number, cpu?: ThreadCpu }, checksAlone: { ms: number, checks: number }, ms: number, commits: number, blocks: number, bytes: number, transactions: number, executionBatches: number, verifiedTxSignatures: number, signatureChecks: number, peakRssMiB: number, gc: { minor: number, minorMs: number, major: number, majorMs: number }, cpu?: ThreadCpu }
 

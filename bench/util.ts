@@ -8,6 +8,7 @@
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, realpathSync, rmSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { generateKeyPair, sign, verify } from '../src/crypto/keys.ts'
 
 /** The figures a bench module's `run()` returns: metric name → number. */
 export type Figures = Record<string, number>
@@ -267,4 +268,13 @@ export function cpuDelta (before: ThreadCpu, after: ThreadCpu): ThreadCpu {
   const d = { ...after }
   for (const k of Object.keys(d) as Array<keyof ThreadCpu>) d[k] = after[k] - before[k]
   return d
+}
+
+/** One-core ed25519 verify rate (KeyObject cached), the baseline of the ratios. */
+export function verifyRate (n: number): number {
+  const k = generateKeyPair()
+  const items = Array.from({ length: n }, (_, i) => { const m = Buffer.from(`message ${i} ${'x'.repeat(100)}`); return { m, s: sign(k, m) } })
+  const t0 = performance.now()
+  for (const it of items) if (!verify(k.publicKey, it.m, it.s)) throw new Error('verify failed')
+  return n / ((performance.now() - t0) / 1000)
 }
