@@ -73,6 +73,7 @@ export interface SomaConfig {
   blockFetchStaggerMs: number
   syncRangesInFlight: number
   peerHeightQueryIntervalMs: number
+  pushFanout: number
   handlerTimeoutMs: number
   inboundRequestsPerSecond: number
   maxInboundStreams: number
@@ -181,6 +182,7 @@ export const DEFAULTS: Readonly<SomaConfig> = Object.freeze({
   blockFetchStaggerMs: 200,
   syncRangesInFlight: 2,
   peerHeightQueryIntervalMs: 5000,
+  pushFanout: 8,
   handlerTimeoutMs: 30_000,
   inboundRequestsPerSecond: 50,
   maxInboundStreams: 32,
@@ -283,6 +285,7 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'blockFetchStaggerMs', type: 'duration', group: 'sync', commands: SYNC, min: 0, doc: 'start delay between pipelined block fetch requests (request i starts after i × this)' },
   { key: 'syncRangesInFlight', type: 'int', group: 'sync', commands: SYNC, min: 1, max: 16, doc: 'commit ranges fetched, downloaded and verified at once (pipelined; stored in order; they share max-total-fetched-bytes)' },
   { key: 'peerHeightQueryIntervalMs', type: 'duration', group: 'sync', commands: SYNC, min: 1, doc: 'how often each peer is asked for its commit availability' },
+  { key: 'pushFanout', type: 'int', group: 'sync', commands: SYNC, min: 1, max: 1000, doc: 'PushCommit fan-out: a node that reaches a new height pushes it to at most this many of the peers known to be lower, chosen at random (the rest learn it from those peers or their next availability query; bounds the fetches a well-connected node draws per commit)' },
   { key: 'handlerTimeoutMs', type: 'duration', group: 'sync', commands: SYNC, min: 1, doc: 'time limit of one inbound request' },
   { key: 'inboundRequestsPerSecond', type: 'int', group: 'sync', commands: SYNC, min: 1, doc: 'inbound requests one peer may make per second, per protocol' },
   { key: 'maxInboundStreams', type: 'int', group: 'sync', commands: SYNC, min: 1, doc: 'inbound streams per connection, per protocol' },

@@ -2,11 +2,12 @@
  * A discrete-event simulation of soma-sync's sync policies on a large network (issue 15, item 4). The
  * policies are the real classes, imported, driven by a simulated clock:
  *
- * - **PeerHeights** (src/sync/peer-heights.ts): what each node knows of its peers' heights; its
- *   `lowerThan` is PushCommit's fan-out (a node that reaches a new height pushes it to every peer it
- *   knows to be lower, as `StateSyncEventLoop.notifyLowerPeers` does);
- * - **PeerBalancer** (src/sync/peer-balancer.ts): which peer a commit range is fetched from (RTT order,
- *   random within the first SELECTION_WINDOW, falling back through the rest);
+ * - **PeerHeights** (src/sync/peer-heights.ts): what each node knows of its peers' heights and measured
+ *   throughput; its `pushTargets` is PushCommit's fan-out (a node that reaches a new height pushes it to
+ *   at most `pushFanout` random peers it knows to be lower, as `StateSyncEventLoop.notifyLowerPeers`
+ *   does);
+ * - **PeerBalancer** (src/sync/peer-balancer.ts): which peer a commit range is fetched from (throughput,
+ *   then RTT order, random within the first SELECTION_WINDOW, falling back through the rest);
  * - **ServeQuota** and **PeerBackoff** (src/net/rate-limit.ts): every serving node prices each request
  *   by its bytes (GCRA per peer and total) and refuses with a retry hint; clients leave that peer alone
  *   for the hint and pick another.
@@ -27,6 +28,7 @@ import type { PeerId } from '@libp2p/interface'
 import { PeerHeights } from '../sync/peer-heights.ts'
 import { PeerBalancer } from '../sync/peer-balancer.ts'
 import { PeerBackoff, ServeQuota } from '../net/rate-limit.ts'
+import { DEFAULTS } from '../config.ts'
 
 export interface SimConfig {
   nodes: number
@@ -39,6 +41,8 @@ export interface SimConfig {
   commitIntervalMs: number
   commitBytes: number
   batchCommits: number
+  /** PushCommit's fan-out (the node's `pushFanout`) */
+  pushFanout: number
   queryIntervalMs: number
   baseLatencyMs: number
   spanLatencyMs: number
@@ -67,6 +71,7 @@ export const SIM_DEFAULTS: Readonly<SimConfig> = Object.freeze({
   commitIntervalMs: 500,
   commitBytes: 16 * 1024,
   batchCommits: 100,
+  pushFanout: DEFAULTS.pushFanout,
   queryIntervalMs: 5000,
   baseLatencyMs: 5,
   spanLatencyMs: 100,
@@ -95,6 +100,19 @@ export interface SimResult {
   /** the same for commit-sync bytes alone, and for snapshot bytes alone */
   commitServedMaxOverMean: number
   snapshotServedMaxOverMean: number
+  /**
+   * bytes served per node, max ÷ mean over the residents: the nodes live for the whole run (the
+   * validators and the first full nodes that never left), zeros included. Every resident could serve
+   * for the same time, so unlike the figures above the mean is not lowered by nodes that joined late
+   * or left early, or inflated by leaving idle nodes out.
+   */
+  residentServedMaxOverMean: number
+  /** the same for commit-sync bytes alone */
+  residentCommitServedMaxOverMean: number
+  /** 1 when the node that served the most is a validator */
+  topServerIsValidator: number
+  /** the five nodes that served the most (for diagnosis: which nodes, which traffic) */
+  topServers: Array<{ id: number, validator: boolean, joinedAtMs: number, live: boolean, served: number, servedSnapshot: number, degree: number }>
   /** bytes served ÷ the node's connections at the end, max ÷ mean over live serving nodes */
   servedPerConnectionMaxOverMean: number
   /** connections of the node that served the most, and the mean */
@@ -268,7 +286,7 @@ export function simulate (overrides: Partial<SimConfig> = {}): SimResult {
       const a = audience[c]
       if (a !== undefined && a.members.has(n.id)) { a.have++; count99(c) }
     }
-    for (const p of n.heights.lowerThan(height)) {
+    for (const p of n.heights.pushTargets(height, cfg.pushFanout, random)) {
       const peer = nodes[Number(p.peer.toString().slice(4))]
       at(latency(n, peer), () => {
         if (!peer.live || !peer.peers.has(n.id)) return
@@ -332,6 +350,7 @@ export function simulate (overrides: Partial<SimConfig> = {}): SimResult {
       const known = n.heights.get(server.pid)!.height
       const end = Math.min(known, start + cfg.batchCommits - 1)
       const bytes = (end - start + 1) * cfg.commitBytes
+      const sentAt = now
       serve(n, server, bytes, cfg.batchCommits * cfg.commitBytes, (hint) => {
         if (!n.live) return
         if (hint !== 0) {
@@ -341,6 +360,8 @@ export function simulate (overrides: Partial<SimConfig> = {}): SimResult {
           return
         }
         n.fetching = false
+        // the measured throughput the balancer orders by (as the real loop records verified ranges)
+        n.heights.served(server.pid, end, end - start + 1, now - sentAt)
         if (end > n.height) {
           const from = n.height + 1
           n.height = end
@@ -470,11 +491,12 @@ export function simulate (overrides: Partial<SimConfig> = {}): SimResult {
     e.fn()
   }
 
-  const maxOverMean = (xs: number[]): number => {
-    const v = xs.filter(x => x > 0)
+  const maxOverMean = (xs: number[], withZeros = false): number => {
+    const v = withZeros ? xs : xs.filter(x => x > 0)
     const m = v.reduce((a, b) => a + b, 0) / Math.max(1, v.length)
     return m === 0 ? 0 : Math.max(...v) / m
   }
+  const residents = nodes.filter(n => n.live && n.joinedAt === 0)
   const servers = nodes.filter(n => n.served > 0)
   const served = servers.map(n => n.served)
   const mean = served.reduce((a, b) => a + b, 0) / Math.max(1, served.length)
@@ -494,6 +516,10 @@ export function simulate (overrides: Partial<SimConfig> = {}): SimResult {
     servedMaxOverMean: mean === 0 ? 0 : max / mean,
     commitServedMaxOverMean: maxOverMean(nodes.map(n => n.served - n.servedSnapshot)),
     snapshotServedMaxOverMean: maxOverMean(nodes.map(n => n.servedSnapshot)),
+    residentServedMaxOverMean: maxOverMean(residents.map(n => n.served), true),
+    residentCommitServedMaxOverMean: maxOverMean(residents.map(n => n.served - n.servedSnapshot), true),
+    topServerIsValidator: top?.validator === true ? 1 : 0,
+    topServers: [...servers].sort((a, b) => b.served - a.served).slice(0, 5).map(n => ({ id: n.id, validator: n.validator, joinedAtMs: n.joinedAt, live: n.live, served: n.served, servedSnapshot: n.servedSnapshot, degree: n.peers.size })),
     servedPerConnectionMaxOverMean: maxOverMean(nodes.filter(n => n.live && n.peers.size > 0).map(n => n.served / n.peers.size)),
     topServerDegree: top?.peers.size ?? 0,
     meanDegree: nodes.filter(n => n.live).reduce((a, n) => a + n.peers.size, 0) / Math.max(1, nodes.filter(n => n.live).length),

@@ -47,7 +47,7 @@ export const STATE_SYNC_KEYS = [
   'mailboxCapacity', 'syncedCommitBroadcastChannelCapacity', 'waitIntervalWhenNoPeerToSyncContentMs', 'timeoutMs',
   'commitSyncBatchSize', 'maxBlocksPerFetch', 'maxFetchResponseBytes', 'maxTotalFetchedBytes',
   'commitSummaryDownloadConcurrency', 'tickIntervalMs', 'blockFetchStaggerMs', 'peerHeightQueryIntervalMs', 'peerBanMs',
-  'syncRangesInFlight', 'syncedLagCommits', 'syncedLagMs'
+  'syncRangesInFlight', 'syncedLagCommits', 'syncedLagMs', 'pushFanout'
 ] as const satisfies ReadonlyArray<keyof SomaConfig>
 
 export type StateSyncConfig = Pick<SomaConfig, typeof STATE_SYNC_KEYS[number]>
@@ -600,11 +600,11 @@ export class StateSyncEventLoop {
     for (const fn of this.listeners.synced) fn(highest)
   }
 
-  /** PushCommit to peers known to be lower than us. */
+  /** PushCommit to at most `pushFanout` peers known to be lower than us (PeerHeights.pushTargets). */
   notifyLowerPeers (): void {
     const store = this.deps.store
     const info = { highestSynced: store.highestSynced, lowestAvailable: store.lowestAvailable, genesisDigest: store.chainId }
-    for (const p of this.heights.lowerThan(store.highestSynced)) {
+    for (const p of this.heights.pushTargets(store.highestSynced, this.config.pushFanout)) {
       void this.deps.pushCommit.push(p.peer, info, { signal: AbortSignal.timeout(Math.min(5000, this.config.timeoutMs)) }).catch(() => {})
     }
   }

@@ -187,8 +187,27 @@ export class PeerHeights {
     return this.floor
   }
 
-  /** Peers known to be below `height`: the ones to notify with PushCommit. */
+  /** Peers known to be below `height`. */
   lowerThan (height: number): PeerStateSyncInfo[] {
     return this.all().filter(p => p.height < height)
+  }
+
+  /**
+   * PushCommit's fan-out: at most `fanout` of the peers known to be below `height`, a fresh random
+   * choice each time (all of them when there are no more than `fanout`). Pushing to every lower peer
+   * makes every neighbour of a node that has a new commit first (a validator, a well-connected
+   * entrypoint) fetch it from that node, so its load grows with its connection count; with a bounded
+   * fan-out each node starts at most `fanout` fetches per new height, the others learn it from the
+   * peers that fetched it (an epidemic: O(log N) hops) or from their next availability query.
+   */
+  pushTargets (height: number, fanout: number, random: () => number = Math.random): PeerStateSyncInfo[] {
+    const lower = this.lowerThan(height)
+    const k = Math.max(0, Math.min(Math.floor(fanout), lower.length))
+    // a partial Fisher–Yates shuffle: the first k are a uniform random choice
+    for (let i = 0; i < k; i++) {
+      const j = i + Math.floor(random() * (lower.length - i))
+      const t = lower[i]; lower[i] = lower[j]; lower[j] = t
+    }
+    return lower.slice(0, k)
   }
 }
