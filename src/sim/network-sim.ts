@@ -109,6 +109,13 @@ export interface SimResult {
   residentServedMaxOverMean: number
   /** the same for commit-sync bytes alone */
   residentCommitServedMaxOverMean: number
+  /**
+   * the 99th percentile ÷ the mean, over the nodes that served anything and over the residents: the
+   * maximum of N random loads grows with N even when no node is favoured (the extreme of more
+   * samples), a high percentile does not; a policy that favours some nodes raises both
+   */
+  servedP99OverMean: number
+  residentServedP99OverMean: number
   /** 1 when the node that served the most is a validator */
   topServerIsValidator: number
   /** the five nodes that served the most (for diagnosis: which nodes, which traffic) */
@@ -497,6 +504,11 @@ export function simulate (overrides: Partial<SimConfig> = {}): SimResult {
     return m === 0 ? 0 : Math.max(...v) / m
   }
   const residents = nodes.filter(n => n.live && n.joinedAt === 0)
+  const p99OverMean = (xs: number[]): number => {
+    const v = [...xs].sort((a, b) => a - b)
+    const m = v.reduce((a, b) => a + b, 0) / Math.max(1, v.length)
+    return m === 0 ? 0 : v[Math.min(v.length - 1, Math.floor(0.99 * (v.length - 1)))] / m
+  }
   const servers = nodes.filter(n => n.served > 0)
   const served = servers.map(n => n.served)
   const mean = served.reduce((a, b) => a + b, 0) / Math.max(1, served.length)
@@ -518,6 +530,8 @@ export function simulate (overrides: Partial<SimConfig> = {}): SimResult {
     snapshotServedMaxOverMean: maxOverMean(nodes.map(n => n.servedSnapshot)),
     residentServedMaxOverMean: maxOverMean(residents.map(n => n.served), true),
     residentCommitServedMaxOverMean: maxOverMean(residents.map(n => n.served - n.servedSnapshot), true),
+    servedP99OverMean: p99OverMean(served),
+    residentServedP99OverMean: p99OverMean(residents.map(n => n.served)),
     topServerIsValidator: top?.validator === true ? 1 : 0,
     topServers: [...servers].sort((a, b) => b.served - a.served).slice(0, 5).map(n => ({ id: n.id, validator: n.validator, joinedAtMs: n.joinedAt, live: n.live, served: n.served, servedSnapshot: n.servedSnapshot, degree: n.peers.size })),
     servedPerConnectionMaxOverMean: maxOverMean(nodes.filter(n => n.live && n.peers.size > 0).map(n => n.served / n.peers.size)),
