@@ -8,11 +8,12 @@
  */
 import { existsSync } from 'node:fs'
 import path from 'node:path'
-import type { SomaConfig } from '../config.ts'
+import { DEFAULTS, type SomaConfig } from '../config.ts'
 import { createGenesis } from '../chain/genesis.ts'
 import { ConfigError } from '../errors.ts'
 import { short, toHex } from '../crypto/hash.ts'
 import type { PushCommit } from '../sync/protocols/push-commit.ts'
+import { randomSubset } from '../sync/peer-heights.ts'
 import { scheduledSnapshotOptions } from '../snapshot/snapshotter.ts'
 import { createNode, type CreateNodeOptions, type SomaNode } from '../node/node.ts'
 import { writeGenesisFile } from '../node/genesis-file.ts'
@@ -127,7 +128,8 @@ export async function startDevnet (config: SomaConfig, opts: DevnetOptions = {})
   })
   producer.on('epoch', e => { log.info('epoch %d begins', e) })
   producer.on('snapshot', s => { log.info('snapshot at commit %d (%s): %d chunks, %d new, attested', s.manifest.commitIndex, s.stats.mode, s.manifest.chunkCount, s.stats.chunksAdded) })
-  // notification (seed 000): tell connected peers of new commits with PushCommit, at most every 500 ms
+  // notification (seed 000): tell connected peers of new commits with PushCommit, at most every 500 ms,
+  // at most pushFanout of them (a random choice each time, as full nodes do: PeerHeights.pushTargets)
   let lastPush = 0
   producer.on('certified', () => {
     const now = Date.now()
@@ -136,7 +138,7 @@ export async function startDevnet (config: SomaConfig, opts: DevnetOptions = {})
     const push = (node.libp2p.services as any).pushCommit as PushCommit | undefined
     if (push === undefined) return
     const info = { highestSynced: node.store.highestSynced, lowestAvailable: node.store.lowestAvailable, genesisDigest: node.chainId }
-    for (const peer of node.libp2p.getPeers()) {
+    for (const peer of randomSubset(node.libp2p.getPeers(), config.pushFanout ?? DEFAULTS.pushFanout)) {
       void push.push(peer, info, { signal: AbortSignal.timeout(5000) }).catch(() => {})
     }
   })

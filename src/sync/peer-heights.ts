@@ -201,13 +201,18 @@ export class PeerHeights {
    * peers that fetched it (an epidemic: O(log N) hops) or from their next availability query.
    */
   pushTargets (height: number, fanout: number, random: () => number = Math.random): PeerStateSyncInfo[] {
-    const lower = this.lowerThan(height)
-    const k = Math.max(0, Math.min(Math.floor(fanout), lower.length))
-    // a partial Fisher–Yates shuffle: the first k are a uniform random choice
-    for (let i = 0; i < k; i++) {
-      const j = i + Math.floor(random() * (lower.length - i))
-      const t = lower[i]; lower[i] = lower[j]; lower[j] = t
-    }
-    return lower.slice(0, k)
+    return randomSubset(this.lowerThan(height), fanout, random)
   }
+}
+
+/** At most `k` of `items`, a uniform random choice (all of them when there are no more than `k`). */
+export function randomSubset<T> (items: readonly T[], k: number, random: () => number = Math.random): T[] {
+  const a = [...items]
+  const n = Math.max(0, Math.min(Math.floor(k), a.length))
+  // a partial Fisher–Yates shuffle: the first n are a uniform random choice
+  for (let i = 0; i < n; i++) {
+    const j = i + Math.floor(random() * (a.length - i))
+    const t = a[i]; a[i] = a[j]; a[j] = t
+  }
+  return a.slice(0, n)
 }
