@@ -196,6 +196,7 @@ describe('/soma/snapshot-peers/1.0.0', () => {
       { checker: checker(), config: { intervalMs: 60_000 }, timeoutMs: 3000 })
     const penalized: Array<[string, string]> = []
     const r = await x.find({ signal: AbortSignal.timeout(10_000), penalize: (p, e) => { penalized.push([p.toString(), e.name]) } })
+    await x.dialsSettled()
     assert.equal(r.asked, 2)
     assert.equal(r.knowing, 1)
     assert.deepEqual(r.commits, [20])
@@ -207,9 +208,39 @@ describe('/soma/snapshot-peers/1.0.0', () => {
     assert.deepEqual(penalized, [[liarId.toString(), 'InvalidSnapshotError']])
     // within the interval: nobody asked again, nobody dialed again
     const again = await x.find({ signal: AbortSignal.timeout(10_000) })
+    await x.dialsSettled()
     assert.equal(again.asked, 1, 'only the newly connected provider is asked')
     assert.deepEqual(dialed, [providerId.toString()])
     await server.stop()
+  })
+
+  test('find: a provider whose dial fails is dialed again after the interval, with back-off', async () => {
+    const hs = handlerHarness()
+    const server = new SnapshotExchange({ ...hs.components, peerId: serverId, peerStore: { get: async () => ({ addresses: [{ multiaddr: providerAddr }] }), merge: async () => {} } as any },
+      { checker: checker(), book: async () => [{ attestationBytes: att[10], commitIndex: 10, peers: [providerId] }], handlerTimeoutMs: 3000, requestsPerSecond: 1e9 })
+    await server.start()
+    const hc = handlerHarness()
+    const dials: number[] = []
+    hc.components.connectionManager.getConnections = () => [{ remotePeer: serverId }]
+    hc.components.connectionManager.openConnection = async () => { dials.push(Date.now()); throw new Error('connection refused') }
+    hc.components.connectionManager.openStream = async () => (await hs.open(PROTOCOL_SNAPSHOT_PEERS, clientId)).client
+    const x = new SnapshotExchange({ ...hc.components, peerId: clientId }, { checker: checker(), config: { intervalMs: 1000, dialTimeoutMs: 1000 }, timeoutMs: 3000 })
+    const round = async (): Promise<void> => { await x.find({ signal: AbortSignal.timeout(5000) }); await x.dialsSettled() }
+    await round()
+    assert.equal(dials.length, 1)
+    await round()
+    assert.equal(dials.length, 1, 'not again within the back-off')
+    await new Promise(resolve => setTimeout(resolve, 1100))
+    await round()
+    assert.equal(dials.length, 2, 'again after the interval')
+    await new Promise(resolve => setTimeout(resolve, 1100))
+    await round()
+    assert.equal(dials.length, 2, 'the second failure doubles the wait')
+    await new Promise(resolve => setTimeout(resolve, 1000))
+    await round()
+    assert.equal(dials.length, 3)
+    assert.equal(x.stats.dialFailures, 3)
+    await x.stop(); await server.stop()
   })
 })
 

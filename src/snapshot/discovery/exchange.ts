@@ -20,8 +20,10 @@
  * committee of its epoch known: InvalidSnapshotError). The caller penalizes the answering peer for each.
  *
  * Finder (`find`, what a syncing node runs each discovery round): asks each connected peer at most once
- * per `intervalMs`, then dials the providers it learned that it is not connected to (newest snapshot
- * first, at most `maxDials` a round, each at most once per `intervalMs`), with the addresses it learned.
+ * per `intervalMs`, remembers the providers it learned (at most 128, forgotten after 10 intervals without
+ * news), and dials in the background those it is not connected to (newest snapshot first, at most
+ * `maxDials` at once, each dial bounded by `dialTimeoutMs`; after a failure the provider is tried again
+ * after `intervalMs` × 2^(failures−1), at most 8×), with the addresses it learned.
  * Nothing a provider is said to serve is taken on trust: once connected, the snapshot sync asks the
  * provider itself (/soma/snapshot-manifest/1.0.0) and verifies what it offers, as for any peer. So a
  * lying answer costs at most a bounded number of dials, never a wrong candidate or an innocent peer's
@@ -46,6 +48,10 @@ export const MAX_EXCHANGE_ATTESTATION_BYTES = 128 * 1024
 export const MAX_PROVIDER_ADDRS = 8
 /** Largest address (binary multiaddr) accepted. */
 export const MAX_ADDR_BYTES = 256
+/** Providers a finder remembers (to dial again after a failure). */
+const MAX_TARGETS = 128
+
+interface DialTarget { peerId: PeerId, commitIndex: number, addrs: Multiaddr[], learnedAt: number, failures: number, nextDial: number }
 
 export interface GetSnapshotPeersRequest { maxSnapshots: number }
 export interface SnapshotProviderMessage { peerId: Uint8Array, addrs: Uint8Array[] }
@@ -82,8 +88,10 @@ export interface SnapshotExchangeConfig {
   intervalMs: number
   /** providers dialed per `find` round. @default 8 */
   maxDials: number
-  /** time limit of one ask and one dial. @default min(config.timeoutMs, 5 s) */
+  /** time limit of one ask. @default min(config.timeoutMs, 5 s) */
   askTimeoutMs: number
+  /** time limit of one dial. @default config.timeoutMs */
+  dialTimeoutMs: number
 }
 
 export const DEFAULT_EXCHANGE_CONFIG: Readonly<SnapshotExchangeConfig> = Object.freeze({
@@ -91,7 +99,8 @@ export const DEFAULT_EXCHANGE_CONFIG: Readonly<SnapshotExchangeConfig> = Object.
   maxProviders: DEFAULTS.snapshotExchangeMaxProviders,
   intervalMs: DEFAULTS.snapshotExchangeIntervalMs,
   maxDials: DEFAULTS.snapshotExchangeMaxDials,
-  askTimeoutMs: Math.min(DEFAULTS.timeoutMs, 5000)
+  askTimeoutMs: Math.min(DEFAULTS.timeoutMs, 5000),
+  dialTimeoutMs: DEFAULTS.timeoutMs
 })
 
 /** The exchange settings of a node's config. */
@@ -101,7 +110,7 @@ export function snapshotExchangeConfig (config: Partial<Pick<SomaConfig, 'snapsh
   if (config.snapshotExchangeMaxProviders !== undefined) out.maxProviders = config.snapshotExchangeMaxProviders
   if (config.snapshotExchangeIntervalMs !== undefined) out.intervalMs = config.snapshotExchangeIntervalMs
   if (config.snapshotExchangeMaxDials !== undefined) out.maxDials = config.snapshotExchangeMaxDials
-  if (config.timeoutMs !== undefined) out.askTimeoutMs = Math.min(config.timeoutMs, 5000)
+  if (config.timeoutMs !== undefined) { out.askTimeoutMs = Math.min(config.timeoutMs, 5000); out.dialTimeoutMs = config.timeoutMs }
   return out
 }
 
@@ -131,9 +140,9 @@ export interface FindResult {
   knowing: number
   /** distinct snapshots learned, newest commit first */
   commits: number[]
-  /** providers dialed and connected */
+  /** dials started (in the background: see `dialsSettled()`) */
   dialed: number
-  /** providers learned that this node is already connected to */
+  /** providers learned this round that this node is already connected to */
   connected: number
 }
 
@@ -148,8 +157,11 @@ export class SnapshotExchange implements Startable {
   private readonly book?: SnapshotBook
   private readonly log: Logger
   private readonly lastAsked = new Map<string, number>()
-  private readonly lastDialed = new Map<string, number>()
   private lastNoPeerLog = -Infinity
+  /** providers learned (bounded, least recently learned dropped first) and the dials in flight */
+  private readonly targets = new Map<string, DialTarget>()
+  private readonly dialing = new Map<string, Promise<void>>()
+  private stopping = new AbortController()
 
   constructor (components: SnapshotExchangeComponents, init: SnapshotExchangeInit) {
     this.c = components
@@ -157,7 +169,7 @@ export class SnapshotExchange implements Startable {
     this.book = init.book
     this.log = init.logger ?? silentLogger('snapshot-peers')
     this.config = { ...DEFAULT_EXCHANGE_CONFIG, ...init.config }
-    for (const k of ['maxSnapshots', 'maxProviders', 'intervalMs', 'askTimeoutMs'] as const) {
+    for (const k of ['maxSnapshots', 'maxProviders', 'intervalMs', 'askTimeoutMs', 'dialTimeoutMs'] as const) {
       if (!Number.isInteger(this.config[k]) || this.config[k] < 1) throw new RangeError(`snapshot exchange ${k} must be an integer >= 1, got ${this.config[k]}`)
     }
     if (!Number.isInteger(this.config.maxDials) || this.config.maxDials < 0) throw new RangeError(`snapshot exchange maxDials must be an integer >= 0, got ${this.config.maxDials}`)
@@ -172,8 +184,16 @@ export class SnapshotExchange implements Startable {
     }, this.book === undefined ? undefined : async (req) => await this.serve(req))
   }
 
-  async start (): Promise<void> { await this.rpc.start() }
-  async stop (): Promise<void> { await this.rpc.stop() }
+  async start (): Promise<void> {
+    if (this.stopping.signal.aborted) this.stopping = new AbortController()
+    await this.rpc.start()
+  }
+
+  async stop (): Promise<void> {
+    this.stopping.abort()
+    await this.rpc.stop()
+    await this.dialsSettled()
+  }
 
   /** The server side, exposed for tests. */
   async serve (req: GetSnapshotPeersRequest): Promise<GetSnapshotPeersResponse> {
@@ -255,9 +275,12 @@ export class SnapshotExchange implements Startable {
 
   /**
    * One round of finding serving peers (see the module doc): asks the connected peers not asked within
-   * `intervalMs`, penalizes (through `penalize`) those whose answer breaks the rules, and dials the
-   * providers learned (and `extraTargets`, e.g. serving peers known from gossip or the DHT) that this
-   * node is not connected to. Logs at info what it found, or why it found nothing.
+   * `intervalMs`, penalizes (through `penalize`) those whose answer breaks the rules, remembers the
+   * providers learned (and `extraTargets`, e.g. serving peers known from gossip or the DHT), and starts
+   * dials (in the background: a dial outlives the round, bounded by `dialTimeoutMs`) to those this node
+   * is not connected to, newest snapshot first, at most `maxDials` at once; a provider whose dial failed
+   * is tried again after `intervalMs` × 2^failures (at most 8×). Logs at info what it found, or why it
+   * found nothing. Resolves once the asks are answered (`dialsSettled()` waits for the dials).
    */
   async find (opts: { signal: AbortSignal, penalize?: (peer: PeerId, err: Error) => void, extraTargets?: Array<{ peerId: PeerId, commitIndex: number }> }): Promise<FindResult> {
     const now = Date.now()
@@ -267,14 +290,21 @@ export class SnapshotExchange implements Startable {
     for (const p of toAsk) this.lastAsked.set(p.toString(), now)
     this.trim(this.lastAsked, now)
     const result: FindResult = { asked: toAsk.length, knowing: 0, commits: [], dialed: 0, connected: 0 }
-    // provider → the newest commit it is said to serve, and its addresses
-    const targets = new Map<string, { peerId: PeerId, commitIndex: number, addrs: Multiaddr[] }>()
+    const learned = new Set<string>()
     const target = (peerId: PeerId, commitIndex: number, addrs: Multiaddr[]): void => {
       const k = peerId.toString()
       if (k === self) return
-      const t = targets.get(k)
-      if (t === undefined) targets.set(k, { peerId, commitIndex, addrs: [...addrs] })
-      else { t.commitIndex = Math.max(t.commitIndex, commitIndex); t.addrs.push(...addrs.slice(0, MAX_PROVIDER_ADDRS)) }
+      learned.add(k)
+      const t = this.targets.get(k)
+      if (t === undefined) {
+        this.targets.set(k, { peerId, commitIndex, addrs: addrs.slice(0, MAX_PROVIDER_ADDRS), learnedAt: now, failures: 0, nextDial: 0 })
+        // bounded: the least recently learned go first
+        while (this.targets.size > MAX_TARGETS) this.targets.delete(this.targets.keys().next().value!)
+      } else {
+        t.commitIndex = Math.max(t.commitIndex, commitIndex)
+        t.learnedAt = now
+        if (addrs.length > 0) t.addrs = addrs.slice(0, MAX_PROVIDER_ADDRS)
+      }
     }
     const commits = new Set<number>()
     await Promise.all(toAsk.map(async peer => {
@@ -302,38 +332,56 @@ export class SnapshotExchange implements Startable {
     for (const t of opts.extraTargets ?? []) target(t.peerId, t.commitIndex, [])
     result.commits = [...commits].sort((a, b) => b - a)
     opts.signal.throwIfAborted()
-    const dialable = [...targets.values()]
-      .filter(t => {
-        if (connected.has(t.peerId.toString())) { result.connected++; return false }
-        return now - (this.lastDialed.get(t.peerId.toString()) ?? -Infinity) >= this.config.intervalMs
-      })
-      .sort((a, b) => b.commitIndex - a.commitIndex)
-      .slice(0, this.config.maxDials)
-    for (const t of dialable) this.lastDialed.set(t.peerId.toString(), now)
-    this.trim(this.lastDialed, now)
-    await Promise.all(dialable.map(async t => {
-      try {
-        if (t.addrs.length > 0 && this.c.peerStore !== undefined) await this.c.peerStore.merge(t.peerId, { multiaddrs: t.addrs })
-        await this.c.connectionManager.openConnection(t.peerId, { signal: AbortSignal.any([opts.signal, AbortSignal.timeout(this.config.askTimeoutMs)]) })
-        result.dialed++
-        this.stats.dialed++
-        this.log.info('snapshot discovery: dialed %s, which serves the snapshot of commit %d: the snapshot sync asks it directly', t.peerId.toString(), t.commitIndex)
-      } catch (err: any) {
-        if (opts.signal.aborted) return
-        this.stats.dialFailures++
-        this.log.info('snapshot discovery: %s (said to serve the snapshot of commit %d) is unreachable: %s', t.peerId.toString(), t.commitIndex, err.message)
-      }
-    }))
+    // forget providers not heard of for a while; dial those due, newest snapshot first
+    for (const [k, t] of this.targets) if (now - t.learnedAt > 10 * this.config.intervalMs) this.targets.delete(k)
+    const due: DialTarget[] = []
+    for (const [k, t] of this.targets) {
+      if (connected.has(k)) { if (learned.has(k)) result.connected++; t.failures = 0; continue }
+      if (!this.dialing.has(k) && now >= t.nextDial) due.push(t)
+    }
+    due.sort((a, b) => b.commitIndex - a.commitIndex)
+    for (const t of due.slice(0, Math.max(0, this.config.maxDials - this.dialing.size))) {
+      result.dialed++
+      this.dial(t)
+    }
     if (connected.size === 0) {
       if (now - this.lastNoPeerLog >= this.config.intervalMs) {
         this.lastNoPeerLog = now
         this.log.info('snapshot discovery: waiting for a snapshot source: no peer is connected to ask')
       }
-    } else if (toAsk.length > 0 || dialable.length > 0) {
-      if (commits.size === 0 && targets.size === 0) this.log.info('snapshot discovery: waiting for a snapshot source: none of the %d peers asked knows a snapshot (they make none and heard no announcement yet); asking again in %d s, and listening to gossip', toAsk.length, Math.round(this.config.intervalMs / 1000))
-      else this.log.info('snapshot discovery: %d of %d peers asked know snapshots (commits %s); %d serving peers learned: %d already connected, %d dialed', result.knowing, toAsk.length, result.commits.join(', ') || '-', targets.size, result.connected, result.dialed)
+    } else if (toAsk.length > 0 || result.dialed > 0) {
+      if (commits.size === 0 && learned.size === 0) this.log.info('snapshot discovery: waiting for a snapshot source: none of the %d peers asked knows a snapshot (they make none and heard no announcement yet); asking again in %d s, and listening to gossip', toAsk.length, Math.round(this.config.intervalMs / 1000))
+      else this.log.info('snapshot discovery: %d of %d peers asked know snapshots (commits %s); %d serving peers learned: %d already connected, %d dials started (%d in flight)', result.knowing, toAsk.length, result.commits.join(', ') || '-', learned.size, result.connected, result.dialed, this.dialing.size)
     }
     return result
+  }
+
+  /** Dials a provider in the background (bounded by dialTimeoutMs and stop()); a failure backs off. */
+  private dial (t: DialTarget): void {
+    const k = t.peerId.toString()
+    const p = (async () => {
+      try {
+        if (t.addrs.length > 0 && this.c.peerStore !== undefined) await this.c.peerStore.merge(t.peerId, { multiaddrs: t.addrs })
+        await this.c.connectionManager.openConnection(t.peerId, { signal: AbortSignal.any([this.stopping.signal, AbortSignal.timeout(this.config.dialTimeoutMs)]) })
+        t.failures = 0
+        this.stats.dialed++
+        this.log.info('snapshot discovery: dialed %s, which serves the snapshot of commit %d: the snapshot sync asks it directly', k, t.commitIndex)
+      } catch (err: any) {
+        if (this.stopping.signal.aborted) return
+        t.failures++
+        const backoff = this.config.intervalMs * 2 ** Math.min(t.failures - 1, 3)
+        t.nextDial = Date.now() + backoff
+        this.stats.dialFailures++
+        this.log.info('snapshot discovery: %s (said to serve the snapshot of commit %d) is unreachable: %s; trying again in %d s', k, t.commitIndex, err.message, Math.round(backoff / 1000))
+      }
+    })()
+    this.dialing.set(k, p)
+    void p.finally(() => { this.dialing.delete(k) })
+  }
+
+  /** Resolves when the dials started so far have ended (tests). */
+  async dialsSettled (): Promise<void> {
+    await Promise.allSettled([...this.dialing.values()])
   }
 
   /** Forgets timestamps older than the interval (bounded maps). */
