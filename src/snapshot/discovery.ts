@@ -10,6 +10,13 @@
  *   3. provides the manifest's CID (v1, raw, sha2-256 of the manifest bytes) in the DHT.
  * Names, CID and the record checks are in ./discovery/records.ts.
  *
+ * Every node runs it (src/node/node.ts), whether or not it makes snapshots: it forwards the announcements
+ * and remembers the verified ones with who made them, and `book()` is what it answers on the snapshot peer
+ * exchange /soma/snapshot-peers/1.0.0 (./discovery/exchange.ts). A node looking for a snapshot asks its
+ * connected peers there and dials the serving peers it learns, plus `servingPeers()` (announcers and DHT
+ * providers it found itself; a DHT round runs in the background). The snapshot sync then asks the
+ * serving peers themselves (/soma/snapshot-manifest/1.0.0), so what discovery learned is only where to dial.
+ *
  * A node looking for a snapshot (it needs only its trusted entrypoints: the DHT and gossipsub mesh are
  * reached through them) listens to the topic, reads the DHT record, keeping every valid record any peer
  * returns (not only the one the selector picks), and asks the DHT for the providers of each candidate.
