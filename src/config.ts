@@ -96,6 +96,10 @@ export interface SomaConfig {
   // ---- snapshot discovery (src/snapshot/discovery.ts)
   snapshotAnnounceIntervalMs: number
   minSnapshotPeers: number
+  snapshotExchangeMaxSnapshots: number
+  snapshotExchangeMaxProviders: number
+  snapshotExchangeIntervalMs: number
+  snapshotExchangeMaxDials: number
   // ---- snapshot sync (seed 002, "Syncing Using Snapshots"; src/snapshot/sync/)
   syncMode: string
   snapshotMaxRequestsPerPeer: number
@@ -204,6 +208,10 @@ export const DEFAULTS: Readonly<SomaConfig> = Object.freeze({
   snapshotEvery: 0,
   snapshotAnnounceIntervalMs: 30_000,
   minSnapshotPeers: 1,
+  snapshotExchangeMaxSnapshots: 8,
+  snapshotExchangeMaxProviders: 16,
+  snapshotExchangeIntervalMs: 10_000,
+  snapshotExchangeMaxDials: 8,
 
   syncMode: 'auto',
   snapshotMaxRequestsPerPeer: 8,
@@ -307,6 +315,10 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'snapshotEvery', type: 'int', group: 'snapshot', commands: DEVNET, min: 0, doc: 'the devnet producer snapshots at every epoch end and also every this many commits; 0: only at epoch ends' },
   { key: 'snapshotAnnounceIntervalMs', type: 'duration', group: 'snapshot', commands: SYNC, min: 0, doc: 'how often a node holding snapshots re-announces its latest attested manifest (gossip, DHT record, provider record); 0: only when a snapshot is stored' },
   { key: 'minSnapshotPeers', type: 'int', group: 'snapshot', commands: SYNC, min: 1, max: 1000, doc: 'a snapshot served by fewer peers than this is not a sync candidate' },
+  { key: 'snapshotExchangeMaxSnapshots', type: 'int', group: 'snapshot', commands: SYNC, min: 1, max: 64, doc: 'most snapshots one /soma/snapshot-peers answer carries (served, and accepted: more is a protocol violation)' },
+  { key: 'snapshotExchangeMaxProviders', type: 'int', group: 'snapshot', commands: SYNC, min: 1, max: 256, doc: 'most serving peers per snapshot in a /soma/snapshot-peers answer (served, and accepted)' },
+  { key: 'snapshotExchangeIntervalMs', type: 'duration', group: 'snapshot', commands: SYNC, min: 100, doc: 'a node looking for a snapshot asks each connected peer which snapshots it knows of, and who serves them (/soma/snapshot-peers), at most once per this' },
+  { key: 'snapshotExchangeMaxDials', type: 'int', group: 'snapshot', commands: SYNC, min: 0, max: 256, doc: 'serving peers learned by /soma/snapshot-peers that a node looking for a snapshot dials per round (0: it dials none)' },
   { key: 'syncMode', type: 'choice', group: 'snapshot', commands: ['start', 'demo'], choices: ['auto', 'snapshot', 'commits', 'archival'], doc: 'how a node reaches the tip: `snapshot` syncs the newest attested snapshot ahead of its store, then commit-syncs from it; `commits` replays every commit from the store\'s tip; `auto`: snapshot for an empty store (nothing synced yet), else commits. A snapshot sync in progress is always resumed. `archival`: commit-syncs every commit from genesis and keeps the full history (commits, blocks, effects, pruned embeddings), advertises lowest available commit 0 and announces itself as an archive; refused on a data dir that was snapshot-synced or pruned' },
   { key: 'snapshotMaxRequestsPerPeer', type: 'int', group: 'snapshot', commands: ['start', 'demo'], min: 1, max: 256, doc: 'most chunk requests in flight to one peer (the window starts at 2 and grows while the peer answers fast)' },
   { key: 'snapshotMaxChunksPerRequest', type: 'int', group: 'snapshot', commands: SYNC, min: 1, max: 65536, doc: 'most chunks per /soma/snapshot-chunks request (asked, and served)' },

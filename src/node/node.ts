@@ -34,7 +34,11 @@ import { healthOf, mergeWaiting, NodeWatch, type Health, type WatchedPeer } from
 import { VERSION } from '../version.ts'
 import { NodeMetrics } from './metrics.ts'
 import type { PeerScores } from '../sync/peer-scores.ts'
-import type { SnapshotCandidate, SnapshotCandidateSource } from '../snapshot/sync/candidates.ts'
+import type { SnapshotCandidateSource } from '../snapshot/sync/candidates.ts'
+import { snapshotDiscoveryConfig, snapshotDiscoveryService, type SnapshotDiscovery } from '../snapshot/discovery.ts'
+import { SnapshotRecordChecker } from '../snapshot/discovery/records.ts'
+import { snapshotExchange, snapshotExchangeConfig, type SnapshotExchange } from '../snapshot/discovery/exchange.ts'
+import { SnapshotStore } from '../snapshot/snapshot-store.ts'
 import { prepareArchivalStore } from '../sync/archival.ts'
 import { archivalDiscoveryConfig, archivalDiscoveryService, type ArchivalDiscovery, type HistoryMissing } from '../sync/archival-discovery.ts'
 import { InboundGuard } from '../net/inbound-guard.ts'
@@ -648,11 +652,15 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
     else if (mode === 'sync' && config.syncMode === 'snapshot') log.info('%s', snapshot.reason)
     // archive fast mode: history from --archive-url first, commit sync held until it ends
     const archiveFast = mode === 'sync' && !snapshot.snapshot && config.archiveUrl !== ''
-    // discovery (gossip / DHT), when the node runs it, adds snapshot candidates to asking connected peers
-    const discovered: SnapshotCandidateSource = async ({ signal }) => {
-      const d = (libp2p?.services as any)?.snapshotDiscovery as { candidateSource?: () => SnapshotCandidateSource, discover?: (o: { signal?: AbortSignal }) => Promise<SnapshotCandidate[]> } | undefined
-      if (d?.candidateSource !== undefined) return await d.candidateSource()({ signal })
-      if (d?.discover !== undefined) return await d.discover({ signal })
+    // snapshot discovery finds serving peers to connect to: it asks the connected peers which snapshots
+    // they know of and who serves them (/soma/snapshot-peers, answered by every node from the gossip
+    // announcements it verified), adds the announcers and DHT providers it knows, and dials them. The
+    // snapshot itself is always what a connected peer offers on /soma/snapshot-manifest (asked by the
+    // sync each round, and at once when a peer connects), so nothing it learns is taken on trust.
+    const snapshotDiscovery = (): SnapshotDiscovery | undefined => (libp2p?.services as any)?.snapshotDiscovery as SnapshotDiscovery | undefined
+    const discovered: SnapshotCandidateSource = async ({ signal, penalize }) => {
+      const x = (libp2p?.services as any)?.snapshotExchange as SnapshotExchange | undefined
+      if (x !== undefined) await x.find({ signal, penalize, extraTargets: snapshotDiscovery()?.servingPeers(x.config.intervalMs) })
       return []
     }
     const archivalDiscovery = (): ArchivalDiscovery | undefined => (libp2p?.services as any)?.archivalDiscovery as ArchivalDiscovery | undefined
@@ -689,6 +697,16 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
           }),
           // archival nodes announce themselves; every node listens (and forwards), and looks them up
           archivalDiscovery: archivalDiscoveryService({ store, config: archivalDiscoveryConfig(config), logger: log.child('archival') }),
+          // every node listens to snapshot announcements (and forwards them), announces the snapshots it
+          // serves, and tells peers which snapshots it knows of and who serves them
+          snapshotDiscovery: snapshotDiscoveryService({ store, snapshotStore: new SnapshotStore(store), config: snapshotDiscoveryConfig(config), logger: log.child('snapshot-discovery') }),
+          snapshotExchange: snapshotExchange({
+            ...rpc,
+            checker: new SnapshotRecordChecker({ chainId: store.chainId, committee: async e => store.isClosed ? undefined : await store.getCommittee(e) }),
+            book: async max => await snapshotDiscovery()?.book(max) ?? [],
+            config: snapshotExchangeConfig(config),
+            logger: log.child('snapshot-discovery')
+          }),
           ...snapshotSyncServices({
             ...snapshotSyncConfig(config),
             store,
@@ -707,6 +725,7 @@ export async function createNode (config: SomaConfig, opts: CreateNodeOptions = 
     const metrics = new NodeMetrics()
     if (mode === 'sync') components.unshift(stateSyncComponent(libp2p, () => node), snapshotSyncComponent(libp2p, () => node, log.child('snapshot')))
     if (mode !== false) components.push({ name: 'archival-discovery', status: () => archivalDiscovery()?.status() ?? {} })
+    if (mode !== false) components.push({ name: 'snapshot-discovery', status: () => ({ ...snapshotDiscovery()?.status(), snapshotExchange: ((libp2p?.services as any)?.snapshotExchange as SnapshotExchange | undefined)?.stats }) })
     if (config.archiveDir !== '') components.push(archiveWriterComponent({ config, store, executor, log }))
     if (archiveFast) {
       const l = libp2p

@@ -10,6 +10,13 @@
  *   3. provides the manifest's CID (v1, raw, sha2-256 of the manifest bytes) in the DHT.
  * Names, CID and the record checks are in ./discovery/records.ts.
  *
+ * Every node runs it (src/node/node.ts), whether or not it makes snapshots: it forwards the announcements
+ * and remembers the verified ones with who made them, and `book()` is what it answers on the snapshot peer
+ * exchange /soma/snapshot-peers/1.0.0 (./discovery/exchange.ts). A node looking for a snapshot asks its
+ * connected peers there and dials the serving peers it learns, plus `servingPeers()` (announcers and DHT
+ * providers it found itself; a DHT round runs in the background). The snapshot sync then asks the
+ * serving peers themselves (/soma/snapshot-manifest/1.0.0), so what discovery learned is only where to dial.
+ *
  * A node looking for a snapshot (it needs only its trusted entrypoints: the DHT and gossipsub mesh are
  * reached through them) listens to the topic, reads the DHT record, keeping every valid record any peer
  * returns (not only the one the selector picks), and asks the DHT for the providers of each candidate.
@@ -47,6 +54,7 @@ import type { SnapshotStore } from './snapshot-store.ts'
 import {
   SNAPSHOT_RECORD_NAMESPACE, SnapshotRecordChecker, cidOfDigest, snapshotRecordKey, snapshotTopic, type CheckedAttestation
 } from './discovery/records.ts'
+import type { BookEntry } from './discovery/exchange.ts'
 
 export {
   SNAPSHOT_RECORD_NAMESPACE, SnapshotRecordChecker, manifestCid, snapshotRecordKey, snapshotTopic, snapshotDhtRecords
@@ -210,6 +218,8 @@ export class SnapshotDiscovery implements Startable {
   private readonly inflight = new Set<Promise<unknown>>()
   private previousValidator?: unknown
   private previousSelector?: unknown
+  private backgroundRound?: Promise<void>
+  private lastBackgroundRound = -Infinity
   stats = { announced: 0, gossipAccepted: 0, gossipRejected: 0, recordsSeen: 0, recordsRejected: 0 }
 
   constructor (init: SnapshotDiscoveryInit) {
@@ -631,6 +641,45 @@ export class SnapshotDiscovery implements Startable {
       await this.discover({ signal })
       return this.candidates(filter)
     }
+  }
+
+  /**
+   * What this node tells peers on /soma/snapshot-peers/1.0.0 (./discovery/exchange.ts): the snapshots it
+   * announced itself (it is their first serving peer), then those whose attestation it verified against
+   * the committee of their epoch (gossip announcements, DHT records; unverified ones are re-checked
+   * first), newest commit first, each with its serving peers, at most `max`.
+   */
+  async book (max: number): Promise<BookEntry[]> {
+    if (this.running && !this.store.isClosed) await this.verifyCandidates()
+    const out = new Map<string, BookEntry>()
+    for (const a of this.ownNewestFirst()) out.set(toHex(a.digest), { attestationBytes: a.attestationBytes, commitIndex: a.manifest.commitIndex, peers: [this.peerId] })
+    const verified = [...this.entries.entries()]
+      .filter(([, e]) => e.checked.verified && e.peers.size > 0)
+      .sort(([, a], [, b]) => b.checked.manifest.commitIndex - a.checked.manifest.commitIndex)
+    for (const [id, e] of verified) {
+      const peers = [...e.peers.values()].sort((a, b) => b.lastSeen - a.lastSeen).map(p => p.peerId)
+      const own = out.get(id)
+      if (own !== undefined) own.peers.push(...peers)
+      else out.set(id, { attestationBytes: e.checked.attestationBytes, commitIndex: e.checked.manifest.commitIndex, peers })
+    }
+    return [...out.values()].sort((a, b) => b.commitIndex - a.commitIndex).slice(0, Math.max(0, max))
+  }
+
+  /**
+   * The serving peers of the snapshots found (gossip announcers, DHT providers), best candidate first,
+   * for a node looking for a snapshot to dial; starts a discovery round (DHT) in the background when
+   * none runs and the last began over `intervalMs` ago, so the caller never waits for the DHT.
+   */
+  servingPeers (intervalMs: number): Array<{ peerId: PeerId, commitIndex: number }> {
+    if (this.running && this.dht !== undefined && this.backgroundRound === undefined && Date.now() - this.lastBackgroundRound >= intervalMs) {
+      this.lastBackgroundRound = Date.now()
+      const round: Promise<void> = this.discover({ signal: this.abort.signal })
+        .then(() => {}, (err: any) => { this.log.debug('snapshot discovery round: %s', err?.message ?? err) })
+        .finally(() => { this.backgroundRound = undefined; this.inflight.delete(round) })
+      this.backgroundRound = round
+      this.inflight.add(round)
+    }
+    return this.candidates({ minPeers: 1 }).flatMap(c => c.peers.map(peerId => ({ peerId, commitIndex: c.commitIndex })))
   }
 
   /** Fields for the node's /status. */

@@ -1,5 +1,5 @@
 /**
- * Fuzzing of every /soma/* protocol handler (issue 16 item 6) over real stream pairs: each service,
+ * Fuzzing of every /soma/* protocol handler (issue 16 item 6; /soma/snapshot-peers too) over real stream pairs: each service,
  * backed by a real produced chain with snapshots, serves a client stream that sends random bytes, a
  * valid framed request mutated, or one truncated, then closes its end. Every case: the server's stream
  * ends (answered, closed or reset) well within the handler timeout, no exception escapes, the response
@@ -34,6 +34,9 @@ import { SnapshotFilterService } from '../../src/snapshot/protocols/snapshot-fil
 import { SnapshotListingService } from '../../src/snapshot/protocols/snapshot-listing.ts'
 import { SnapshotChunksService } from '../../src/snapshot/protocols/snapshot-chunks.ts'
 import { SomaError } from '../../src/errors.ts'
+import { SnapshotExchange, SnapshotPeersCodecs, PROTOCOL_SNAPSHOT_PEERS, type BookEntry } from '../../src/snapshot/discovery/exchange.ts'
+import { SnapshotRecordChecker } from '../../src/snapshot/discovery/records.ts'
+import { multiaddr } from '@multiformats/multiaddr'
 
 const HANDLER_TIMEOUT_MS = 3000
 
@@ -82,6 +85,12 @@ describe('fuzz: protocol handlers over stream pairs', () => {
       SnapshotSyncCodecs.GetSnapshotChunksRequest.encode({ hashes: listing.slice(0, 8).map(r => r.hash), maxBytes: 4096 }),
       SnapshotSyncCodecs.GetSnapshotChunksRequest.encode({ hashes: listing.slice(8, 10).map(r => r.hash) })
     ])
+    // /soma/snapshot-peers: a book of the producer's snapshots, served by it and two other peers
+    const others = await Promise.all([1, 2].map(async () => peerIdFromPrivateKey(await generateKeyPair('Ed25519'))))
+    const self = peerIdFromPrivateKey(await generateKeyPair('Ed25519'))
+    const book = async (max: number): Promise<BookEntry[]> => (await Promise.all((await P.snapshots.list()).reverse().map(async commit => ({ attestationBytes: (await P.snapshots.get(commit))!.attestationBytes, commitIndex: commit, peers: [self, ...others] })))).slice(0, max)
+    s = new SnapshotExchange({ ...c, peerId: self, addressManager: { getAddresses: () => [multiaddr('/ip4/127.0.0.1/tcp/4000')] } }, { ...init, checker: new SnapshotRecordChecker({ chainId: store.chainId, committee: async e => await store.getCommittee(e) }), book })
+    add(PROTOCOL_SNAPSHOT_PEERS, s, ...rpc(s), [SnapshotPeersCodecs.GetSnapshotPeersRequest.encode({ maxSnapshots: 2 }), SnapshotPeersCodecs.GetSnapshotPeersRequest.encode({ maxSnapshots: 0 })])
     for (const svc of services) await svc.start()
   })
   after(async () => {
@@ -91,11 +100,11 @@ describe('fuzz: protocol handlers over stream pairs', () => {
   })
 
   it('every protocol has a handler and a valid request it answers', () => {
-    assert.equal(targets.length, 9)
+    assert.equal(targets.length, 10)
     for (const t of targets) assert.ok(h.handlers.has(t.protocol), t.protocol)
   })
 
-  for (const name of ['commit-availability', 'fetch-commits', 'fetch-blocks', 'push-commit', 'epoch-proofs', 'snapshot-manifest', 'snapshot-filter', 'snapshot-listing', 'snapshot-chunks']) {
+  for (const name of ['commit-availability', 'fetch-commits', 'fetch-blocks', 'push-commit', 'epoch-proofs', 'snapshot-manifest', 'snapshot-filter', 'snapshot-listing', 'snapshot-chunks', 'snapshot-peers']) {
     it(`/soma/${name}: every input ends within the timeout, bounded, malformed framing penalized`, async () => {
       const t = targets.find(x => x.protocol === `/soma/${name}/1.0.0`)!
       // a valid session of chunk requests is several frames: a valid one followed by a fuzzed one too
@@ -145,7 +154,9 @@ describe('fuzz: protocol handlers over stream pairs', () => {
         }
         const t0 = Date.now()
         try {
-          if (request !== undefined) await request.request(peer, reqValue, { signal: AbortSignal.timeout(HANDLER_TIMEOUT_MS) })
+          // the exchange's client checks the answer further (peer ids, addresses, attestations)
+          if (t.protocol === PROTOCOL_SNAPSHOT_PEERS) await (t.svc as SnapshotExchange).ask(peer, { signal: AbortSignal.timeout(HANDLER_TIMEOUT_MS) })
+          else if (request !== undefined) await request.request(peer, reqValue, { signal: AbortSignal.timeout(HANDLER_TIMEOUT_MS) })
           else await (t.svc as SnapshotChunksService).fetch(peer, hashes, { signal: AbortSignal.timeout(HANDLER_TIMEOUT_MS) })
         } catch (err) {
           if (!(err instanceof SomaError)) throw new Error(`not a named error on ${Buffer.from(bytes).toString('hex').slice(0, 200)}: ${(err as Error)?.stack ?? String(err)}`)

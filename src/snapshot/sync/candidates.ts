@@ -20,8 +20,11 @@ export interface SnapshotCandidate {
   peers: PeerId[]
 }
 
-/** Where snapshot sync looks for candidates (e.g. `(o) => discovery.candidates(o)`). */
-export type SnapshotCandidateSource = (opts: { signal: AbortSignal }) => Promise<SnapshotCandidate[]>
+/**
+ * Where snapshot sync looks for candidates (e.g. `(o) => discovery.candidates(o)`). `penalize` reports a
+ * peer that broke a protocol rule while the source asked it (the sync's peer scores).
+ */
+export type SnapshotCandidateSource = (opts: { signal: AbortSignal, penalize?: (peer: PeerId, err: Error) => void }) => Promise<SnapshotCandidate[]>
 
 /** sha256 of the manifest bytes: the identity of a snapshot (attestations may differ in signatures). */
 export function manifestDigestOf (attestationBytes: Uint8Array): Uint8Array {
@@ -63,9 +66,9 @@ export async function peerCandidates (service: SnapshotManifestService, peers: r
 }
 
 /** A source's candidates; a source that fails offers none. */
-export async function collectCandidates (source: SnapshotCandidateSource, signal: AbortSignal): Promise<SnapshotCandidate[]> {
+export async function collectCandidates (source: SnapshotCandidateSource, signal: AbortSignal, penalize?: (peer: PeerId, err: Error) => void): Promise<SnapshotCandidate[]> {
   try {
-    return await source({ signal })
+    return await source({ signal, penalize })
   } catch {
     return []
   }

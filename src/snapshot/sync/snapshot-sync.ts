@@ -474,7 +474,7 @@ export class SnapshotSync {
       ...(this.deps.candidates ?? []).map(async src => {
         const limit = AbortSignal.any([signal, AbortSignal.timeout(Math.min(this.config.timeoutMs, 10_000))])
         return await Promise.race([
-          collectCandidates(src, limit),
+          collectCandidates(src, limit, (p, e) => { this.penalize(p, e) }),
           new Promise<SnapshotCandidate[]>(resolve => { limit.addEventListener('abort', () => { resolve([]) }, { once: true }) })
         ])
       })
