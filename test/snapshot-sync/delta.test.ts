@@ -1,7 +1,9 @@
 /**
  * Delta sync (real nodes on 127.0.0.1): a node holding the snapshot of commit N syncs the snapshot of
  * commit N+k and downloads only the chunks N's listing does not have — counted in chunks and bytes on
- * both sides against the difference of the two listings — then has the producer's state.
+ * both sides against the difference of the two listings —, writes only those to its pack files (the
+ * packs grow by exactly the changed chunks' records), then has the producer's
+ * state.
  */
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
@@ -12,6 +14,14 @@ import { Bucket } from '../../src/store/keys.ts'
 import type { ChainStore } from '../../src/store/chain-store.ts'
 import { SnapshotStore } from '../../src/snapshot/snapshot-store.ts'
 import { SnapshotSyncCodecs, PROTOCOL_SNAPSHOT_CHUNKS } from '../../src/snapshot/protocols/messages.ts'
+import { PACK_HEADER_BYTES, PACK_RECORD_HEADER_BYTES } from '../../src/store/packs.ts'
+import { readdirSync, statSync } from 'node:fs'
+import path from 'node:path'
+
+/** pack file name → size */
+function packSizes (store: ChainStore): Map<string, number> {
+  return new Map(readdirSync(store.packs.dir).filter(f => f.endsWith('.pack')).map(f => [f, statSync(path.join(store.packs.dir, f)).size]))
+}
 
 async function bucketHex (store: ChainStore, bucket: number): Promise<Map<string, string>> {
   const out = new Map<string, string>()
@@ -57,6 +67,8 @@ test('a node holding snapshot N syncs snapshot N+k and downloads only the chunks
   const totalBytes = next.reduce((s, r) => s + r.size, 0)
   assert.ok(changed.length > 0 && changed.length < next.length / 2, `a real delta: ${changed.length} of ${next.length} chunks changed`)
 
+  // the pack files before the delta sync: a reused chunk must not be written again
+  const packsBefore = packSizes(D)
   served.chunks = 0
   served.bytes = 0
   const second = env.node(await snapNode(D, { snapshot: true }))
@@ -71,6 +83,16 @@ test('a node holding snapshot N syncs snapshot N+k and downloads only the chunks
   assert.equal(sync.stats.reusedChunks, next.length - changed.length, 'every other chunk was reused from snapshot N')
   assert.equal(sync.stats.reusedBytes, totalBytes - changedBytes)
   console.log(`delta: ${changed.length}/${next.length} chunks, ${changedBytes}/${totalBytes} bytes downloaded`)
+
+  // on the pack layout: only the changed chunks were appended (a record of 36 + size bytes each, plus
+  // the header of any pack the run started), no pack of snapshot N was rewritten or compacted, and the
+  // index holds both listings' chunks
+  const packsAfter = packSizes(D)
+  for (const [f, size] of packsBefore) assert.ok((packsAfter.get(f) ?? -1) >= size, `pack ${f} of snapshot N was only appended to`)
+  const added = [...packsAfter.keys()].filter(f => !packsBefore.has(f)).length
+  const sum = (m: Map<string, number>): number => [...m.values()].reduce((n, x) => n + x, 0)
+  assert.equal(sum(packsAfter) - sum(packsBefore), changedBytes + changed.length * PACK_RECORD_HEADER_BYTES + added * PACK_HEADER_BYTES, 'only the changed chunks were written to the packs')
+  assert.equal(await D.packs.count(), new Set([...old, ...next].map(r => hex(r.hash))).size, 'the pack index holds the chunks of both snapshots, each once')
 
   // the state is the producer's (the old state was replaced, nothing of it lingers)
   assert.equal(hex((await D.getStateRoot(53))!), hex((await P.store.getStateRoot(53))!))
