@@ -14,6 +14,7 @@ import { writeU64, readU64 } from '../store/keys.ts'
 import { embeddingMeta } from '../executor/pruning.ts'
 import { InvalidChunkError } from '../errors.ts'
 import { readVarint, varintLength, writeVarint } from '../chain/varint.ts'
+import { isCanonicalAccountState, isCanonicalEmbedding } from './canonical-values.ts'
 
 export const CHUNK_FORMAT_VERSION = 1
 
@@ -215,11 +216,14 @@ export function decodeChunk (bytes: Uint8Array, what = 'chunk'): DecodedChunk {
     if (msg.group !== AccountGroup.COLD && msg.group !== AccountGroup.HOT) throw new InvalidChunkError(`${what}: account group ${msg.group} is neither 0 (cold) nor 1 (hot)`)
     for (const a of msg.accounts) {
       if (a.address.byteLength !== 32) throw new InvalidChunkError(`${what}: an account address is ${a.address.byteLength} bytes, not 32`)
-      let canonical: boolean
-      try {
-        canonical = bytesEqual(Codecs.AccountState.encode(Codecs.AccountState.decode(a.state)), a.state)
-      } catch (err: any) {
-        throw new InvalidChunkError(`${what}: account ${toHex(a.address)} state does not decode: ${err.message}`)
+      // the allocation-free check first; the protobufjs round trip decides (and names the problem) otherwise
+      let canonical = isCanonicalAccountState(a.state)
+      if (!canonical) {
+        try {
+          canonical = bytesEqual(Codecs.AccountState.encode(Codecs.AccountState.decode(a.state)), a.state)
+        } catch (err: any) {
+          throw new InvalidChunkError(`${what}: account ${toHex(a.address)} state does not decode: ${err.message}`)
+        }
       }
       if (!canonical) throw new InvalidChunkError(`${what}: account ${toHex(a.address)} state is not canonically encoded`)
       entries.push(accountEntry(a.address, a.state))
@@ -231,7 +235,7 @@ export function decodeChunk (bytes: Uint8Array, what = 'chunk'): DecodedChunk {
       let commitIndex: number
       try {
         commitIndex = embeddingMeta(e.embedding).commitIndex
-        if (!bytesEqual(Codecs.Embedding.encode(Codecs.Embedding.decode(e.embedding)), e.embedding)) throw new Error('not canonically encoded')
+        if (!isCanonicalEmbedding(e.embedding) && !bytesEqual(Codecs.Embedding.encode(Codecs.Embedding.decode(e.embedding)), e.embedding)) throw new Error('not canonically encoded')
       } catch (err: any) {
         throw new InvalidChunkError(`${what}: embedding ${toHex(e.id)}: ${err.message}`)
       }
