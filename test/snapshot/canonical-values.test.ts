@@ -8,8 +8,9 @@ import { describe, it } from 'node:test'
 import assert from 'node:assert/strict'
 import fc from 'fast-check'
 import { Codecs } from '../../src/chain/codecs.ts'
-import { bytesEqual } from '../../src/crypto/hash.ts'
+import { bytesEqual, compareBytes } from '../../src/crypto/hash.ts'
 import { isCanonicalAccountState, isCanonicalEmbedding } from '../../src/snapshot/canonical-values.ts'
+import { ChunkKind, accountEntry, decodeChunk, parseOwnChunk, encodeChunk, isEncodingOf, type ChunkEntry } from '../../src/snapshot/chunk-format.ts'
 
 const RUNS = 3000
 
@@ -87,5 +88,24 @@ describe('canonical entry values', () => {
     no([0x08, 0x00]) // a default written explicitly: protobufjs drops it
     assert.equal(roundTrips(Codecs.AccountState, Uint8Array.of(0x08, 0x00)), false)
     no([0x0a, 0x00], isCanonicalEmbedding)
+  })
+
+  it('isEncodingOf is encodeChunk compared with the bytes, without encoding', () => {
+    const entries = fc.uniqueArray(fc.tuple(fc.uint8Array({ minLength: 32, maxLength: 32 }), fc.uint8Array({ maxLength: 300 })), { minLength: 1, maxLength: 8, selector: ([id]) => Buffer.from(id).toString('hex') })
+      .map(xs => xs.map(([id, v]) => accountEntry(id, v)).sort((a, b) => compareBytes(a.key, b.key)))
+    fc.assert(fc.property(entries, fc.integer({ min: 0, max: 300 }), edits, (es: ChunkEntry[], group, ed) => {
+      const good = encodeChunk(ChunkKind.ACCOUNTS, group, es)
+      assert.ok(isEncodingOf(good, ChunkKind.ACCOUNTS, group, es))
+      const b = mutate(good, ed)
+      assert.equal(isEncodingOf(b, ChunkKind.ACCOUNTS, group, es), Buffer.from(b).equals(good))
+      assert.equal(isEncodingOf(good, ChunkKind.EMBEDDINGS, group, es), false)
+      // the entries as decodeChunk makes them: views into the chunk bytes
+      const views = parseOwnChunk(good).entries
+      assert.ok(isEncodingOf(good, ChunkKind.ACCOUNTS, group, views))
+    }), { numRuns: RUNS })
+    // a decoded real chunk: its entries are views
+    const es = [accountEntry(new Uint8Array(32).fill(1), Codecs.AccountState.encode({ balance: 5, nonce: 1, lastModifiedEpoch: 0 }))]
+    const bytes = encodeChunk(ChunkKind.ACCOUNTS, 0, es)
+    assert.equal(decodeChunk(bytes).entries.length, 1)
   })
 })
