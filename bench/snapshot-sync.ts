@@ -101,7 +101,7 @@ export interface Sizes {
   maxChunkBytes?: number
 }
 
-const FULL: Sizes = { accounts: 200_000, embeddings: 256_000, dim: 1024, commits: 20, rawBytes: 1024 * MiB, rawReps: 2, heliaBytes: 1024 * MiB, blockBytes: MiB, wants: 64, heliaReps: 3 }
+export const FULL: Sizes = { accounts: 200_000, embeddings: 256_000, dim: 1024, commits: 20, rawBytes: 1024 * MiB, rawReps: 2, heliaBytes: 1024 * MiB, blockBytes: MiB, wants: 64, heliaReps: 3 }
 const QUICK: Sizes = { accounts: 5_000, embeddings: 2_000, dim: 256, commits: 20, rawBytes: 64 * MiB, rawReps: 1, heliaBytes: 32 * MiB, blockBytes: MiB, wants: 64, heliaReps: 1 }
 
 /** Helia's blockstores in the comparison: memory, and the disk blockstores its users run */
@@ -171,7 +171,7 @@ async function stateRootOf (store: ChainStore): Promise<Uint8Array> {
   return lt.checksum()
 }
 
-interface ServingSnapshot { storeDir: string, genesisFile: string, bytes: number, chunks: number, commit: number }
+export interface ServingSnapshot { storeDir: string, genesisFile: string, bytes: number, chunks: number, commit: number }
 
 /**
  * The serving store with one attested snapshot of the synthetic state. The chain is real up to a few
@@ -179,7 +179,7 @@ interface ServingSnapshot { storeDir: string, genesisFile: string, bytes: number
  * commit it anchors the snapshot at; the bulk of the state is then written straight into the buckets
  * and the snapshot's state root computed over them (the devnet committee signs whatever it is given).
  */
-async function makeServingSnapshot (tmp: TempDirs, s: Sizes, figures: Figures): Promise<ServingSnapshot> {
+export async function makeServingSnapshot (tmp: TempDirs, s: Sizes, figures: Figures): Promise<ServingSnapshot> {
   const genesis: GenesisBundle = createGenesis({ seed: SEED, validators: 4, accounts: 4, initialBalance: 1e9, embeddingDim: s.dim })
   const dir = tmp.make('snapshot-sync-server')
   const storeDir = path.join(dir, 'chain')

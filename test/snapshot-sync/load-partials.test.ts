@@ -10,6 +10,8 @@
  *   replaced; a snapshot whose root is wrong is still refused (BadSnapshotError);
  * - a load stopped mid-way (write pipelined) resumes at the persisted cursor and ends at the root, with
  *   exactly the cursor's entries in the store;
+ * - chunks the download hands over (ArrivedChunks) are loaded from those bytes, not read back from the
+ *   packs; the others are read back and checked; the hand-over is bounded (new ones not kept while full);
  * - loading on arrival (ArrivalLoader) follows the stored chunks in listing order, clears the genesis
  *   state first, never loads a stored chunk the listing does not have, and the load phase continues
  *   from its cursor.
@@ -29,7 +31,7 @@ import type { SnapshotManifest } from '../../src/snapshot/manifest.ts'
 import { SnapshotBucket, SnapshotKeys } from '../../src/snapshot/store-keys.ts'
 import { SyncState } from '../../src/snapshot/sync/sync-state.ts'
 import { ChunkHashPool, chunkPartial } from '../../src/snapshot/sync/chunk-hash-pool.ts'
-import { ArrivalLoader, BadSnapshotError, MissingChunksError, finalCheck, loadState } from '../../src/snapshot/sync/loader.ts'
+import { ArrivalLoader, ArrivedChunks, BadSnapshotError, MissingChunksError, finalCheck, loadState } from '../../src/snapshot/sync/loader.ts'
 
 const TIP = 25
 
@@ -138,6 +140,41 @@ test('the load adds up stored partials (0 or 2 workers), computes those not stor
   const rc = await loadState(c.store, c.state, ctx.manifest)
   assert.equal(rc.computedPartials, total)
   assert.equal(hex((await c.state.load()).lthash.checksum()), hex(ctx.manifest.stateRoot))
+})
+
+test('chunks handed over by the download are loaded from their bytes, the others read back from the packs; the hand-over is bounded', { timeout: 60_000 }, async t => {
+  const ctx = await setup(t)
+  const total = ctx.listing.length
+  assert.ok(total >= 2)
+  const pool = new ChunkHashPool({ workers: 0 })
+  t.after(async () => { await pool.close() })
+  const a = await atLoad(ctx, 'arrived', pool)
+  // the even chunks are handed over, and their pack index rows removed: a read back would not find them
+  const arrived = new ArrivedChunks(64 * 1024 * 1024)
+  const del = a.store.batch()
+  ctx.listing.forEach((r, i) => { if (i % 2 === 0) arrived.put(r.hash, ctx.chunks[i]) })
+  await a.store.packs.del(del, ctx.listing.filter((_, i) => i % 2 === 0).map(r => r.hash))
+  await del.write()
+  const r = await loadState(a.store, a.state, ctx.manifest, { hashPool: pool, arrived })
+  assert.equal(arrived.taken, Math.ceil(total / 2))
+  assert.equal(arrived.bytes, 0)
+  assert.equal(hex((await a.state.load()).lthash.checksum()), hex(ctx.manifest.stateRoot))
+  assert.equal(r.accounts, await count(a.store, Bucket.ACCOUNT))
+  // bounded: while full, new chunks are not kept (the load reads them back)
+  const small = new ArrivedChunks(10)
+  const h = (n: number): Uint8Array => new Uint8Array(32).fill(n)
+  small.put(h(1), new Uint8Array(6))
+  small.put(h(2), new Uint8Array(4))
+  small.put(h(3), new Uint8Array(5))
+  small.put(h(4), new Uint8Array(11))
+  assert.equal(small.bytes, 10)
+  assert.equal(small.take(h(3)), undefined)
+  assert.equal(small.take(h(4)), undefined)
+  assert.equal(small.take(h(1))?.byteLength, 6)
+  small.put(h(3), new Uint8Array(5))
+  assert.equal(small.take(h(2))?.byteLength, 4)
+  assert.equal(small.take(h(3))?.byteLength, 5)
+  assert.equal(small.bytes, 0)
 })
 
 test('a damaged stored partial is detected and recomputed (no blame); a wrong root is still a bad snapshot', { timeout: 60_000 }, async t => {

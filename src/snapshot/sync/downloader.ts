@@ -48,7 +48,7 @@ import { ChunkQueue, type ChunkItem } from './chunk-queue.ts'
 import type { ChunkHashPool } from './chunk-hash-pool.ts'
 import type { ListingProgress, SyncState } from './sync-state.ts'
 import { canonicalFilterCheck } from '../verify.ts'
-import { BadSnapshotError } from './loader.ts'
+import { BadSnapshotError, type ArrivedChunks } from './loader.ts'
 
 export interface DownloadConfig {
   /** most chunk requests in flight per peer. @default 8 */
@@ -86,6 +86,8 @@ export interface DownloadDeps {
   log: (msg: string, ...args: unknown[]) => void
   /** computes each verified chunk's partial state hash, stored with its HAVE row (none: the load does) */
   hashPool?: ChunkHashPool
+  /** verified, stored chunks handed to the load (once the listing has verified: the load follows it) */
+  arrived?: ArrivedChunks
 }
 
 export interface PeerDownloadStats {
@@ -513,6 +515,7 @@ export class ChunkDownloader {
         }
         // the bytes to a pack file, then the batch with their index rows and HAVE rows
         if (batch.length > 0 || goodChunks.length > 0) await this.packs.commit(batch, goodChunks.map(([hash, bytes]) => ({ hash, bytes })))
+        if (this.listingVerified && this.deps.arrived !== undefined) for (const [hash, bytes] of goodChunks) this.deps.arrived.put(hash, bytes)
       } catch (err: any) {
         this.writeError ??= err
         return

@@ -11,7 +11,7 @@
  * committee 0, genesis accounts at commit 0), so the ACCOUNT and EMBEDDING buckets are cleared first (the
  * genesis accounts, or an older state, must not linger), after the persisted `state-replaced` flag is
  * set. Then the chunks are read back from the pack files in listing order, a window at a time (4 MiB or
- * 256 chunks), each re-hashed against its row, decoded strictly, checked against its row and the manifest's grouping (checkChunkContent), its entries written, and its
+ * 256 chunks), each re-hashed against its row (unless the download handed its verified bytes over: ArrivedChunks), decoded strictly, checked against its row and the manifest's grouping (checkChunkContent), its entries written, and its
  * partial state hash added to an LtHash. The partial (the sum of the state elements of the chunk's
  * entries, chunk-hash-pool.ts) was computed by worker threads when the chunk arrived and stored with its
  * HAVE row (bucket 0x1a), so the load adds up 2048-byte partials instead of hashing every entry; a chunk
@@ -124,6 +124,54 @@ export interface LoadOptions {
   follow?: boolean
   /** @default 100 ms */
   followWaitMs?: number
+  /**
+   * verified chunk bytes the download hands over (ArrivedChunks): a chunk found there is loaded from
+   * them, neither read back from its pack nor hashed again
+   */
+  arrived?: ArrivedChunks
+}
+
+/** chunk bytes the download hands to the load at most (ArrivedChunks): a few responses' worth */
+export const ARRIVED_CHUNK_BYTES = 16 * 1024 * 1024
+
+/**
+ * The bytes of chunks the download has just verified (sha256 equal to the hash they were asked by) and
+ * stored, handed to the load so that it need not read them back from the pack files and hash them again
+ * (a second sha256 of every byte on the main thread). Keyed by that hash; the load takes a chunk by the
+ * hash of its listing row, so the bytes it gets hash to the row. Bounded: while `maxBytes` are held, new
+ * chunks are not kept (the load reads those from the packs, and checks them, as before). The bytes are
+ * views into the received messages, never modified.
+ */
+export class ArrivedChunks {
+  readonly maxBytes: number
+  bytes = 0
+  /** chunks handed over and taken (a measure of how closely the load follows) */
+  taken = 0
+  private readonly map = new Map<string, Uint8Array>()
+
+  constructor (maxBytes: number) { this.maxBytes = maxBytes }
+
+  put (hash: Uint8Array, bytes: Uint8Array): void {
+    // full: the new one is not kept (the load takes the oldest first: dropping those would make a load
+    // that trails the download by more than maxBytes miss every chunk)
+    if (this.bytes + bytes.byteLength > this.maxBytes) return
+    const k = toHex(hash)
+    if (this.map.has(k)) return
+    this.map.set(k, bytes)
+    this.bytes += bytes.byteLength
+  }
+
+  take (hash: Uint8Array): Uint8Array | undefined {
+    const k = toHex(hash)
+    const b = this.map.get(k)
+    if (b === undefined) return undefined
+    this.map.delete(k)
+    this.bytes -= b.byteLength
+    this.taken++
+    return b
+  }
+
+  clear (): void { this.map.clear(); this.bytes = 0 }
 }
 
 /** chunk bytes read from the store at once */
@@ -189,9 +237,12 @@ export async function loadState (store: ChainStore, state: SyncState, manifest: 
   let windowBytes = 0
   const loadWindow = async (): Promise<void> => {
     const hashes = window.map(([, r]) => r.hash)
-    const [raw, stored] = await Promise.all([snaps.getChunks(hashes), state.partials(hashes)])
+    // handed over by the download (verified against these hashes), else read back and checked
+    const arrived = hashes.map(h => opts.arrived?.take(h))
+    const [raw, stored] = await Promise.all([snaps.getChunks(hashes.filter((_, i) => arrived[i] === undefined)), state.partials(hashes)])
     const chunks: Uint8Array[] = []
-    for (let i = 0; i < window.length; i++) chunks.push(await checkStoredChunk(state, window[i][1], raw[i]))
+    let r = 0
+    for (let i = 0; i < window.length; i++) chunks.push(arrived[i] ?? await checkStoredChunk(state, window[i][1], raw[r++]))
     // partials the store lacks (a reused chunk, an older store) are computed by the pool meanwhile
     const computing = stored.map((s, i) => s === undefined && pool !== undefined && pool.workers > 0 ? pool.partial(chunks[i]).catch(() => undefined) : undefined)
     for (let i = 0; i < window.length; i++) {
@@ -298,8 +349,9 @@ const sleep = async (ms: number, signal?: AbortSignal): Promise<void> => {
  * download), off the download's path: during the chunks phase, once the listing has verified against
  * the manifest, `loadState` in follow mode advances the load cursor over the rows whose chunks are
  * stored and verified, in listing order (the download asks for them in that order, so the cursor
- * trails it closely). It reads each chunk back from its pack (the page cache, not LevelDB), decodes and
- * checks it, and writes its entries with the cursor and the accumulator in the load's batches, so that
+ * trails it closely). It takes each chunk's bytes from the download's hand-over (ArrivedChunks: verified
+ * moments ago, so neither read back nor hashed again) or else reads it back from its pack (the page
+ * cache, not LevelDB) and re-hashes it, decodes and checks it, and writes its entries with the cursor and the accumulator in the load's batches, so that
  * a restart resumes with exactly the rows below the persisted cursor loaded. The state's accounts and
  * embeddings are cleared (under the `state-replaced` flag) when the cursor is 0, as the load phase does.
  *

@@ -62,7 +62,7 @@ import { DEFAULT_CHUNK_RESPONSE_BYTES, DEFAULT_MAX_CHUNKS_PER_REQUEST } from '..
 import { DEFAULT_LISTING_PAGE_ROWS } from '../protocols/snapshot-listing.ts'
 import { collectCandidates, mergeCandidates, peerCandidates, type SnapshotCandidateSource, type SnapshotCandidate } from './candidates.ts'
 import { ChunkDownloader, SnapshotUnavailableError, type DownloadConfig, type DownloadStats } from './downloader.ts'
-import { ArrivalLoader, BadSnapshotError, MissingChunksError, anchorCommit, anchorSnapshot, finalCheck, loadState } from './loader.ts'
+import { ARRIVED_CHUNK_BYTES, ArrivalLoader, ArrivedChunks, BadSnapshotError, MissingChunksError, anchorCommit, anchorSnapshot, finalCheck, loadState } from './loader.ts'
 import { SyncState, type PersistedPhase } from './sync-state.ts'
 import { ChunkHashPool } from './chunk-hash-pool.ts'
 
@@ -225,6 +225,8 @@ export class SnapshotSync {
   private wakeDiscover?: () => void
   private downloader?: ChunkDownloader
   private hashPool = new ChunkHashPool({ workers: 0 })
+  /** verified chunks handed from the download to the load (not read back from the packs, not re-hashed) */
+  private readonly arrived = new ArrivedChunks(ARRIVED_CHUNK_BYTES)
   private haveAtStart = { chunks: 0, bytes: 0 }
   private loadDone = 0
   private readonly rejected = new Set<string>()
@@ -446,6 +448,7 @@ export class SnapshotSync {
       this.setPhase(signal.aborted ? 'stopped' : 'failed')
       throw err
     } finally {
+      this.arrived.clear()
       await this.hashPool.close()
     }
   }
@@ -633,11 +636,12 @@ export class SnapshotSync {
             penalize: (peer, err) => this.penalize(peer, err),
             reward: (peer) => { this.scores.reward(peer) },
             log: (msg, ...args) => { this.log.warn(msg, ...args) },
-            hashPool: this.hashPool
+            hashPool: this.hashPool,
+            arrived: this.arrived
           }, this.config)
           this.downloader = d
           // verified chunks are loaded as they arrive, once the listing has verified (loader.ts)
-          const arrival = new ArrivalLoader(store, this.state, manifest, { batchBytes: this.config.loadBatchBytes, hashPool: this.hashPool, ready: () => d.listing.verified, onProgress: (done) => { this.loadDone = done }, log: (msg, ...args) => { this.log.warn(msg, ...args) } })
+          const arrival = new ArrivalLoader(store, this.state, manifest, { batchBytes: this.config.loadBatchBytes, hashPool: this.hashPool, arrived: this.arrived, ready: () => d.listing.verified, onProgress: (done) => { this.loadDone = done }, log: (msg, ...args) => { this.log.warn(msg, ...args) } })
           if (this.config.loadOnArrival) arrival.start(signal)
           try {
             await d.run(signal)
@@ -670,8 +674,9 @@ export class SnapshotSync {
         } else if (phase === 'load') {
           this.setPhase('load')
           try {
-            const r = await loadState(store, this.state, manifest, { batchBytes: this.config.loadBatchBytes, hashPool: this.hashPool, signal, onProgress: (done) => { this.loadDone = done }, log: (msg, ...args) => { this.log.warn(msg, ...args) } })
-            this.log.info('loaded %d accounts and %d embeddings from %d chunks (partial state hashes: %d stored, %d computed, %d repaired)', r.accounts, r.embeddings, r.chunks, r.storedPartials, r.computedPartials, r.repairedPartials)
+            const r = await loadState(store, this.state, manifest, { batchBytes: this.config.loadBatchBytes, hashPool: this.hashPool, arrived: this.arrived, signal, onProgress: (done) => { this.loadDone = done }, log: (msg, ...args) => { this.log.warn(msg, ...args) } })
+            this.log.info('loaded %d accounts and %d embeddings from %d chunks (partial state hashes: %d stored, %d computed, %d repaired; %d chunks handed over by the download, the others read back from the packs)', r.accounts, r.embeddings, r.chunks, r.storedPartials, r.computedPartials, r.repairedPartials, this.arrived.taken)
+            this.arrived.clear()
             signal.throwIfAborted()
           } catch (err) {
             if (!(err instanceof MissingChunksError)) throw err
