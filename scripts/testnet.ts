@@ -16,7 +16,7 @@
  */
 import { execFileSync } from 'node:child_process'
 import { createInterface } from 'node:readline'
-import { Convergence } from '../testnet/converge.ts'
+import { Convergence, archiveSyncEvidence } from '../testnet/converge.ts'
 import { Testnet, cleanupStale, haveCommand, statusTable, type TestnetOptions } from '../testnet/driver.ts'
 import { envName } from '../src/config.ts'
 
@@ -115,7 +115,14 @@ async function check (flags: Args['flags']): Promise<number> {
       await new Promise(resolve => setTimeout(resolve, 500))
     }
     process.stdout.write('\n' + c.table() + '\n\n')
-    const ok = c.converged(target)
+    let ok = c.converged(target)
+    // a node that fast-syncs from an archive (the bucket node) must show it did, with spot checks
+    for (const n of t.nodes.filter(x => x.archiveFrom !== undefined)) {
+      const s = c.latest(n.name)
+      const evidence = s === undefined || s instanceof Error ? undefined : archiveSyncEvidence(s)
+      say(evidence !== undefined ? `${n.name}: ${evidence}` : `${n.name}: NO finished archive fast sync with spot checks in its /status`)
+      if (evidence === undefined) ok = false
+    }
     say(ok ? `converged: every node has the producer's state root at commit ${target}` : 'NOT converged')
     if (!ok) for (const n of t.nodes) process.stdout.write(`---- ${n.name} log (end)\n${t.logTail(n.name, 15)}\n`)
     return ok ? 0 : 1
