@@ -15,6 +15,7 @@ import { parse } from 'yaml'
 import { Ajv2019 } from 'ajv/dist/2019.js'
 import { DOCKER_BUCKET, S3_PORT, S3_SERVICE, composeFile, renderCompose, hostPortVariable, type ComposeFile } from '../../testnet/compose.ts'
 import { s3ServerOptions, startS3Server } from '../../testnet/s3-server.ts'
+import { subsetLock } from '../../testnet/s3-lock.ts'
 import { ARCHIVE_HTTP_PORT, BUCKET_JOIN_AFTER_ARCHIVE_COMMIT, ARCHIVAL_SYNC_ARGS, COMMIT_SYNC_ARGS, HAS_SYNC_MODE, LATE_JOIN_AFTER_COMMIT, archivalNodeArgs, SNAPSHOT_SYNC, SNAPSHOT_SYNC_ARGS, fullNodeArgs, lateJoinerArgs, peerIds, peerKeySeed, snapshotSyncOn, testnetNodes } from '../../testnet/topology.ts'
 import { testnetPeerId } from '../../testnet/keys.ts'
 import { OPTIONS } from '../../src/config.ts'
@@ -175,7 +176,39 @@ test('docker-compose.yml: the topology in it (roles, peer ids, init, healthcheck
   assert.equal(s3.build.dockerfile, 'testnet/Dockerfile.s3')
   assert.equal(s3.ports, undefined)
   assert.deepEqual(s3ServerOptions(s3.environment), { host: '0.0.0.0', port: S3_PORT, dir: '/data', buckets: [DOCKER_BUCKET.bucket] })
-  assert.match(readFileSync(path.join(root, 'testnet/Dockerfile.s3'), 'utf8'), /npm ci --include=dev/)
+  assert.match(readFileSync(path.join(root, 'testnet/Dockerfile.s3'), 'utf8'), /s3-lock\.ts[^\n]*\n[^\n]*npm ci --ignore-scripts/)
+})
+
+test('the s3 image installs s3rver alone, as locked: testnet/s3-lock.ts cuts the project lock down to its closure', () => {
+  const lock = JSON.parse(readFileSync(path.join(root, 'package-lock.json'), 'utf8'))
+  const { packageJson, lock: sub } = subsetLock(lock, 's3rver')
+  assert.deepEqual(packageJson.dependencies, { s3rver: lock.packages['node_modules/s3rver'].version })
+  const paths = Object.keys(sub.packages).filter(k => k !== '')
+  assert.ok(paths.includes('node_modules/s3rver') && paths.includes('node_modules/koa'), paths.join(' '))
+  assert.ok(paths.length < Object.keys(lock.packages).length / 4, `${paths.length} packages`)
+  for (const k of paths) {
+    // the same version, place and integrity as the project's lock; nothing marked dev
+    assert.equal(sub.packages[k].version, lock.packages[k].version, k)
+    assert.equal(sub.packages[k].integrity, lock.packages[k].integrity, k)
+    assert.equal(sub.packages[k].dev, undefined, k)
+    // every dependency resolves inside the subset (node's lookup upwards from the package's place)
+    for (const d of Object.keys(sub.packages[k].dependencies ?? {})) {
+      let base = k
+      let found = false
+      while (!found) {
+        found = sub.packages[`${base === '' ? '' : `${base}/`}node_modules/${d}`] !== undefined
+        if (found || base === '') break
+        const i = base.lastIndexOf('/node_modules/')
+        base = i < 0 ? '' : base.slice(0, i)
+      }
+      assert.ok(found, `${d}, needed by ${k}, is not in the subset`)
+    }
+  }
+  assert.throws(() => subsetLock(lock, 'no-such-package-here'), /has no node_modules\/no-such-package-here/)
+  // a lock missing a needed package is refused, naming it
+  const broken = structuredClone(lock)
+  delete broken.packages['node_modules/koa']
+  assert.throws(() => subsetLock(broken, 's3rver'), /koa, a dependency of node_modules\/s3rver, is not in the lock/)
 })
 
 test('the s3 service (testnet/s3-server.ts) serves its bucket path-style to the archive uploader and reader', { timeout: 60_000 }, async t => {
