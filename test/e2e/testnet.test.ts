@@ -191,6 +191,8 @@ describe(`namespace testnet, ${LOSS_PERCENT}% loss and ${DELAY_MS} ms delay on e
     const evidence = archiveSyncEvidence(done)
     assert.ok(evidence !== undefined, `no finished fast sync with spot checks in the bucket node's /status: ${JSON.stringify(done.archiveSync)}`)
     tc.diagnostic(`bucket node: ${evidence}`)
+    const fastTo = (done.archiveSync as any).target as number
+    tc.diagnostic(fastTo < target ? `then commit sync from peers: commits ${fastTo + 1}..${target} (the archive held closed epochs to ${fastTo} when it started)` : `the archive held every commit to ${target} when it started`)
     assert.equal(done.archival, true, 'it keeps the history it fast-synced (archival mode)')
     assert.equal(done.lowestAvailable, 0)
   })
