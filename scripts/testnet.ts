@@ -4,7 +4,8 @@
  *
  *   scripts/testnet up [options]     start it and keep it running; commands on stdin (type `help`)
  *   scripts/testnet check [options]  start it, wait until every node has the producer's state root at its
- *                                    last commit, print the table, tear down; exit 0 when converged
+ *                                    last commit (and the bucket node shows its finished archive fast
+ *                                    sync with spot checks), print the table, tear down; exit 0 when so
  *   scripts/testnet cleanup          remove namespaces and links left by killed runs
  *   scripts/testnet deps             install what it needs (iproute2, iptables) with apt-get
  *
