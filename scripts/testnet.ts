@@ -4,7 +4,8 @@
  *
  *   scripts/testnet up [options]     start it and keep it running; commands on stdin (type `help`)
  *   scripts/testnet check [options]  start it, wait until every node has the producer's state root at its
- *                                    last commit, print the table, tear down; exit 0 when converged
+ *                                    last commit (and the bucket node shows its finished archive fast
+ *                                    sync with spot checks), print the table, tear down; exit 0 when so
  *   scripts/testnet cleanup          remove namespaces and links left by killed runs
  *   scripts/testnet deps             install what it needs (iproute2, iptables) with apt-get
  *
@@ -16,7 +17,7 @@
  */
 import { execFileSync } from 'node:child_process'
 import { createInterface } from 'node:readline'
-import { Convergence } from '../testnet/converge.ts'
+import { Convergence, archiveSyncEvidence } from '../testnet/converge.ts'
 import { Testnet, cleanupStale, haveCommand, statusTable, type TestnetOptions } from '../testnet/driver.ts'
 import { envName } from '../src/config.ts'
 
@@ -115,7 +116,14 @@ async function check (flags: Args['flags']): Promise<number> {
       await new Promise(resolve => setTimeout(resolve, 500))
     }
     process.stdout.write('\n' + c.table() + '\n\n')
-    const ok = c.converged(target)
+    let ok = c.converged(target)
+    // a node that fast-syncs from an archive (the bucket node) must show it did, with spot checks
+    for (const n of t.nodes.filter(x => x.archiveFrom !== undefined)) {
+      const s = c.latest(n.name)
+      const evidence = s === undefined || s instanceof Error ? undefined : archiveSyncEvidence(s)
+      say(evidence !== undefined ? `${n.name}: ${evidence}` : `${n.name}: NO finished archive fast sync with spot checks in its /status`)
+      if (evidence === undefined) ok = false
+    }
     say(ok ? `converged: every node has the producer's state root at commit ${target}` : 'NOT converged')
     if (!ok) for (const n of t.nodes) process.stdout.write(`---- ${n.name} log (end)\n${t.logTail(n.name, 15)}\n`)
     return ok ? 0 : 1

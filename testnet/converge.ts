@@ -154,6 +154,17 @@ export function archivalEvidence (s: NodeStatus): string | undefined {
   return `archival: every commit from genesis to ${s.highestSynced} kept and served (lowest available commit 0)${d?.announcing === true ? ', announced as an archive of the chain' : ''}`
 }
 
+/**
+ * Evidence, from its /status, that a node fast-synced history from an archive (--archive-url,
+ * src/archive/service.ts): `archiveSync` in phase 'done' with spot checks that P2P peers confirmed;
+ * undefined when there is none.
+ */
+export function archiveSyncEvidence (s: NodeStatus): string | undefined {
+  const a = s.archiveSync as { url?: string, phase?: string, target?: number, segmentsStored?: number, downloadedBytes?: number, spotChecks?: number } | undefined
+  if (a?.phase !== 'done' || typeof a.spotChecks !== 'number' || a.spotChecks <= 0) return undefined
+  return `fast-synced history up to commit ${a.target ?? '?'} from the archive ${a.url ?? '?'} (${a.segmentsStored ?? '?'} segments, ${a.downloadedBytes ?? '?'} bytes, since its last start), ${a.spotChecks} spot checks confirmed by P2P peers; commit sync from there`
+}
+
 /** A plain text table. */
 export function formatTable (rows: string[][], header: string[]): string {
   const all = [header, ...rows]

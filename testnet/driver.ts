@@ -34,8 +34,8 @@ import os from 'node:os'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { asStatus, type NodeStatus } from './converge.ts'
-export { snapshotSyncEvidence } from './converge.ts'
-import { P2P_PORT, STATUS_PORT, launchSpecs, snapshotSyncOn, testnetNodes, type LaunchSpec, type Placement, type TestnetNode } from './topology.ts'
+export { archiveSyncEvidence, snapshotSyncEvidence } from './converge.ts'
+import { ARCHIVE_HTTP_PORT, P2P_PORT, STATUS_PORT, launchSpecs, snapshotSyncOn, testnetNodes, type LaunchSpec, type Placement, type TestnetNode } from './topology.ts'
 import { NODE_FLAGS, withNodeEnv } from '../src/node/runtime.ts'
 
 export const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..')
@@ -177,7 +177,7 @@ export class Testnet {
   private readonly log: (line: string) => void
   private readonly specs = new Map<string, LaunchSpec>()
   private readonly ips = new Map<string, string>()
-  private readonly ports = new Map<string, { p2p: number, internal: number, status: number }>()
+  private readonly ports = new Map<string, { p2p: number, internal: number, status: number, archive: number }>()
   private readonly procs = new Map<string, Running>()
   private readonly proxies = new Map<string, ProxyHandle>()
   private agent?: Running & { pending: Map<number, (reply: any) => void>, next: number }
@@ -304,7 +304,7 @@ export class Testnet {
 
   private async setUpLoopback (): Promise<void> {
     for (const n of this.nodes) {
-      this.ports.set(n.name, { p2p: await freePort(), internal: await freePort(), status: await freePort() })
+      this.ports.set(n.name, { p2p: await freePort(), internal: await freePort(), status: await freePort(), archive: await freePort() })
     }
   }
 
@@ -320,10 +320,12 @@ export class Testnet {
         statusHost: () => '0.0.0.0',
         statusPort: () => STATUS_PORT,
         statusUrl: (_from, of) => `http://${this.ip(of)}:${STATUS_PORT}/status`,
-        dataDir
+        dataDir,
+        archiveHttpPort: () => ARCHIVE_HTTP_PORT,
+        archiveHttpUrl: (_from, of) => `http://${this.ip(of)}:${ARCHIVE_HTTP_PORT}`
       }
     }
-    const port = (name: string): { p2p: number, internal: number, status: number } => this.ports.get(name)!
+    const port = (name: string): { p2p: number, internal: number, status: number, archive: number } => this.ports.get(name)!
     return {
       addr: () => '/ip4/127.0.0.1',
       p2pPort: name => port(name).p2p,
@@ -332,7 +334,9 @@ export class Testnet {
       statusHost: () => '127.0.0.1',
       statusPort: name => port(name).status,
       statusUrl: (_from, of) => `http://127.0.0.1:${port(of).status}/status`,
-      dataDir
+      dataDir,
+      archiveHttpPort: name => port(name).archive,
+      archiveHttpUrl: (_from, of) => `http://127.0.0.1:${port(of).archive}`
     }
   }
 

@@ -16,6 +16,10 @@
  * - `SOMA_TESTNET_JOIN_STATUS_URL` and `SOMA_TESTNET_JOIN_AFTER_COMMIT=<n>`: first waits until that
  *   /status reports `highestExecuted` >= n (the late joiner waits for the producer), at most
  *   `SOMA_TESTNET_JOIN_TIMEOUT` (default 10m).
+ * - `SOMA_TESTNET_JOIN_ARCHIVE_URL` and `SOMA_TESTNET_JOIN_ARCHIVE_COMMIT=<n>`: first waits until the archive
+ *   there (http(s)://, s3:// with `SOMA_ARCHIVE_S3_ENDPOINT` and the AWS_* credentials, or a directory)
+ *   has a manifest whose highest commit is >= n (the bucket node waits for the archival node's upload),
+ *   at most `SOMA_TESTNET_JOIN_TIMEOUT`. The node verifies everything it then reads from there itself.
  * - `SOMA_TESTNET_KEEP_SERVING=1` (devnet): after `--max-commits`, keep serving the chain (and /status)
  *   until SIGINT/SIGTERM instead of exiting, so a testnet has a fixed target to converge to.
  * - `SOMA_TESTNET_EXIT_ON_STDIN_EOF=1`: shut down when stdin closes (the namespace testnet's nodes
@@ -75,6 +79,39 @@ async function waitForCommit (url: string, commit: number, timeoutMs: number): P
     await new Promise(resolve => setTimeout(resolve, 1000))
   }
   throw new Error(`${url} did not reach commit ${commit} within ${timeoutMs} ms (${last})`)
+}
+
+/** Polls the archive at `url` until its manifest lists commits up to `commit` at least. */
+async function waitForArchive (url: string, commit: number, config: SomaConfig, timeoutMs: number): Promise<void> {
+  const { openArchiveSource } = await import('../src/archive/source.ts')
+  const { MANIFEST_NAME } = await import('../src/archive/format.ts')
+  const deadline = Date.now() + timeoutMs
+  let lastSay = 0
+  let last = 'no answer yet'
+  say(`waiting until the archive ${url} holds commit ${commit} before joining`)
+  while (Date.now() < deadline) {
+    let source: Awaited<ReturnType<typeof openArchiveSource>> | undefined
+    try {
+      source = await openArchiveSource(url, { endpoint: config.archiveS3Endpoint, region: config.archiveS3Region })
+      const bytes = await source.readAll(MANIFEST_NAME, { signal: AbortSignal.timeout(5000), maxBytes: 64 * 1024 * 1024 })
+      const h = Number((JSON.parse(Buffer.from(bytes).toString('utf8')) as { highestCommit?: unknown }).highestCommit)
+      if (h >= commit) {
+        say(`the archive ${url} holds commits 1..${h}: joining`)
+        return
+      }
+      last = `its manifest lists commits 1..${h}`
+    } catch (err: any) {
+      last = err?.message ?? String(err)
+    } finally {
+      source?.close?.()
+    }
+    if (Date.now() - lastSay > 10_000) {
+      lastSay = Date.now()
+      say(`still waiting for the archive to hold commit ${commit} (${last})`)
+    }
+    await new Promise(resolve => setTimeout(resolve, 2000))
+  }
+  throw new Error(`the archive ${url} did not hold commit ${commit} within ${timeoutMs} ms (${last})`)
 }
 
 /** Runs `soma-sync devnet` but keeps it serving after --max-commits; returns the exit code. */
@@ -142,6 +179,13 @@ export async function nodeInit (argv: string[], env: NodeJS.ProcessEnv = process
   if (joinUrl !== undefined && joinUrl !== '' && joinAfter !== undefined && joinAfter !== '') {
     if (!/^\d+$/.test(joinAfter)) throw new Error(`SOMA_TESTNET_JOIN_AFTER_COMMIT: ${JSON.stringify(joinAfter)} is not a commit index`)
     await waitForCommit(joinUrl, Number(joinAfter), parseDuration(env.SOMA_TESTNET_JOIN_TIMEOUT, 600_000))
+  }
+
+  const archiveUrl = env.SOMA_TESTNET_JOIN_ARCHIVE_URL
+  const archiveCommit = env.SOMA_TESTNET_JOIN_ARCHIVE_COMMIT
+  if (archiveUrl !== undefined && archiveUrl !== '' && archiveCommit !== undefined && archiveCommit !== '') {
+    if (!/^\d+$/.test(archiveCommit)) throw new Error(`SOMA_TESTNET_JOIN_ARCHIVE_COMMIT: ${JSON.stringify(archiveCommit)} is not a commit index`)
+    await waitForArchive(archiveUrl, Number(archiveCommit), config, parseDuration(env.SOMA_TESTNET_JOIN_TIMEOUT, 600_000))
   }
 
   if (command === 'devnet' && env.SOMA_TESTNET_KEEP_SERVING === '1') return await devnetKeepServing(rest, env)

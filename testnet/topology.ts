@@ -12,8 +12,13 @@
  *   joins at the same commit as the late joiner and commit-syncs every commit from genesis, keeps the full
  *   history and announces itself as an archive of the chain (`archivalNodeArgs`).
  *
- * Archive bucket parts (issue 14 items 3-6: an S3-compatible service and a node that fast-syncs from it)
- * are added as nodes of roles of their own (e.g. 'bucket', 'fast'); `Role` is the place to add them.
+ * - `bucket`: a fresh archival node that joins once the archive holds commit `BUCKET_JOIN_AFTER_ARCHIVE_COMMIT`
+ *   and fast-syncs the history from it (`--archive-url`, src/archive/reader.ts), with P2P spot checks,
+ *   then commit-syncs the rest from peers. The archival node writes its closed epochs as archive
+ *   segments (`--archive-dir`), serves them over HTTP (`--archive-http-port`, port `ARCHIVE_HTTP_PORT`)
+ *   and, where the placement has a bucket (docker-compose: the `s3` service, s3rver), uploads them
+ *   there (`--archive-upload-url`); the bucket node reads the bucket when there is one, else the
+ *   archival node's HTTP endpoint (the namespace testnet).
  *
  * Every node's peer key derives from `SOMA_TESTNET_PEER_KEY_SEED` (testnet/keys.ts), so entrypoints
  * name peer ids up front; full nodes write the devnet's (deterministic) genesis themselves
@@ -80,7 +85,28 @@ export const COMMON_ENV: Readonly<Record<string, string>> = {
   [envName('verifyWorkers')]: '1'
 }
 
-export type Role = 'devnet' | 'full' | 'late' | 'archival'
+export type Role = 'devnet' | 'full' | 'late' | 'archival' | 'bucket'
+
+/** Port of the archival node's archive HTTP endpoint (--archive-http-port), in its container / namespace. */
+export const ARCHIVE_HTTP_PORT = 7790
+/** Segments are cut every this many commits (and at epoch ends): several per epoch, so a fast sync has steps. */
+export const ARCHIVE_SEGMENT_COMMITS = 10
+/** The bucket node joins once the archive (bucket or HTTP endpoint) holds this commit (three epochs). */
+export const BUCKET_JOIN_AFTER_ARCHIVE_COMMIT = 150
+
+/**
+ * An S3-compatible bucket the archival node uploads its archive to, and the bucket node reads:
+ * docker-compose's `s3` service (s3rver, testnet/s3-server.ts). s3rver accepts its own fixed
+ * credentials only (S3RVER / S3RVER): these are no secret.
+ */
+export interface TestnetBucket {
+  /** the endpoint URL as the nodes reach it */
+  endpoint: string
+  bucket: string
+  prefix: string
+  accessKeyId: string
+  secretAccessKey: string
+}
 
 export interface TestnetNode {
   name: string
@@ -95,6 +121,10 @@ export interface TestnetNode {
   env: Readonly<Record<string, string>>
   /** starts once the producer has executed this commit */
   joinAfterCommit?: number
+  /** fast-syncs from this node's archive (its bucket upload, or its HTTP endpoint) with --archive-url */
+  archiveFrom?: string
+  /** starts once that archive holds this commit */
+  joinAfterArchiveCommit?: number
 }
 
 export interface TopologyOptions {
@@ -132,7 +162,8 @@ export function testnetNodes (opts: TopologyOptions = {}): TestnetNode[] {
     { name: 'full2', role: 'full', entrypoints: ['devnet', 'full1'], hostStatusPort: 7782, args: fullNodeArgs(), env: {} },
     { name: 'full3', role: 'full', entrypoints: ['devnet', 'full1'], hostStatusPort: 7783, args: fullNodeArgs(), env: {} },
     { name: 'late', role: 'late', entrypoints: ['devnet', 'full1', 'full2', 'full3'], hostStatusPort: 7784, args: lateJoinerArgs(opts), env: {}, joinAfterCommit: LATE_JOIN_AFTER_COMMIT },
-    { name: 'archive', role: 'archival', entrypoints: ['devnet', 'full1'], hostStatusPort: 7785, args: archivalNodeArgs(), env: {}, joinAfterCommit: LATE_JOIN_AFTER_COMMIT }
+    { name: 'archive', role: 'archival', entrypoints: ['devnet', 'full1'], hostStatusPort: 7785, args: archivalNodeArgs(), env: {}, joinAfterCommit: LATE_JOIN_AFTER_COMMIT },
+    { name: 'bucket', role: 'bucket', entrypoints: ['devnet', 'full1', 'full2'], hostStatusPort: 7786, args: archivalNodeArgs(), env: {}, archiveFrom: 'archive', joinAfterArchiveCommit: BUCKET_JOIN_AFTER_ARCHIVE_COMMIT }
   ]
 }
 
@@ -164,6 +195,22 @@ export interface Placement {
   /** the producer's /status URL as seen from `name` (the late joiner waits on it) */
   statusUrl: (from: string, of: string) => string
   dataDir: (name: string) => string
+  /** port of `name`'s archive HTTP endpoint (--archive-http-port) */
+  archiveHttpPort: (name: string) => number
+  /** URL of `of`'s archive HTTP endpoint as seen from `from` */
+  archiveHttpUrl: (from: string, of: string) => string
+  /** the S3-compatible bucket archives are uploaded to and read from (none: read over HTTP) */
+  bucket?: TestnetBucket
+}
+
+/** Where archival node `name` writes its archive. */
+export function archiveDirOf (placement: Placement, name: string): string {
+  return `${placement.dataDir(name)}/archive`
+}
+
+/** The s3:// URL of `name`'s archive in a bucket. */
+export function bucketUrl (bucket: TestnetBucket, name: string): string {
+  return `s3://${bucket.bucket}/${bucket.prefix}/${name}`
 }
 
 /** How to run one node: `node testnet/node-init.ts ...command` with `env`. */
@@ -205,7 +252,36 @@ export async function launchSpecs (nodes: readonly TestnetNode[], placement: Pla
       env.SOMA_TESTNET_JOIN_STATUS_URL = placement.statusUrl(n.name, producer.name)
       env.SOMA_TESTNET_JOIN_AFTER_COMMIT = String(n.joinAfterCommit)
     }
+    if (n.role === 'archival') {
+      // it writes every closed epoch as archive segments, serves them over HTTP and uploads them
+      env[envName('archiveDir')] = archiveDirOf(placement, n.name)
+      env[envName('archiveSegmentCommits')] = String(ARCHIVE_SEGMENT_COMMITS)
+      env[envName('archiveHttpPort')] = String(placement.archiveHttpPort(n.name))
+      if (placement.bucket !== undefined) {
+        Object.assign(env, bucketEnv(placement.bucket))
+        env[envName('archiveUploadUrl')] = bucketUrl(placement.bucket, n.name)
+      }
+    }
+    if (n.archiveFrom !== undefined) {
+      if (!byName.has(n.archiveFrom)) throw new Error(`${n.name}: archive source ${n.archiveFrom} is not a node of the topology`)
+      const url = placement.bucket !== undefined ? bucketUrl(placement.bucket, n.archiveFrom) : placement.archiveHttpUrl(n.name, n.archiveFrom)
+      if (placement.bucket !== undefined) Object.assign(env, bucketEnv(placement.bucket))
+      env[envName('archiveUrl')] = url
+      if (n.joinAfterArchiveCommit !== undefined) {
+        env.SOMA_TESTNET_JOIN_ARCHIVE_URL = url
+        env.SOMA_TESTNET_JOIN_ARCHIVE_COMMIT = String(n.joinAfterArchiveCommit)
+      }
+    }
     Object.assign(env, n.env)
     return { name: n.name, role: n.role, command: [n.role === 'devnet' ? 'devnet' : 'start', ...n.args], env }
   })
+}
+
+/** The environment that points a node at a bucket: the endpoint and s3rver's credentials. */
+function bucketEnv (bucket: TestnetBucket): Record<string, string> {
+  return {
+    [envName('archiveS3Endpoint')]: bucket.endpoint,
+    AWS_ACCESS_KEY_ID: bucket.accessKeyId,
+    AWS_SECRET_ACCESS_KEY: bucket.secretAccessKey
+  }
 }

@@ -4,15 +4,17 @@
  *
  *   node testnet/watch.ts [--nodes devnet=127.0.0.1:7780,full1=127.0.0.1:7781,...] [--producer devnet]
  *                         [--until converged|never] [--timeout 300s] [--interval 500ms] [--min-commit N]
- *                         [--require-snapshot late] [--require-archival archive]
+ *                         [--require-snapshot late] [--require-archival archive] [--require-archive-sync bucket]
  *
  * Defaults: the docker-compose.yml nodes on 127.0.0.1 (their SOMA_TESTNET_<NODE>_STATUS_PORT, else the
  * file's port), until every node reports the producer's state root at the same commit (exit 0), or
  * --timeout (exit 1), or a node diverges (exit 1). --require-snapshot <node>: that node's /status must
  * also show it restored a snapshot (snapshot sync), else exit 1. --require-archival <node>: that node's
- * /status must show archival mode (archival: true, lowest available commit 0), else exit 1.
+ * /status must show archival mode (archival: true, lowest available commit 0), else exit 1. --require-archive-sync <node>:
+ * that node's /status must show it fast-synced from an archive (archiveSync phase done, spot checks
+ * confirmed by peers), else exit 1.
  */
-import { Convergence, archivalEvidence, asStatus, snapshotSyncEvidence, type NodeStatus } from './converge.ts'
+import { Convergence, archivalEvidence, archiveSyncEvidence, asStatus, snapshotSyncEvidence, type NodeStatus } from './converge.ts'
 import { hostPortVariable } from './compose.ts'
 import { testnetNodes } from './topology.ts'
 
@@ -86,7 +88,7 @@ async function cli (argv: string[]): Promise<number> {
     return i >= 0 ? argv[i + 1] : undefined
   }
   if (argv.includes('--help')) {
-    process.stdout.write('usage: node testnet/watch.ts [--nodes name=host:port,...] [--producer devnet] [--until converged|never] [--timeout 300s] [--interval 500ms] [--min-commit N] [--require-snapshot <node>] [--require-archival <node>]\n')
+    process.stdout.write('usage: node testnet/watch.ts [--nodes name=host:port,...] [--producer devnet] [--until converged|never] [--timeout 300s] [--interval 500ms] [--min-commit N] [--require-snapshot <node>] [--require-archival <node>] [--require-archive-sync <node>]\n')
     return 0
   }
   const nodes: Record<string, string> = {}
@@ -124,6 +126,12 @@ async function cli (argv: string[]): Promise<number> {
     if (archival !== undefined) process.stdout.write(`${name}: ${archival}\n`)
     else if (arg('require-archival') === name) {
       process.stdout.write(`${name}: NO archival mode in its /status (archival: true, lowest available commit 0)\n`)
+      ok = false
+    }
+    const fast = s === undefined || s instanceof Error ? undefined : archiveSyncEvidence(s)
+    if (fast !== undefined) process.stdout.write(`${name}: ${fast}\n`)
+    else if (arg('require-archive-sync') === name) {
+      process.stdout.write(`${name}: NO finished archive fast sync with spot checks in its /status (archiveSync: ${JSON.stringify(s === undefined || s instanceof Error ? undefined : s.archiveSync)})\n`)
       ok = false
     }
   }

@@ -7,6 +7,10 @@
  * - a node killed (SIGKILL) mid-sync restarts, resumes from its store and converges;
  * - the archival node (`--sync-mode archival`) syncs every commit from genesis, is killed (SIGKILL)
  *   mid-sync, resumes and converges, and its /status shows archival mode (lowest available commit 0);
+ *   it writes its closed epochs as archive segments and serves them over HTTP (--archive-http-port);
+ * - the bucket node (`--archive-url` on that endpoint) fast-syncs the history from the archive with P2P
+ *   spot checks, is killed (SIGKILL) at a random commit mid-sync, resumes from its store (it fetches only
+ *   the segments above it) and converges;
  * - every node converges to the producer's state root at its last commit (--max-commits).
  *
  * Skipped, saying why, without root, `ip netns` or iptables (`scripts/testnet deps` installs it).
@@ -15,9 +19,9 @@
  */
 import { after, before, describe, test } from 'node:test'
 import assert from 'node:assert/strict'
-import { Testnet, haveCommand, netnsAvailability, snapshotSyncEvidence, statusTable } from '../../testnet/driver.ts'
+import { Testnet, archiveSyncEvidence, haveCommand, netnsAvailability, snapshotSyncEvidence, statusTable } from '../../testnet/driver.ts'
 import { envName } from '../../src/config.ts'
-import { LATE_JOIN_AFTER_COMMIT } from '../../testnet/topology.ts'
+import { ARCHIVE_HTTP_PORT, LATE_JOIN_AFTER_COMMIT } from '../../testnet/topology.ts'
 import type { NodeStatus } from '../../testnet/converge.ts'
 
 const MAX_COMMITS = 400
@@ -29,7 +33,7 @@ const skip = !netns.ok
   ? `the namespace testnet needs network namespaces: ${netns.reason}`
   : !haveCommand('iptables') ? 'the namespace testnet needs iptables (scripts/testnet deps installs it)' : false
 
-describe(`namespace testnet, ${LOSS_PERCENT}% loss and ${DELAY_MS} ms delay on every node`, { skip, timeout: 600_000 }, () => {
+describe(`namespace testnet, ${LOSS_PERCENT}% loss and ${DELAY_MS} ms delay on every node`, { skip, timeout: 780_000 }, () => {
   let t: Testnet
   const height = async (name: string): Promise<number> => (await t.status(name)).highestExecuted
   const why = async (): Promise<string> => `\n${statusTable(await t.statuses())}`
@@ -148,6 +152,49 @@ describe(`namespace testnet, ${LOSS_PERCENT}% loss and ${DELAY_MS} ms delay on e
       .catch(async err => { throw new Error(`${err.message}${await why()}\n${t.logTail('archive')}`) })
     assert.equal(done.lowestAvailable, 0, 'it serves every commit from genesis')
     assert.equal((done.archivalDiscovery as any)?.announcing, true, 'it announces itself as an archive of the chain')
+  })
+
+  test('the bucket node fast-syncs from the archive with spot checks, survives SIGKILL at a random commit mid-sync and converges', async tc => {
+    const { status, body } = await t.get(`http://${t.ip('archive')}:${ARCHIVE_HTTP_PORT}/manifest.json`)
+    assert.equal(status, 200, `the archival node's archive endpoint: HTTP ${status}`)
+    const manifest = JSON.parse(body) as { highestCommit: number, segments: unknown[] }
+    assert.ok(manifest.highestCommit >= MAX_COMMITS - 50, `the archive holds commits 1..${manifest.highestCommit} only`)
+    // every source (the archive's HTTP endpoint and the P2P peers of the combined download) sends at most
+    // 256 kbit/s, so that the fast sync takes a while and can be killed mid-way
+    const others = t.nodes.map(n => n.name).filter(n => n !== 'bucket')
+    await t.setRate(others, '256kbit')
+    const killAt = 20 + Math.floor(Math.random() * 150)
+    try {
+      await t.start(['bucket'])
+      const mid = await t.waitFor(`the bucket node to pass commit ${killAt} of the archive's ${manifest.highestCommit}`, async () => {
+        const s = await t.status('bucket')
+        return s.highestSynced >= killAt ? s : undefined
+      }, 180_000, 100).catch(async err => { throw new Error(`${err.message}${await why()}\n${t.logTail('bucket')}`) })
+      assert.ok(mid.highestSynced < manifest.highestCommit - 50, `the bucket node was past the middle (commit ${mid.highestSynced}) before the kill`)
+      assert.equal((mid.archiveSync as any)?.phase, 'downloading', `its fast mode: ${JSON.stringify(mid.archiveSync)}`)
+      await t.kill('bucket')
+      await t.restart('bucket')
+      const resumed = await t.waitFor('the bucket node to resume its fast sync', async () => {
+        const s = await t.status('bucket')
+        const phase = (s.archiveSync as any)?.phase
+        return phase === 'downloading' || phase === 'done' ? s : undefined
+      }, 90_000, 100).catch(async err => { throw new Error(`${err.message}${await why()}\n${t.logTail('bucket')}`) })
+      assert.ok(resumed.highestSynced >= mid.highestSynced, `the bucket node restarted at commit ${resumed.highestSynced}, below the ${mid.highestSynced} it had stored before SIGKILL`)
+      assert.ok((resumed.archiveSync as any).segments > 0 && (resumed.archiveSync as any).segments < manifest.segments.length, `after the restart it fetches ${(resumed.archiveSync as any).segments} of the archive's ${manifest.segments.length} segments: it did not resume`)
+      tc.diagnostic(`killed at commit ${mid.highestSynced} (aimed at ${killAt}); resumed with ${(resumed.archiveSync as any).segments} of ${manifest.segments.length} segments to fetch`)
+    } finally {
+      await t.setRate(others, undefined)
+    }
+    const target = await height('devnet')
+    const done = await t.waitFor(`the bucket node to reach commit ${target}`, async () => { const s = await t.status('bucket'); return s.highestExecuted >= target ? s : undefined }, 120_000)
+      .catch(async err => { throw new Error(`${err.message}${await why()}\n${t.logTail('bucket')}`) })
+    const evidence = archiveSyncEvidence(done)
+    assert.ok(evidence !== undefined, `no finished fast sync with spot checks in the bucket node's /status: ${JSON.stringify(done.archiveSync)}`)
+    tc.diagnostic(`bucket node: ${evidence}`)
+    const fastTo = (done.archiveSync as any).target as number
+    tc.diagnostic(fastTo < target ? `then commit sync from peers: commits ${fastTo + 1}..${target} (the archive held closed epochs to ${fastTo} when it started)` : `the archive held every commit to ${target} when it started`)
+    assert.equal(done.archival, true, 'it keeps the history it fast-synced (archival mode)')
+    assert.equal(done.lowestAvailable, 0)
   })
 
   test(`every node converges to the producer's state root at its last commit (${MAX_COMMITS})`, async () => {

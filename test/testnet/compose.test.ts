@@ -13,8 +13,10 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { parse } from 'yaml'
 import { Ajv2019 } from 'ajv/dist/2019.js'
-import { composeFile, renderCompose, hostPortVariable, type ComposeFile } from '../../testnet/compose.ts'
-import { ARCHIVAL_SYNC_ARGS, COMMIT_SYNC_ARGS, HAS_SYNC_MODE, LATE_JOIN_AFTER_COMMIT, archivalNodeArgs, SNAPSHOT_SYNC, SNAPSHOT_SYNC_ARGS, fullNodeArgs, lateJoinerArgs, peerIds, peerKeySeed, snapshotSyncOn, testnetNodes } from '../../testnet/topology.ts'
+import { DOCKER_BUCKET, S3_PORT, S3_SERVICE, composeFile, renderCompose, hostPortVariable, type ComposeFile } from '../../testnet/compose.ts'
+import { s3ServerOptions, startS3Server } from '../../testnet/s3-server.ts'
+import { subsetLock } from '../../testnet/s3-lock.ts'
+import { ARCHIVE_HTTP_PORT, BUCKET_JOIN_AFTER_ARCHIVE_COMMIT, ARCHIVAL_SYNC_ARGS, COMMIT_SYNC_ARGS, HAS_SYNC_MODE, LATE_JOIN_AFTER_COMMIT, archivalNodeArgs, SNAPSHOT_SYNC, SNAPSHOT_SYNC_ARGS, fullNodeArgs, lateJoinerArgs, peerIds, peerKeySeed, snapshotSyncOn, testnetNodes } from '../../testnet/topology.ts'
 import { testnetPeerId } from '../../testnet/keys.ts'
 import { OPTIONS } from '../../src/config.ts'
 
@@ -119,7 +121,7 @@ test('docker-compose.yml: the topology in it (roles, peer ids, init, healthcheck
   const doc = parse(readFileSync(COMPOSE, 'utf8'))
   const nodes = testnetNodes()
   const ids = await peerIds(nodes)
-  assert.deepEqual(Object.keys(doc.services).filter(k => doc.services[k].profiles === undefined), nodes.map(n => n.name))
+  assert.deepEqual(Object.keys(doc.services).filter(k => doc.services[k].profiles === undefined), [...nodes.map(n => n.name), S3_SERVICE])
   // the optional monitoring profile: Prometheus built locally (Debian's package), scraping every node
   const prom = doc.services.prometheus
   assert.deepEqual(prom.profiles, ['monitoring'])
@@ -153,6 +155,100 @@ test('docker-compose.yml: the topology in it (roles, peer ids, init, healthcheck
   assert.deepEqual(archivalNodeArgs(), ARCHIVAL_SYNC_ARGS, 'soma-sync has --sync-mode archival')
   assert.equal(archive.environment.SOMA_TESTNET_JOIN_AFTER_COMMIT, String(LATE_JOIN_AFTER_COMMIT))
   assert.ok(archive.environment.SOMA_ENTRYPOINTS.includes(`/dns4/devnet/tcp/7700/p2p/${ids.devnet}`))
+  // it writes its archive, serves it and uploads it to the s3 service's bucket
+  const bucketUrl = `s3://${DOCKER_BUCKET.bucket}/${DOCKER_BUCKET.prefix}/archive`
+  assert.equal(archive.environment.SOMA_ARCHIVE_DIR, '/data/archive')
+  assert.equal(archive.environment.SOMA_ARCHIVE_HTTP_PORT, String(ARCHIVE_HTTP_PORT))
+  assert.equal(archive.environment.SOMA_ARCHIVE_UPLOAD_URL, bucketUrl)
+  assert.equal(archive.environment.SOMA_ARCHIVE_S3_ENDPOINT, `http://${S3_SERVICE}:${S3_PORT}`)
+  assert.equal(archive.depends_on[S3_SERVICE].condition, 'service_healthy')
+  // the bucket node: archival, fast-syncs from that bucket once it holds commit 150
+  const bucket = doc.services.bucket
+  assert.deepEqual(bucket.command, ['start', ...archivalNodeArgs()])
+  assert.equal(bucket.environment.SOMA_ARCHIVE_URL, bucketUrl)
+  assert.equal(bucket.environment.SOMA_ARCHIVE_S3_ENDPOINT, `http://${S3_SERVICE}:${S3_PORT}`)
+  assert.equal(bucket.environment.AWS_ACCESS_KEY_ID, DOCKER_BUCKET.accessKeyId)
+  assert.equal(bucket.environment.SOMA_TESTNET_JOIN_ARCHIVE_URL, bucketUrl)
+  assert.equal(bucket.environment.SOMA_TESTNET_JOIN_ARCHIVE_COMMIT, String(BUCKET_JOIN_AFTER_ARCHIVE_COMMIT))
+  assert.equal(bucket.depends_on[S3_SERVICE].condition, 'service_healthy')
+  // the s3 service: s3rver built locally, its bucket created from its environment, not on the host
+  const s3 = doc.services[S3_SERVICE]
+  assert.equal(s3.build.dockerfile, 'testnet/Dockerfile.s3')
+  assert.equal(s3.ports, undefined)
+  assert.deepEqual(s3ServerOptions(s3.environment), { host: '0.0.0.0', port: S3_PORT, dir: '/data', buckets: [DOCKER_BUCKET.bucket] })
+  assert.match(readFileSync(path.join(root, 'testnet/Dockerfile.s3'), 'utf8'), /s3-lock\.ts[^\n]*\n[^\n]*npm ci --ignore-scripts/)
+})
+
+test('the s3 image installs s3rver alone, as locked: testnet/s3-lock.ts cuts the project lock down to its closure', () => {
+  const lock = JSON.parse(readFileSync(path.join(root, 'package-lock.json'), 'utf8'))
+  const { packageJson, lock: sub } = subsetLock(lock, 's3rver')
+  assert.deepEqual(packageJson.dependencies, { s3rver: lock.packages['node_modules/s3rver'].version })
+  const paths = Object.keys(sub.packages).filter(k => k !== '')
+  assert.ok(paths.includes('node_modules/s3rver') && paths.includes('node_modules/koa'), paths.join(' '))
+  assert.ok(paths.length < Object.keys(lock.packages).length / 4, `${paths.length} packages`)
+  for (const k of paths) {
+    // the same version, place and integrity as the project's lock; nothing marked dev
+    assert.equal(sub.packages[k].version, lock.packages[k].version, k)
+    assert.equal(sub.packages[k].integrity, lock.packages[k].integrity, k)
+    assert.equal(sub.packages[k].dev, undefined, k)
+    // every dependency resolves inside the subset (node's lookup upwards from the package's place)
+    for (const d of Object.keys(sub.packages[k].dependencies ?? {})) {
+      let base = k
+      let found = false
+      while (!found) {
+        found = sub.packages[`${base === '' ? '' : `${base}/`}node_modules/${d}`] !== undefined
+        if (found || base === '') break
+        const i = base.lastIndexOf('/node_modules/')
+        base = i < 0 ? '' : base.slice(0, i)
+      }
+      assert.ok(found, `${d}, needed by ${k}, is not in the subset`)
+    }
+  }
+  assert.throws(() => subsetLock(lock, 'no-such-package-here'), /has no node_modules\/no-such-package-here/)
+  // a lock missing a needed package is refused, naming it
+  const broken = structuredClone(lock)
+  delete broken.packages['node_modules/koa']
+  assert.throws(() => subsetLock(broken, 's3rver'), /koa, a dependency of node_modules\/s3rver, is not in the lock/)
+})
+
+test('the s3 service (testnet/s3-server.ts) serves its bucket path-style to the archive uploader and reader', { timeout: 60_000 }, async t => {
+  const { mkdtempSync, rmSync } = await import('node:fs')
+  const { tmpdir } = await import('node:os')
+  const dir = mkdtempSync(path.join(tmpdir(), 'soma-s3-service-'))
+  t.after(() => { rmSync(dir, { recursive: true, force: true }) })
+  assert.throws(() => s3ServerOptions({ SOMA_TESTNET_S3_BUCKETS: 'ab' }), /is not a bucket name/)
+  assert.throws(() => s3ServerOptions({ SOMA_TESTNET_S3_PORT: 'x' }), /is not a port/)
+  const server = await startS3Server({ ...s3ServerOptions({ SOMA_TESTNET_S3_DIR: dir, SOMA_TESTNET_S3_HOST: '127.0.0.1', SOMA_TESTNET_S3_PORT: '0' }) })
+  t.after(async () => { await server.stop() })
+  const { s3Client } = await import('../../src/archive/source.ts')
+  const saved = { id: process.env.AWS_ACCESS_KEY_ID, secret: process.env.AWS_SECRET_ACCESS_KEY }
+  process.env.AWS_ACCESS_KEY_ID = DOCKER_BUCKET.accessKeyId
+  process.env.AWS_SECRET_ACCESS_KEY = DOCKER_BUCKET.secretAccessKey
+  t.after(() => {
+    if (saved.id === undefined) delete process.env.AWS_ACCESS_KEY_ID; else process.env.AWS_ACCESS_KEY_ID = saved.id
+    if (saved.secret === undefined) delete process.env.AWS_SECRET_ACCESS_KEY; else process.env.AWS_SECRET_ACCESS_KEY = saved.secret
+  })
+  // a host name that is not an IP (like `s3` in compose) must not be read as a virtual-host bucket
+  const { client, sdk } = await s3Client({ endpoint: `http://localhost:${server.port}`, region: 'us-east-1' })
+  try {
+    await client.send(new sdk.PutObjectCommand({ Bucket: DOCKER_BUCKET.bucket, Key: 'testnet/x', Body: Buffer.from('hello') }))
+    const got = await client.send(new sdk.GetObjectCommand({ Bucket: DOCKER_BUCKET.bucket, Key: 'testnet/x' }))
+    assert.equal(await got.Body.transformToString(), 'hello')
+  } finally {
+    client.destroy()
+  }
+  const http = await import('node:http')
+  const asHost = await new Promise<{ status?: number, body: string }>((resolve, reject) => {
+    http.get({ host: '127.0.0.1', port: server.port, path: `/${DOCKER_BUCKET.bucket}/testnet/x`, headers: { Host: `${S3_SERVICE}:${server.port}` }, timeout: 10_000 }, res => {
+      let body = ''
+      res.setEncoding('utf8')
+      res.on('data', (d: string) => { body += d })
+      res.on('end', () => { resolve({ status: res.statusCode, body }) })
+    }).on('error', reject)
+  })
+  assert.doesNotMatch(asHost.body, /NoSuchBucket/, `Host: ${S3_SERVICE} was read as a bucket name: ${asHost.body}`)
+  assert.equal(asHost.status, 200, asHost.body)
+  assert.equal(asHost.body, 'hello')
 })
 
 test('sync modes: full nodes commit-sync, the late joiner snapshot-syncs (when soma-sync has --sync-mode)', t => {
