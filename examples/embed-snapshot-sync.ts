@@ -40,13 +40,11 @@ const node = await createLibp2p({
 })
 const entrypoints = keepEntrypointsConnected(node, [entrypoint], { logger: log })
 
-let snapshotCommit: number | undefined
 while (true) {
   await new Promise(resolve => setTimeout(resolve, 500))
   const s = node.services.snapshotSync.progress() // { phase, commit, chunks, bytes, bytesPerSecond, peers, etaSeconds, ... }
   if (node.services.snapshotSync.running && s !== undefined) {
     log.info('snapshot %s: commit %s, chunks %d/%d', s.phase, s.commit ?? '?', s.chunks.done, s.chunks.total)
-    snapshotCommit = s.commit ?? snapshotCommit
     continue
   }
   const p = node.services.stateSync.progress() // while paused: { paused: true, phase: 'stopped', ... }
@@ -54,6 +52,8 @@ while (true) {
   log.info('%s: commit %d/%d, %d peers', p.phase, p.highestExecuted, p.target, p.peers)
   if (p.phase === 'synced' && p.highestExecuted > 0 && p.highestExecuted === p.highestSynced) break
 }
+// how the snapshot sync ended: { outcome: 'synced', commit } or { outcome: 'none' } (no usable snapshot)
+const snapshotCommit = node.services.snapshotSync.result?.commit
 const executed = store.highestExecuted
 const root = await store.getStateRoot(executed)
 process.stdout.write(`snapshot ${snapshotCommit ?? 'none'}; synced commit ${executed} state root ${toHex(root!)}\n`)

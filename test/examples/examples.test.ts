@@ -55,7 +55,7 @@ for (const name of EXAMPLES) {
     assert.match(r.stderr, /INFO {2}\[embed(:commit-sync)?\] /, 'the example logs through the node logger')
     if (name === 'embed-snapshot-sync') {
       const s = /^snapshot (\d+);/m.exec(r.stdout)
-      assert.ok(s !== null && Number(s[1]) >= 10, `a snapshot was synced: ${r.stdout}`)
+      assert.ok(s !== null && Number(s[1]) >= 10, `a snapshot was synced: ${r.stdout}${r.stderr}`)
     }
   })
 }
