@@ -157,6 +157,8 @@ export class ArrivedChunks {
     if (this.bytes + bytes.byteLength > this.maxBytes) return
     const k = toHex(hash)
     if (this.map.has(k)) return
+    // a view into a larger buffer (a whole decoded response) would keep all of that buffer alive: keep a copy
+    if (bytes.byteOffset !== 0 || bytes.byteLength !== bytes.buffer.byteLength) bytes = bytes.slice()
     this.map.set(k, bytes)
     this.bytes += bytes.byteLength
   }
