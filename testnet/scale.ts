@@ -69,8 +69,10 @@ export function scaleNodes (opts: Pick<ScaleScenarioOptions, 'firstJoin' | 'join
       role: snapshot ? 'late' : 'full',
       entrypoints: ['val1', 'val2'],
       hostStatusPort: 7783 + i,
-      // its entrypoints (val1, val2) make no snapshots: the producer's is found by gossip or the DHT, which
-      // on a loaded 20-node net can take longer than the default 10 s search (then it would commit-sync)
+      // its entrypoints (val1, val2) make no snapshots: it asks them which snapshots they know of and who
+      // serves them (/soma/snapshot-peers, from the announcements they verified) and dials the producer, or
+      // finds it by gossip or the DHT; on a loaded 20-node net that can take longer than the default 10 s
+      // search (then it would commit-sync)
       args: snapshot ? [...SNAPSHOT_SYNC_ARGS, '--snapshot-find-timeout', '90s'] : fullNodeArgs(),
       env: {},
       // a snapshot-syncing node joins once a snapshot exists (and a little past it)

@@ -145,8 +145,8 @@ export interface SimResult {
   bytesReceived: number
 }
 
-/** A seeded PRNG (mulberry32). */
-function rng (seed: number): () => number {
+/** A seeded PRNG (mulberry32): the same seed gives the same sequence. */
+export function rng (seed: number): () => number {
   let a = seed >>> 0
   return () => {
     a = (a + 0x6D2B79F5) >>> 0

@@ -12,6 +12,8 @@ import { PeerHeights } from '../../src/sync/peer-heights.ts'
 import type { StateSyncEventLoop } from '../../src/sync/event-loop.ts'
 import { servedChain, syncNode, testEnv, waitFor, type SyncNode } from '../helpers/sync-net.ts'
 import { toHex } from '../../src/crypto/hash.ts'
+// a seeded PRNG (mulberry32), so that the counts below are exact
+import { rng } from '../../src/sim/network-sim.ts'
 
 const CHAIN = new Uint8Array(32).fill(3)
 const pid = (s: string): PeerId => ({ toString: () => s, equals: (o: any) => o?.toString() === s }) as unknown as PeerId
@@ -22,17 +24,6 @@ const loop = (n: SyncNode): StateSyncEventLoop => {
   return l
 }
 
-/** A seeded PRNG (mulberry32), so that the counts below are exact. */
-function rng (seed: number): () => number {
-  let a = seed >>> 0
-  return () => {
-    a = (a + 0x6D2B79F5) >>> 0
-    let t = a
-    t = Math.imul(t ^ (t >>> 15), t | 1)
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61)
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296
-  }
-}
 
 function heights (n: number, highAt: (i: number) => boolean): PeerHeights {
   const h = new PeerHeights(CHAIN)
