@@ -47,7 +47,12 @@ const HEADLINES: Array<[string, string, string, string]> = [
   ['snapshot-sync', 'snapshotSync.diskWrittenGiBPerGiB', 'snapshot sync, GiB written to disk per GiB of snapshot (LevelDB compactions included)', '—'],
   ['snapshot-sync', 'rawIntoLevelDB.diskWrittenGiBPerGiB', 'the raw download into LevelDB, GiB written to disk per GiB', '—'],
   ['snapshot-sync', 'snapshotSync.peakRssMiB', 'snapshot sync, peak RSS of the syncing process (MiB, includes LevelDB\'s mapped files)', '≤ 300 MB'],
-  ['snapshot-sync', 'snapshotSync.peakRssAnonMiB', 'the same without the mapped files (anonymous memory: heap, buffers, LevelDB\'s memtables and cache)', '≤ 300 MB']
+  ['snapshot-sync', 'snapshotSync.peakRssAnonMiB', 'the same without the mapped files (anonymous memory: heap, buffers, LevelDB\'s memtables and cache)', '≤ 300 MB'],
+  ['archive-sync', 'archive: ratio verified tx/s to one core ÷ that ceiling', 'archive fast sync from a local HTTP archive ÷ the commit-sync ceiling measured in the same run', '≥ 0.9'],
+  ['archive-sync', 'archive ÷ p2p, commits/s', 'archive fast sync ÷ commit sync from a P2P peer, commits/s, same run', '—'],
+  ['archive-sync', 'throttled: combined ÷ faster alone', 'archive + P2P combined download ÷ the faster source alone, both throttled to one rate', '> 1'],
+  ['sim', 'n1000.servedMaxOverMean', '1,000-node simulation: bytes served per node, max ÷ mean (250 nodes: see BENCHMARKS)', 'bounded as N grows'],
+  ['sim', 'n1000.reach99Ms.median', '1,000-node simulation: ms until a commit reaches 99 % of the nodes (median)', '—']
 ]
 
 function benchFigure (benchmarks: string, bench: string, metric: string): string | undefined {
