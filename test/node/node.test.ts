@@ -233,3 +233,24 @@ test('the store\'s LevelDB write buffer comes from the config (--store-write-buf
   assert.equal(await tables(undefined), 0, `the default write buffer (${DEFAULTS.storeWriteBufferBytes} bytes) holds 6 MiB`)
   assert.ok(await tables(1024 * 1024) > 0, 'a 1 MiB write buffer is flushed to table files')
 })
+
+test('the connection monitor waits --ping-timeout for a ping before it closes a connection (not libp2p\'s 5 s)', { timeout: 60_000 }, async t => {
+  const monitorTimeout = async (overrides: Partial<SomaConfig>): Promise<{ min: number, next: number }> => {
+    const node = await createNode(config(tempDir(t), overrides), { genesis, logger: silentLogger() })
+    try {
+      // libp2p's ConnectionMonitor keeps an AdaptiveTimeout; a ping's deadline is never below its minimum
+      const timeout = (node.libp2p as any).components.connectionMonitor.timeout
+      const signal: AbortSignal & { timeout?: number } = timeout.getTimeoutSignal()
+      const next = signal.timeout ?? Number.NaN
+      timeout.cleanUp(signal)
+      return { min: timeout.minTimeout, next }
+    } finally {
+      await node.stop()
+    }
+  }
+  const d = await monitorTimeout({})
+  assert.equal(d.min, DEFAULTS.pingTimeoutMs)
+  assert.ok(DEFAULTS.pingTimeoutMs >= 30_000, 'a tolerant default')
+  assert.ok(!(d.next < DEFAULTS.pingTimeoutMs), `a ping waits at least ${DEFAULTS.pingTimeoutMs} ms (${d.next})`)
+  assert.equal((await monitorTimeout({ pingTimeoutMs: 12_000 })).min, 12_000)
+})
