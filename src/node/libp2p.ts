@@ -174,8 +174,8 @@ export async function createLibp2pNode (opts: CreateLibp2pNodeOptions): Promise<
     connectionManager: { maxConnections: config.maxConnections },
     // libp2p pings every connection every 10 s and closes one whose ping times out; its adaptive timeout
     // (5 s at least) closed connections to a server whose event loop (or the client's) was busy for a few
-    // seconds, dropping every request on them. The timeout is a floor of pingTimeoutMs instead.
-    connectionMonitor: { pingTimeout: { minTimeout: config.pingTimeoutMs, maxTimeout: Math.max(config.pingTimeoutMs, 60_000) } },
+    // seconds, dropping every request on them. The timeout is pingTimeoutMs instead.
+    connectionMonitor: { pingTimeout: { minTimeout: config.pingTimeoutMs, maxTimeout: config.pingTimeoutMs } },
     peerDiscovery: entrypoints.length > 0
       ? [bootstrap({ list: entrypoints.map(e => e.multiaddr.toString()), timeout: 100, tagName: ENTRYPOINT_TAG })]
       : [],

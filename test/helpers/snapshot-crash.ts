@@ -10,7 +10,7 @@ import { fileURLToPath } from 'node:url'
 import { testEnv, type TestEnv } from './sync-net.ts'
 import { hex } from './chain.ts'
 import { checkPacks } from './packs.ts'
-import { snapshotProducer, snapNode, snapshotGenesis, replaceHandler, type SnapshotProducer } from './snapshot-net.ts'
+import { servedSnapshot, replaceHandler, type SnapshotProducer } from './snapshot-net.ts'
 import { ChainStore } from '../../src/store/chain-store.ts'
 import { Bucket, Keys } from '../../src/store/keys.ts'
 import { writeGenesisFile } from '../../src/node/genesis-file.ts'
@@ -220,12 +220,7 @@ export async function campaign (c: Campaign, name: string, steps: Array<{ what: 
 /** A producer at TIP with its latest snapshot, served by a node that records every chunk it sends. */
 export async function crashSetup (t: { after: (fn: () => void | Promise<void>) => void }): Promise<{ c: Campaign, P: SnapshotProducer }> {
   const env = testEnv(t, 'soma-snap-crash-')
-  const g = snapshotGenesis()
-  const P = await snapshotProducer(env.dir, TIP, { genesis: g })
-  env.track(P.store)
-  const S = (await P.snapshots.latest())!
-  const total = (await P.snapshots.get(S))!.manifest.chunkCount
-  const server = env.node(await snapNode(P.store, { commitSync: false }))
+  const { g, P, S, total, server } = await servedSnapshot(env, TIP)
   const served: string[] = []
   await replaceHandler(server, PROTOCOL_SNAPSHOT_CHUNKS, { req: SnapshotSyncCodecs.GetSnapshotChunksRequest, res: SnapshotSyncCodecs.GetSnapshotChunksResponse }, async (req) => {
     const res = await server.services.snapshotChunks.serve(req)

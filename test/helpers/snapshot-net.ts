@@ -13,7 +13,7 @@ import { commitSyncServices, type CommitSyncServicesInit } from '../../src/sync/
 import { snapshotSyncServices, type SnapshotSyncServicesInit, type SnapshotSyncService } from '../../src/snapshot/sync/service.ts'
 import { SnapshotStore } from '../../src/snapshot/snapshot-store.ts'
 import type { SnapshotChunksService } from '../../src/snapshot/protocols/snapshot-chunks.ts'
-import { plainNode, FAST_COMMIT_SYNC, type SyncNode } from './sync-net.ts'
+import { plainNode, FAST_COMMIT_SYNC, type SyncNode, type TestEnv } from './sync-net.ts'
 import { pbStream } from '@libp2p/utils'
 import type { Stream } from '@libp2p/interface'
 import type { Codec } from '../../src/chain/proto.ts'
@@ -133,4 +133,15 @@ export async function replaceHandler<Req, Res> (node: { handle: Libp2pLike['hand
 interface Libp2pLike {
   handle: (protocol: string, handler: (stream: Stream) => void | Promise<void>, opts?: { maxInboundStreams?: number }) => Promise<void>
   unhandle: (protocol: string) => Promise<void>
+}
+
+/** The producer's chain up to `tip` with its latest snapshot (`total` chunks), served by a node that serves snapshots only. */
+export async function servedSnapshot (env: TestEnv, tip: number): Promise<{ g: GenesisBundle, P: SnapshotProducer, S: number, total: number, server: SnapNode }> {
+  const g = snapshotGenesis()
+  const P = await snapshotProducer(env.dir, tip, { genesis: g })
+  env.track(P.store)
+  const S = (await P.snapshots.latest())!
+  const total = (await P.snapshots.get(S))!.manifest.chunkCount
+  const server = env.node(await snapNode(P.store, { commitSync: false }))
+  return { g, P, S, total, server }
 }

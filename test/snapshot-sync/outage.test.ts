@@ -20,7 +20,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { testEnv, waitFor, type TestEnv } from '../helpers/sync-net.ts'
 import { hex } from '../helpers/chain.ts'
-import { snapshotProducer, snapNode, snapshotGenesis, replaceHandler, type SnapNode } from '../helpers/snapshot-net.ts'
+import { servedSnapshot, snapshotProducer, snapNode, snapshotGenesis, replaceHandler, type SnapNode } from '../helpers/snapshot-net.ts'
 import { ChainStore } from '../../src/store/chain-store.ts'
 import { SnapshotBucket, SnapshotKeys } from '../../src/snapshot/store-keys.ts'
 import { SnapshotStore } from '../../src/snapshot/snapshot-store.ts'
@@ -43,12 +43,7 @@ async function countBucket (store: ChainStore, bucket: number): Promise<number> 
 
 /** The producer's chain and latest snapshot, served by a node whose chunk answers are counted and slowed. */
 async function slowServer (env: TestEnv, delayMs: number): Promise<{ g: ReturnType<typeof snapshotGenesis>, P: Awaited<ReturnType<typeof snapshotProducer>>, total: number, server: SnapNode, counts: { chunks: number } }> {
-  const g = snapshotGenesis()
-  const P = await snapshotProducer(env.dir, TIP, { genesis: g })
-  env.track(P.store)
-  const S = (await P.snapshots.latest())!
-  const total = (await P.snapshots.get(S))!.manifest.chunkCount
-  const server = env.node(await snapNode(P.store, { commitSync: false }))
+  const { g, P, total, server } = await servedSnapshot(env, TIP)
   const counts = { chunks: 0 }
   await replaceHandler(server, PROTOCOL_SNAPSHOT_CHUNKS, { req: SnapshotSyncCodecs.GetSnapshotChunksRequest, res: SnapshotSyncCodecs.GetSnapshotChunksResponse }, async (req) => {
     const res = await server.services.snapshotChunks.serve(req)

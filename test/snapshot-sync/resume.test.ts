@@ -13,7 +13,7 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { testEnv, waitFor, type TestEnv } from '../helpers/sync-net.ts'
 import { hex } from '../helpers/chain.ts'
-import { snapshotProducer, snapNode, snapshotGenesis, replaceHandler, type SnapNode } from '../helpers/snapshot-net.ts'
+import { servedSnapshot, snapNode, replaceHandler, type SnapNode } from '../helpers/snapshot-net.ts'
 import { ChainStore } from '../../src/store/chain-store.ts'
 import { writeGenesisFile } from '../../src/node/genesis-file.ts'
 import { resolveSyncMode } from '../../src/node/node.ts'
@@ -54,12 +54,7 @@ async function countingServer (node: SnapNode, delayMs: number): Promise<{ chunk
  * are counted (chunks delayed by `delayMs`).
  */
 async function countedSnapshotServer (env: TestEnv, delayMs: number) {
-  const g = snapshotGenesis()
-  const P = await snapshotProducer(env.dir, TIP, { genesis: g })
-  env.track(P.store)
-  const S = (await P.snapshots.latest())!
-  const total = (await P.snapshots.get(S))!.manifest.chunkCount
-  const server = env.node(await snapNode(P.store, { commitSync: false }))
+  const { g, P, total, server } = await servedSnapshot(env, TIP)
   const counts = await countingServer(server, delayMs)
   return { g, P, total, server, counts }
 }
