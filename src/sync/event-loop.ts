@@ -432,8 +432,15 @@ export class StateSyncEventLoop {
     const target = this.heights.highest()
     if (target < start) {
       this.behindSince = undefined
-      if (this.heights.size > 0) this.setPhase('synced')
-      else if (this._phase !== 'synced') this.setPhase('discovering')
+      if (this.heights.size === 0) {
+        if (this._phase !== 'synced') this.setPhase('discovering')
+        return
+      }
+      // every known peer is at or below us: synced, unless the verified target (kept when the peer that
+      // vouched for it left) is still ahead, when the peers found are only behind it
+      const lag = this.heights.target() - store.highestSynced
+      if (lag <= 0 || (this._phase === 'synced' && lag <= this.config.syncedLagCommits)) this.setPhase('synced')
+      else this.setPhase('waiting-for-peers')
       return
     }
     if (this._phase === 'synced') {

@@ -150,6 +150,10 @@ test('the last peer leaving keeps the target; waiting(): no-peers, peers-behind,
   const wb = C.services.stateSync.waiting()!
   assert.deepEqual((wb.evidence as any).peers, [{ peer: L.peerId.toString(), height: ls.highestSynced }])
   assert.equal(C.services.stateSync.progress()!.target, tip)
+  // and it stays so: a peer below us is no reason to call a node 60 commits behind its target synced
+  await sleep(1500)
+  assert.equal(loop(C).phase, 'waiting-for-peers', `phase ${loop(C).phase} while at ${cs.highestSynced} of ${tip} with only a lower peer`)
+  assert.equal(C.services.stateSync.waiting()?.code, 'peers-behind')
 
   // H returns and is banned (a lie): the range is unavailable
   await H.start()
