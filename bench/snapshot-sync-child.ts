@@ -83,11 +83,32 @@ function rssAnon (): number {
 class Rss {
   peak = 0
   peakAnon = 0
+  /** the main thread's V8 heap and ArrayBuffers when the anonymous peak was sampled */
+  atPeakAnon = { heapTotal: 0, arrayBuffers: 0 }
   private readonly t = setInterval(() => { this.sample() }, 50)
   constructor () { this.sample() }
   private sample (): void {
     this.peak = Math.max(this.peak, process.memoryUsage.rss())
-    this.peakAnon = Math.max(this.peakAnon, rssAnon())
+    const anon = rssAnon()
+    if (anon > this.peakAnon) {
+      this.peakAnon = anon
+      const m = process.memoryUsage()
+      this.atPeakAnon = { heapTotal: m.heapTotal, arrayBuffers: m.arrayBuffers }
+    }
+  }
+
+  /**
+   * What the anonymous peak held, in MiB: the main thread's V8 heap, its ArrayBuffers (Buffers and
+   * Uint8Arrays: chunks, Noise messages, batches), and the rest (malloc: LevelDB's memtables and
+   * block cache, classic-level's batch copies, the worker threads' heaps, code).
+   */
+  peakAnonParts (prefix: string): Record<string, number> {
+    const mib = (b: number): number => b / (1024 * 1024)
+    return {
+      [`${prefix}PeakAnonV8HeapMiB`]: mib(this.atPeakAnon.heapTotal),
+      [`${prefix}PeakAnonArrayBuffersMiB`]: mib(this.atPeakAnon.arrayBuffers),
+      [`${prefix}PeakAnonOtherMiB`]: mib(this.peakAnon - this.atPeakAnon.heapTotal - this.atPeakAnon.arrayBuffers)
+    }
   }
 
   stop (): number { clearInterval(this.t); this.sample(); return this.peak / (1024 * 1024) }
@@ -289,6 +310,7 @@ if (mode === 'serve') {
     cpuFigures('snapshot', cpu0, cpuNow())
     figures.snapshotPeakRssMiB = r.stop()
     figures.snapshotPeakRssAnonMiB = r.peakAnonMiB
+    Object.assign(figures, r.peakAnonParts('snapshot'))
     for (const [k, v] of Object.entries(extra)) figures[`snapshot.${k}`] = v
     await synced.stop()
     figures.snapshotHighestExecuted = store.highestExecuted
@@ -329,6 +351,7 @@ if (mode === 'serve') {
     figures.rawIntoStoreMs = performance.now() - t1
     rss.stop()
     figures.rawIntoStorePeakRssAnonMiB = rss.peakAnonMiB
+    Object.assign(figures, rss.peakAnonParts('rawIntoStore'))
     cpuFigures('rawIntoStore', c0, cpuNow())
     figures.rawIntoStoreBytes = got.reduce((a, b) => a + b, 0)
     const stored = await store.countBucket(SnapshotBucket.CHUNK)

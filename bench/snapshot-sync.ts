@@ -47,6 +47,10 @@
  * made the kernel write to storage (/proc/self/io write_bytes, LevelDB's compactions included) per byte
  * of snapshot (of download), from before its store opened to after it closed.
  *
+ * `--setup-dir=DIR` keeps the serving snapshot in DIR and reuses it in later runs of the same sizes
+ * (experiments); `--raw-mib=N` sizes each raw download (1024; smaller for runs that look at the sync
+ * alone, figures against the raw rate then not comparable).
+ *
  * `--quick` (and the smoke test): small sizes, figures not comparable. `run({ parts })` runs a subset
  * ('raw', 'helia', 'snapshot'); without the snapshot part, the raw baseline runs between two processes
  * with no store.
@@ -54,7 +58,7 @@
 import { availableParallelism } from 'node:os'
 import { spawn, type ChildProcess } from 'node:child_process'
 import { once } from 'node:events'
-import { writeFileSync } from 'node:fs'
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs'
 import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { createInterface } from 'node:readline'
@@ -128,6 +132,8 @@ export interface SnapshotSyncBenchOptions extends BenchOptions {
   snapshotMaxInflightBytes?: number
   /** load chunks as they arrive (SnapshotSyncConfig.loadOnArrival). @default true */
   loadOnArrival?: boolean
+  /** keep the serving snapshot in this directory and reuse it in later runs of the same sizes. @default a temp dir, removed */
+  setupDir?: string
 }
 
 /** Writes the synthetic state; returns the bytes of vectors written. */
@@ -179,9 +185,8 @@ export interface ServingSnapshot { storeDir: string, genesisFile: string, bytes:
  * commit it anchors the snapshot at; the bulk of the state is then written straight into the buckets
  * and the snapshot's state root computed over them (the devnet committee signs whatever it is given).
  */
-export async function makeServingSnapshot (tmp: TempDirs, s: Sizes, figures: Figures): Promise<ServingSnapshot> {
+export async function makeServingSnapshot (dir: string, s: Sizes, figures: Figures): Promise<ServingSnapshot> {
   const genesis: GenesisBundle = createGenesis({ seed: SEED, validators: 4, accounts: 4, initialBalance: 1e9, embeddingDim: s.dim })
-  const dir = tmp.make('snapshot-sync-server')
   const storeDir = path.join(dir, 'chain')
   const genesisFile = path.join(dir, 'genesis.pb')
   writeFileSync(genesisFile, genesis.bytes)
@@ -211,6 +216,33 @@ export async function makeServingSnapshot (tmp: TempDirs, s: Sizes, figures: Fig
   } finally {
     await store.close()
   }
+}
+
+/** The sizes that make a serving snapshot (a kept setup is reused only for the same ones). */
+function setupKey (s: Sizes): string {
+  return JSON.stringify({ accounts: s.accounts, embeddings: s.embeddings, dim: s.dim, commits: s.commits, maxChunkBytes: s.maxChunkBytes ?? null, seed: SEED })
+}
+
+/**
+ * The serving snapshot: made in a temp dir, or with `setupDir` kept there and reused by later runs of
+ * the same sizes (`setup.json` records them; another size makes it again), so that experiments on the
+ * sync do not each spend minutes writing 1 GiB of state. The serving store is only read by the server.
+ */
+async function servingSnapshot (tmp: TempDirs, s: Sizes, figures: Figures, setupDir: string | undefined): Promise<ServingSnapshot> {
+  if (setupDir === undefined) return await makeServingSnapshot(tmp.make('snapshot-sync-server'), s, figures)
+  const meta = path.join(setupDir, 'setup.json')
+  if (existsSync(meta)) {
+    const kept = JSON.parse(readFileSync(meta, 'utf8')) as { key: string, snap: ServingSnapshot }
+    if (kept.key === setupKey(s)) {
+      log(`reusing the serving snapshot in ${setupDir}`)
+      return kept.snap
+    }
+  }
+  rmSync(setupDir, { recursive: true, force: true })
+  mkdirSync(setupDir, { recursive: true })
+  const snap = await makeServingSnapshot(setupDir, s, figures)
+  writeFileSync(meta, JSON.stringify({ key: setupKey(s), snap }))
+  return snap
 }
 
 /** Spawns a serving child and waits for its `LISTEN <addr>` line. */
@@ -250,7 +282,7 @@ export async function run (opts: SnapshotSyncBenchOptions = {}): Promise<Figures
   try {
     let snap: ServingSnapshot | undefined
     if (parts.has('snapshot')) {
-      snap = await makeServingSnapshot(tmp, s, figures)
+      snap = await servingSnapshot(tmp, s, figures, opts.setupDir)
       figures['snapshot.MiB'] = snap.bytes / MiB
       figures['snapshot.chunks'] = snap.chunks
       log(`snapshot of ${(snap.bytes / MiB).toFixed(0)} MiB in ${snap.chunks} chunks`)
@@ -318,6 +350,14 @@ export async function run (opts: SnapshotSyncBenchOptions = {}): Promise<Figures
           figures['rawIntoLevelDB.peakRssAnonMiB'] = r.rawIntoStorePeakRssAnonMiB as number
           // target: the sync's peak anonymous RSS ≤ the floor's + 100 MiB
           figures['snapshotSync.peakRssAnon-rawIntoLevelDB.MiB'] = (r.snapshotPeakRssAnonMiB as number) - (r.rawIntoStorePeakRssAnonMiB as number)
+          // what each peak held: the main thread's V8 heap, its ArrayBuffers, the rest (malloc: LevelDB,
+          // classic-level's copies, worker threads' heaps)
+          for (const [from, to] of [['snapshot', 'snapshotSync'], ['rawIntoStore', 'rawIntoLevelDB']]) {
+            for (const part of ['V8Heap', 'ArrayBuffers', 'Other']) {
+              const v = r[`${from}PeakAnon${part}MiB`]
+              if (v !== undefined) figures[`${to}.peakRssAnon.${part[0].toLowerCase()}${part.slice(1)}MiB`] = v as number
+            }
+          }
           if (r.rawIntoStoreWriteBytes !== undefined) figures['rawIntoLevelDB.diskWrittenGiBPerGiB'] = (r.rawIntoStoreWriteBytes as number) / (r.rawIntoStoreBytes as number)
           if (r['rawIntoStore.cpu.client'] !== undefined) {
             const perGib = ((r['rawIntoStore.cpu.client'] as number) + (r['rawIntoStore.cpu.server'] as number)) / (intoStoreMiB / 1024)
@@ -389,11 +429,14 @@ if (isMain(import.meta.url)) {
     return Number(v)
   }
   const embeddings = arg('embeddings')
+  const rawMib = arg('raw-mib')
   const mib = (v: number | undefined): number | undefined => v === undefined ? undefined : v * MiB
+  const setupDir = process.argv.find(a => a.startsWith('--setup-dir='))?.slice('--setup-dir='.length)
   printFigures(`snapshot-sync${quick ? ' (quick)' : ''}`, await run({
     quick,
     parts: only,
-    sizes: embeddings === undefined ? undefined : { embeddings },
+    setupDir: setupDir === undefined ? undefined : path.resolve(setupDir),
+    sizes: { ...(embeddings === undefined ? {} : { embeddings }), ...(rawMib === undefined ? {} : { rawBytes: rawMib * MiB }) },
     verifyWorkers: arg('verify-workers'),
     storeWriteBufferBytes: mib(arg('write-buffer-mib')),
     snapshotMaxInflightBytes: mib(arg('inflight-mib')),
