@@ -164,9 +164,11 @@ describe(`namespace testnet, ${LOSS_PERCENT}% loss and ${DELAY_MS} ms delay on e
     const others = t.nodes.map(n => n.name).filter(n => n !== 'bucket')
     await t.setRate(others, '256kbit')
     const killAt = 20 + Math.floor(Math.random() * 150)
+    let mid: NodeStatus
+    let resumed: NodeStatus
     try {
       await t.start(['bucket'])
-      const mid = await t.waitFor(`the bucket node to pass commit ${killAt} of the archive's ${manifest.highestCommit}`, async () => {
+      mid = await t.waitFor(`the bucket node to pass commit ${killAt} of the archive's ${manifest.highestCommit}`, async () => {
         const s = await t.status('bucket')
         return s.highestSynced >= killAt ? s : undefined
       }, 180_000, 100).catch(async err => { throw new Error(`${err.message}${await why()}\n${t.logTail('bucket')}`) })
@@ -174,20 +176,22 @@ describe(`namespace testnet, ${LOSS_PERCENT}% loss and ${DELAY_MS} ms delay on e
       assert.equal((mid.archiveSync as any)?.phase, 'downloading', `its fast mode: ${JSON.stringify(mid.archiveSync)}`)
       await t.kill('bucket')
       await t.restart('bucket')
-      const resumed = await t.waitFor('the bucket node to resume its fast sync', async () => {
+      resumed = await t.waitFor('the bucket node to resume its fast sync', async () => {
         const s = await t.status('bucket')
         const phase = (s.archiveSync as any)?.phase
         return phase === 'downloading' || phase === 'done' ? s : undefined
       }, 90_000, 100).catch(async err => { throw new Error(`${err.message}${await why()}\n${t.logTail('bucket')}`) })
       assert.ok(resumed.highestSynced >= mid.highestSynced, `the bucket node restarted at commit ${resumed.highestSynced}, below the ${mid.highestSynced} it had stored before SIGKILL`)
-      // the archive grows while the producer goes on: compare with the manifest as it is now (at least as
-      // long as the one the restarted node read), of which the node had stored two segments or more
-      const now = JSON.parse((await t.get(`http://${t.ip('archive')}:${ARCHIVE_HTTP_PORT}/manifest.json`)).body) as { segments: unknown[] }
-      assert.ok((resumed.archiveSync as any).segments > 0 && (resumed.archiveSync as any).segments < now.segments.length, `after the restart it fetches ${(resumed.archiveSync as any).segments} of the archive's ${now.segments.length} segments: it did not resume`)
-      tc.diagnostic(`killed at commit ${mid.highestSynced} (aimed at ${killAt}); resumed with ${(resumed.archiveSync as any).segments} of ${manifest.segments.length} segments to fetch`)
     } finally {
       await t.setRate(others, undefined)
     }
+    // the archive grows while the producer goes on: compare with the manifest as it is now (at least as
+    // long as the one the restarted node read), of which the node had stored two segments or more. Read
+    // once the rate limit is off: at 256 kbit/s shared with the segments the bucket node fetches, a GET
+    // of the manifest can take longer than the driver's timeout
+    const now = JSON.parse((await t.get(`http://${t.ip('archive')}:${ARCHIVE_HTTP_PORT}/manifest.json`)).body) as { segments: unknown[] }
+    assert.ok((resumed.archiveSync as any).segments > 0 && (resumed.archiveSync as any).segments < now.segments.length, `after the restart it fetches ${(resumed.archiveSync as any).segments} of the archive's ${now.segments.length} segments: it did not resume`)
+    tc.diagnostic(`killed at commit ${mid.highestSynced} (aimed at ${killAt}); resumed with ${(resumed.archiveSync as any).segments} of ${now.segments.length} segments to fetch`)
     const target = await height('devnet')
     const done = await t.waitFor(`the bucket node to reach commit ${target}`, async () => { const s = await t.status('bucket'); return s.highestExecuted >= target ? s : undefined }, 120_000)
       .catch(async err => { throw new Error(`${err.message}${await why()}\n${t.logTail('bucket')}`) })
