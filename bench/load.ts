@@ -101,7 +101,9 @@ export async function run (opts: LoadOptions = {}): Promise<Figures> {
   const tmp = new TempDirs()
   const children = new Set<ChildProcess>()
   const figures: Figures = {}
-  const base: SomaConfig = { ...DEFAULTS, listen: ['/ip4/127.0.0.1/tcp/0'], statusPort: 0, logLevel: 'warn', dhtEnabled: false, verifyWorkers: 0, snapshotAnnounceIntervalMs: 0 }
+  // every client connects from 127.0.0.1: the server accepts them all at once (libp2p's default of 5 new
+  // connections per second from one address reset the others, which started seconds late)
+  const base: SomaConfig = { ...DEFAULTS, listen: ['/ip4/127.0.0.1/tcp/0'], statusPort: 0, logLevel: 'warn', dhtEnabled: false, verifyWorkers: 0, snapshotAnnounceIntervalMs: 0, inboundConnectionRate: 1000 }
   try {
     const serverDir = tmp.make('load-server')
     log(`server: producing ${commits} commits over ${accounts} accounts...`)

@@ -49,7 +49,7 @@
  *
  * `--setup-dir=DIR` keeps the serving snapshot in DIR and reuses it in later runs of the same sizes
  * (experiments); `--raw-mib=N` sizes each raw download (1024; smaller for runs that look at the sync
- * alone, figures against the raw rate then not comparable).
+ * alone, figures against the raw rate then not comparable; the floor still downloads 1024 MiB).
  *
  * `--quick` (and the smoke test): small sizes, figures not comparable. `run({ parts })` runs a subset
  * ('raw', 'helia', 'snapshot'); without the snapshot part, the raw baseline runs between two processes
@@ -91,6 +91,8 @@ export interface Sizes {
   commits: number
   /** raw download per measurement (split over the streams) */
   rawBytes: number
+  /** the raw download into LevelDB (the floor). @default rawBytes */
+  floorBytes?: number
   rawReps: number
   /** Helia blocks when the snapshot part does not run (else: the snapshot's bytes) */
   heliaBytes: number
@@ -296,7 +298,7 @@ export async function run (opts: SnapshotSyncBenchOptions = {}): Promise<Figures
         if (snap !== undefined) clientArgs.push(path.join(tmp.make('snapshot-sync-client'), 'chain'), snap.genesisFile, String(opts.verifyWorkers ?? DEFAULTS.verifyWorkers), String(opts.storeWriteBufferBytes ?? DEFAULTS.storeWriteBufferBytes), String(opts.snapshotMaxInflightBytes ?? DEFAULTS.snapshotMaxInflightBytes), opts.loadOnArrival === false ? '0' : '1')
         const r = await fetch(clientArgs)
         // the raw-into-LevelDB floor, in a process of its own (its peak RSS is its own), same server
-        if (snap !== undefined) Object.assign(r, await fetch(['floor', server.addr, String(server.child.pid), String(s.rawBytes), '1,4', String(s.rawReps), path.join(tmp.make('snapshot-sync-floor'), 'chain'), snap.genesisFile]))
+        if (snap !== undefined) Object.assign(r, await fetch(['floor', server.addr, String(server.child.pid), String(s.floorBytes ?? s.rawBytes), '1,4', String(s.rawReps), path.join(tmp.make('snapshot-sync-floor'), 'chain'), snap.genesisFile]))
         figures['raw.1stream.MiBPerSec'] = r.raw1 as number
         figures['raw.4streams.MiBPerSec'] = r.raw4 as number
         figures['raw.peakRssMiB'] = r.rawPeakRssMiB as number
@@ -436,7 +438,7 @@ if (isMain(import.meta.url)) {
     quick,
     parts: only,
     setupDir: setupDir === undefined ? undefined : path.resolve(setupDir),
-    sizes: { ...(embeddings === undefined ? {} : { embeddings }), ...(rawMib === undefined ? {} : { rawBytes: rawMib * MiB }) },
+    sizes: { ...(embeddings === undefined ? {} : { embeddings }), ...(rawMib === undefined ? {} : { rawBytes: rawMib * MiB, floorBytes: FULL.rawBytes }) },
     verifyWorkers: arg('verify-workers'),
     storeWriteBufferBytes: mib(arg('write-buffer-mib')),
     snapshotMaxInflightBytes: mib(arg('inflight-mib')),

@@ -45,8 +45,10 @@ export interface SomaConfig {
   verifyWorkers: number
   dhtEnabled: boolean
   maxConnections: number
-  /** a connection whose liveness ping (libp2p's connection monitor, every 10 s) is unanswered this long is closed */
+  /** a connection whose liveness ping (libp2p's connection monitor, one every pingTimeoutMs + 1 s) is unanswered this long is closed */
   pingTimeoutMs: number
+  /** new inbound connections accepted per second from one IP address (libp2p's inboundConnectionThreshold) */
+  inboundConnectionRate: number
   storeWriteBufferBytes: number
   storeCacheBytes: number
   // ---- devnet producer
@@ -161,6 +163,7 @@ export const DEFAULTS: Readonly<SomaConfig> = Object.freeze({
   dhtEnabled: true,
   maxConnections: 100,
   pingTimeoutMs: 60_000,
+  inboundConnectionRate: 5,
   storeWriteBufferBytes: 64 * 1024 * 1024,
   storeCacheBytes: 32 * 1024 * 1024,
 
@@ -268,7 +271,8 @@ export const OPTIONS: readonly OptionSpec[] = [
   { key: 'verifyWorkers', type: 'int', group: 'node', commands: [...ALL, 'archive'], min: 0, max: 64, doc: 'worker threads for signature checks, and for the state hashes of snapshot chunks as snapshot sync receives them; 0: on the main thread' },
   { key: 'dhtEnabled', type: 'bool', group: 'node', commands: ALL, doc: 'run the chain-scoped kad-dht' },
   { key: 'maxConnections', type: 'int', group: 'node', commands: ALL, min: 1, max: 100000, doc: 'libp2p connection manager limit' },
-  { key: 'pingTimeoutMs', type: 'duration', group: 'node', commands: ALL, min: 1000, doc: 'close a connection whose liveness ping (every 10 s) is unanswered this long; libp2p\'s adaptive default of 5 s or more closed busy peers\' connections on a CPU-saturated machine (bench/load.ts)' },
+  { key: 'pingTimeoutMs', type: 'duration', group: 'node', commands: ALL, min: 1000, doc: 'close a connection whose liveness ping is unanswered this long (a ping is sent every this + 1 s, so that pings never overlap); libp2p\'s defaults (a 5 s adaptive timeout, a ping every 10 s) closed busy peers\' connections on a CPU-saturated machine (bench/load.ts)' },
+  { key: 'inboundConnectionRate', type: 'int', group: 'node', commands: ALL, min: 1, max: 100000, doc: 'new inbound connections accepted per second from one IP address (libp2p\'s inboundConnectionThreshold; more are reset, and the dialer retries); raise it where many peers share an address (a NAT, a loopback testnet, bench/load.ts)' },
   { key: 'storeWriteBufferBytes', type: 'bytes', group: 'node', commands: [...ALL, 'snapshot'], min: 1024 * 1024, doc: 'LevelDB write buffer (memtable) of the store; up to two are in memory while one is flushed. Smaller saves memory at a cost in write speed (a 1 GiB snapshot sync, one run each: 16 MiB took 60 % longer and held ~90 MiB less)' },
   { key: 'storeCacheBytes', type: 'bytes', group: 'node', commands: [...ALL, 'snapshot'], min: 1024 * 1024, doc: 'LevelDB block cache of the store' },
 

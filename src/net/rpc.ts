@@ -56,7 +56,7 @@ export interface RpcInit {
 /** Logs a failed inbound request or session on the node's logger, at a level by what failed. */
 export function logInboundFailure (log: NodeLogger | undefined, protocol: string, peer: PeerId, err: any): void {
   if (log === undefined) return
-  const what = `${protocol}: inbound request from ${peer.toString()} failed: ${err?.message ?? String(err)}`
+  const what = `${protocol}: inbound request from ${peer.toString()} failed: ${errorText(err)}`
   if (err instanceof MalformedMessageError || err?.name === 'InvalidDataLengthError' || err?.name === 'InvalidMessageLengthError') log.info('%s (peer sent a malformed request)', what)
   else if (err instanceof OversizedResponseError || (err?.code !== undefined && /^ERR_(STORE|CORRUPT_STORE)/.test(err.code))) log.warn('%s', what)
   else log.debug('%s', what)
@@ -262,6 +262,19 @@ export function bufferFor (maxDataLength: number): number {
 }
 
 /** Turns stream and codec errors into our named errors. */
+/**
+ * An error's message for a log line. libp2p rejects some waits (a stream's drain, a read) with the
+ * stream's `close` Event itself rather than an Error, whose String() is "[object Event]": that is said
+ * as the stream closing, with the error it closed with, if any.
+ */
+export function errorText (err: any): string {
+  if (typeof Event !== 'undefined' && err instanceof Event) {
+    const cause = (err as Event & { error?: Error }).error
+    return `the stream ${err.type === 'close' ? 'closed' : `sent "${err.type}"`}${cause?.message !== undefined ? ` (${cause.message})` : ' (its connection was closed or reset)'}`
+  }
+  return err?.message ?? String(err)
+}
+
 export function classifyError (err: any, signal: AbortSignal, peer: PeerId, protocol: string, timeoutMs?: number): Error {
   // a response whose length prefix declares more than the client reads: the response is oversized
   if (err instanceof OversizedFrameError) return new OversizedResponseError(`${peer.toString()} sent a ${protocol} message over the size limit (${err.message})`, { cause: err })
@@ -280,5 +293,5 @@ export function classifyError (err: any, signal: AbortSignal, peer: PeerId, prot
   if (err?.name === 'RangeError' || /invalid wire type|index out of range/i.test(String(err?.message))) {
     return new MalformedMessageError(`${peer.toString()} sent a malformed ${protocol} message: ${err.message}`, { cause: err })
   }
-  return new PeerRequestFailedError(`${protocol} request to ${peer.toString()} failed: ${err?.message ?? String(err)}`, { cause: err })
+  return new PeerRequestFailedError(`${protocol} request to ${peer.toString()} failed: ${errorText(err)}`, { cause: err })
 }

@@ -156,6 +156,20 @@ export interface CreateLibp2pNodeOptions extends DhtRecordOptions {
 }
 
 /**
+ * libp2p's connection monitor pings every connection (`/ipfs/ping/1.0.0`) and closes one whose ping
+ * fails. Its defaults closed healthy connections to a peer whose event loop (or ours) was busy for a few
+ * seconds, dropping every request on them (bench/load.ts: 20 clients on 2 cores), in two ways:
+ * - its adaptive timeout (5 s at least) expired: the timeout is `pingTimeoutMs` instead;
+ * - a ping slower than the 10 s heartbeat overlapped the next one, whose stream the ping protocol's
+ *   limit of one outbound stream per connection (the spec's) refused, and any failure but "unsupported"
+ *   closes the connection: the heartbeat is therefore 1 s longer than the timeout, so a ping has
+ *   always ended (answered or timed out) before the next starts.
+ */
+export function connectionMonitorInit (pingTimeoutMs: number): { pingInterval: number, pingTimeout: { minTimeout: number, maxTimeout: number } } {
+  return { pingInterval: pingTimeoutMs + 1000, pingTimeout: { minTimeout: pingTimeoutMs, maxTimeout: pingTimeoutMs } }
+}
+
+/**
  * Creates the libp2p node from the config: `listen`/`announce` addresses, `maxConnections`,
  * `dhtEnabled`, bootstrap from `entrypoints` (only if non-empty). Bad addresses raise ConfigError.
  */
@@ -171,11 +185,8 @@ export async function createLibp2pNode (opts: CreateLibp2pNodeOptions): Promise<
     transports: [tcp()],
     connectionEncrypters: [somaNoise()],
     streamMuxers: [yamux()],
-    connectionManager: { maxConnections: config.maxConnections },
-    // libp2p pings every connection every 10 s and closes one whose ping times out; its adaptive timeout
-    // (5 s at least) closed connections to a server whose event loop (or the client's) was busy for a few
-    // seconds, dropping every request on them. The timeout is pingTimeoutMs instead.
-    connectionMonitor: { pingTimeout: { minTimeout: config.pingTimeoutMs, maxTimeout: config.pingTimeoutMs } },
+    connectionManager: { maxConnections: config.maxConnections, inboundConnectionThreshold: config.inboundConnectionRate },
+    connectionMonitor: connectionMonitorInit(config.pingTimeoutMs),
     peerDiscovery: entrypoints.length > 0
       ? [bootstrap({ list: entrypoints.map(e => e.multiaddr.toString()), timeout: 100, tagName: ENTRYPOINT_TAG })]
       : [],
