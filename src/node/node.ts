@@ -226,6 +226,15 @@ export class SomaNode {
       this.log.info('peer connected: %s (%d peers)', evt.detail.toString(), this.peerCount())
     })
     this.libp2p.addEventListener('peer:disconnect', evt => { this.log.info('peer disconnected: %s (%d peers)', evt.detail.toString(), this.peerCount()) })
+    // a connection closed for an error (a ping that failed, a reset, a muxer error) says why: without
+    // this the operator only sees the peer leave, and the requests on it fail
+    this.libp2p.addEventListener('connection:open', evt => {
+      const conn = evt.detail
+      conn.addEventListener('close', (e: Event & { error?: Error, local?: boolean }) => {
+        if (e.error === undefined || this.state !== 'started') return
+        this.log.warn('connection %s %s (%s) closed %s: %s', conn.direction === 'inbound' ? 'from' : 'to', conn.remotePeer.toString(), conn.remoteAddr.toString(), e.local === true ? 'by this node' : 'by the peer or the network', e.error.message ?? String(e.error))
+      }, { once: true })
+    })
   }
 
   get genesis (): GenesisBundle { return this.store.genesis }

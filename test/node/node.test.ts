@@ -11,7 +11,7 @@ import { createNode, type SomaNode } from '../../src/node/node.ts'
 import { dhtProtocol } from '../../src/node/libp2p.ts'
 import { loadOrCreatePeerKey } from '../../src/node/peer-key.ts'
 import { readGenesisFile, writeGenesisFile } from '../../src/node/genesis-file.ts'
-import { silentLogger } from '../../src/utils/logger.ts'
+import { createLogger, silentLogger } from '../../src/utils/logger.ts'
 
 const genesis = createGenesis({ seed: 'node-test', validators: 4, accounts: 8, initialBalance: 1000, embeddingDim: 4 })
 const otherGenesis = createGenesis({ seed: 'node-test-other', validators: 4, accounts: 8, initialBalance: 1000, embeddingDim: 4 })
@@ -253,4 +253,25 @@ test('the connection monitor waits --ping-timeout for a ping before it closes a 
   assert.ok(DEFAULTS.pingTimeoutMs >= 30_000, 'a tolerant default')
   assert.ok(!(d.next < DEFAULTS.pingTimeoutMs), `a ping waits at least ${DEFAULTS.pingTimeoutMs} ms (${d.next})`)
   assert.equal((await monitorTimeout({ pingTimeoutMs: 12_000 })).min, 12_000)
+})
+
+test('a connection closed for an error is logged at warn with the error; a normal close is not', { timeout: 60_000 }, async t => {
+  const lines: string[] = []
+  const a = await createNode(config(tempDir(t)), { genesis, logger: createLogger('node', { level: 'info', write: l => { lines.push(l) } }) })
+  const b = await createNode(config(tempDir(t)), { genesis, logger: silentLogger() })
+  t.after(async () => { await a.stop(); await b.stop() })
+  await a.start()
+  await b.start()
+  const conn = await a.libp2p.dial(b.libp2p.getMultiaddrs()[0])
+  conn.abort(new Error('test: the ping failed'))
+  await waitFor('the warning', () => lines.some(l => l.includes(' WARN ')))
+  const warn = lines.find(l => l.includes(' WARN '))!
+  assert.match(warn, new RegExp(`connection to ${b.peerId.toString()} \\(/ip4/127\\.0\\.0\\.1/tcp/\\d+/p2p/${b.peerId.toString()}\\) closed by this node: test: the ping failed`))
+  // a clean close says nothing at warn
+  lines.length = 0
+  const again = await a.libp2p.dial(b.libp2p.getMultiaddrs()[0])
+  await again.close()
+  await waitFor('the close', () => again.status === 'closed')
+  await new Promise(resolve => setTimeout(resolve, 200))
+  assert.deepEqual(lines.filter(l => l.includes(' WARN ')), [])
 })
