@@ -74,7 +74,9 @@ export interface DhtRecordOptions {
 export function libp2pServices (config: SomaConfig, chainId: Uint8Array, opts: DhtRecordOptions = {}): Record<string, ServiceFactory> {
   const services: Record<string, ServiceFactory> = {
     identify: identify(),
-    ping: ping(),
+    // the answering side of a ping aborts its stream after `timeout` (10 s by default): a pinging peer
+    // busy for longer found the stream gone and closed the connection; it waits --ping-timeout instead
+    ping: ping({ timeout: config.pingTimeoutMs }),
     pubsub: gossipsub({ allowPublishToZeroTopicPeers: true, emitSelf: false })
   }
   if (config.dhtEnabled) {
@@ -160,6 +162,7 @@ export interface CreateLibp2pNodeOptions extends DhtRecordOptions {
  * fails. Its defaults closed healthy connections to a peer whose event loop (or ours) was busy for a few
  * seconds, dropping every request on them (bench/load.ts: 20 clients on 2 cores), in two ways:
  * - its adaptive timeout (5 s at least) expired: the timeout is `pingTimeoutMs` instead;
+ * - (the answering side's timeout is set where the ping service is made: libp2pServices)
  * - a ping slower than the 10 s heartbeat overlapped the next one, whose stream the ping protocol's
  *   limit of one outbound stream per connection (the spec's) refused, and any failure but "unsupported"
  *   closes the connection: the heartbeat is therefore 1 s longer than the timeout, so a ping has

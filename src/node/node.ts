@@ -232,7 +232,8 @@ export class SomaNode {
       const conn = evt.detail
       conn.addEventListener('close', (e: Event & { error?: Error, local?: boolean }) => {
         if (e.error === undefined || this.state !== 'started') return
-        this.log.warn('connection %s %s (%s) closed %s: %s', conn.direction === 'inbound' ? 'from' : 'to', conn.remotePeer.toString(), conn.remoteAddr.toString(), e.local === true ? 'by this node' : 'by the peer or the network', e.error.message ?? String(e.error))
+        // `local`: this side aborted it (its own failure, or a write that found the peer gone: EPIPE)
+        this.log.warn('connection %s %s (%s) closed%s: %s', conn.direction === 'inbound' ? 'from' : 'to', conn.remotePeer.toString(), conn.remoteAddr.toString(), e.local === true ? ' here' : ' by the peer or the network', e.error.message ?? String(e.error))
       }, { once: true })
     })
   }

@@ -7,6 +7,7 @@ import { fileURLToPath } from 'node:url'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
 import { DEFAULTS } from '../../src/config.ts'
+import { byteStream } from '@libp2p/utils'
 import { connectionMonitorInit, createLibp2pNode } from '../../src/node/libp2p.ts'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
@@ -79,4 +80,27 @@ test('--inbound-connection-rate: new connections from one address beyond it in a
   assert.ok(accepted >= 1 && accepted <= 2, `${accepted} of 6 accepted at 2 per second`)
   const open = await host(100)
   assert.equal(await connectAll(open), 6, 'all 6 accepted at 100 per second')
+})
+
+test('the answering side of a ping waits --ping-timeout for its bytes (libp2p\'s handler gave up after 10 s)', { timeout: 60_000 }, async t => {
+  const host = async (): Promise<Awaited<ReturnType<typeof createLibp2pNode>>> => {
+    const n = await createLibp2pNode({
+      config: { ...DEFAULTS, listen: ['/ip4/127.0.0.1/tcp/0'], announce: [], entrypoints: [], dhtEnabled: false, pingTimeoutMs: 30_000 },
+      chainId: new Uint8Array(32),
+      privateKey: await generateKeyPair('Ed25519'),
+      start: true
+    })
+    t.after(async () => { await n.stop() })
+    return n
+  }
+  const [answering, pinging] = [await host(), await host()]
+  // a pinging node that opens the stream, then is busy for 12 s before it sends the ping's bytes
+  const stream = await pinging.dialProtocol(answering.getMultiaddrs()[0], '/ipfs/ping/1.0.0', { signal: AbortSignal.timeout(10_000) })
+  const bytes = byteStream(stream)
+  await new Promise(resolve => setTimeout(resolve, 12_000))
+  const ping = crypto.getRandomValues(new Uint8Array(32))
+  await bytes.write(ping, { signal: AbortSignal.timeout(5000) })
+  const echo = await bytes.read({ bytes: 32, signal: AbortSignal.timeout(5000) })
+  assert.deepEqual(new Uint8Array(echo.subarray()), ping)
+  await stream.close()
 })

@@ -266,7 +266,7 @@ test('a connection closed for an error is logged at warn with the error; a norma
   conn.abort(new Error('test: the ping failed'))
   await waitFor('the warning', () => lines.some(l => l.includes(' WARN ')))
   const warn = lines.find(l => l.includes(' WARN '))!
-  assert.match(warn, new RegExp(`connection to ${b.peerId.toString()} \\(/ip4/127\\.0\\.0\\.1/tcp/\\d+/p2p/${b.peerId.toString()}\\) closed by this node: test: the ping failed`))
+  assert.match(warn, new RegExp(`connection to ${b.peerId.toString()} \\(/ip4/127\\.0\\.0\\.1/tcp/\\d+/p2p/${b.peerId.toString()}\\) closed here: test: the ping failed`))
   // a clean close says nothing at warn
   lines.length = 0
   const again = await a.libp2p.dial(b.libp2p.getMultiaddrs()[0])
