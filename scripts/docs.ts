@@ -51,6 +51,11 @@ const HEADLINES: Array<[string, string, string, string]> = [
   ['archive-sync', 'archive: ratio verified tx/s to one core ÷ that ceiling', 'archive fast sync from a local HTTP archive ÷ the commit-sync ceiling measured in the same run', '≥ 0.9'],
   ['archive-sync', 'archive ÷ p2p, commits/s', 'archive fast sync ÷ commit sync from a P2P peer, commits/s, same run', '—'],
   ['archive-sync', 'throttled: combined ÷ faster alone', 'archive + P2P combined download ÷ the faster source alone, both throttled to one rate', '> 1'],
+  ['load', 'commits.20.fairness', 'one server, 20 clients commit-syncing at once: slowest client ÷ median', '≥ 0.5'],
+  ['load', 'commits.20.aggregate/one', 'the same: all 20 clients\' commits/s ÷ one client alone', '≥ 0.8'],
+  ['load', 'snapshot.20.fairness', 'one server, 20 clients snapshot-syncing at once: slowest ÷ median', '≥ 0.5'],
+  ['load', 'snapshot.20.aggregate/one', 'the same: aggregate MiB/s ÷ one client alone', '≥ 0.8'],
+  ['load', 'commits.20.memoryBound.holds', 'the server\'s peak RSS under its documented bound at 20 clients (1: holds)', '1'],
   ['sim', 'n1000.servedMaxOverMean', '1,000-node simulation: bytes served per node, max ÷ mean (250 nodes: see BENCHMARKS)', 'bounded as N grows'],
   ['sim', 'n1000.reach99Ms.median', '1,000-node simulation: ms until a commit reaches 99 % of the nodes (median)', '—']
 ]
