@@ -261,7 +261,6 @@ export function bufferFor (maxDataLength: number): number {
   return Math.max(4 * 1024 * 1024, maxDataLength + 64 * 1024)
 }
 
-/** Turns stream and codec errors into our named errors. */
 /**
  * An error's message for a log line. libp2p rejects some waits (a stream's drain, a read) with the
  * stream's `close` Event itself rather than an Error, whose String() is "[object Event]": that is said
@@ -275,6 +274,7 @@ export function errorText (err: any): string {
   return err?.message ?? String(err)
 }
 
+/** Turns stream and codec errors into our named errors. */
 export function classifyError (err: any, signal: AbortSignal, peer: PeerId, protocol: string, timeoutMs?: number): Error {
   // a response whose length prefix declares more than the client reads: the response is oversized
   if (err instanceof OversizedFrameError) return new OversizedResponseError(`${peer.toString()} sent a ${protocol} message over the size limit (${err.message})`, { cause: err })

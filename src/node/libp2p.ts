@@ -160,13 +160,14 @@ export interface CreateLibp2pNodeOptions extends DhtRecordOptions {
 /**
  * libp2p's connection monitor pings every connection (`/ipfs/ping/1.0.0`) and closes one whose ping
  * fails. Its defaults closed healthy connections to a peer whose event loop (or ours) was busy for a few
- * seconds, dropping every request on them (bench/load.ts: 20 clients on 2 cores), in two ways:
+ * seconds, dropping every request on them (bench/load.ts: 20 clients on 2 cores), in three ways:
  * - its adaptive timeout (5 s at least) expired: the timeout is `pingTimeoutMs` instead;
- * - (the answering side's timeout is set where the ping service is made: libp2pServices)
  * - a ping slower than the 10 s heartbeat overlapped the next one, whose stream the ping protocol's
  *   limit of one outbound stream per connection (the spec's) refused, and any failure but "unsupported"
  *   closes the connection: the heartbeat is therefore 1 s longer than the timeout, so a ping has
- *   always ended (answered or timed out) before the next starts.
+ *   always ended (answered or timed out) before the next starts;
+ * - the answering side gave up after 10 s: its timeout is set where the ping service is made
+ *   (libp2pServices).
  */
 export function connectionMonitorInit (pingTimeoutMs: number): { pingInterval: number, pingTimeout: { minTimeout: number, maxTimeout: number } } {
   return { pingInterval: pingTimeoutMs + 1000, pingTimeout: { minTimeout: pingTimeoutMs, maxTimeout: pingTimeoutMs } }
