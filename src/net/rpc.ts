@@ -267,7 +267,7 @@ export function bufferFor (maxDataLength: number): number {
  * as the stream closing, with the error it closed with, if any.
  */
 export function errorText (err: any): string {
-  if (typeof Event !== 'undefined' && err instanceof Event) {
+  if (err instanceof Event) {
     const cause = (err as Event & { error?: Error }).error
     return `the stream ${err.type === 'close' ? 'closed' : `sent "${err.type}"`}${cause?.message !== undefined ? ` (${cause.message})` : ' (its connection was closed or reset)'}`
   }

@@ -6,12 +6,26 @@ import path from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { generateKeyPair } from '@libp2p/crypto/keys'
 import { multiaddr } from '@multiformats/multiaddr'
-import { DEFAULTS } from '../../src/config.ts'
+import { DEFAULTS, type SomaConfig } from '../../src/config.ts'
 import { byteStream } from '@libp2p/utils'
 import { connectionMonitorInit, createLibp2pNode } from '../../src/node/libp2p.ts'
 
 const here = path.dirname(fileURLToPath(import.meta.url))
 const CHILD = path.join(here, '..', 'helpers', 'busy-peer.ts')
+
+type Host = Awaited<ReturnType<typeof createLibp2pNode>>
+
+/** A started Soma libp2p host on 127.0.0.1 (no DHT) with these settings, stopped after the test. */
+async function host (t: { after: (fn: () => Promise<void>) => void }, overrides: Partial<SomaConfig> = {}): Promise<Host> {
+  const n = await createLibp2pNode({
+    config: { ...DEFAULTS, listen: ['/ip4/127.0.0.1/tcp/0'], announce: [], entrypoints: [], dhtEnabled: false, ...overrides },
+    chainId: new Uint8Array(32),
+    privateKey: await generateKeyPair('Ed25519'),
+    start: true
+  })
+  t.after(async () => { await n.stop() })
+  return n
+}
 
 test('pings never overlap: the heartbeat is longer than the ping timeout', () => {
   for (const timeout of [1000, 12_000, DEFAULTS.pingTimeoutMs]) {
@@ -36,13 +50,7 @@ test('a peer whose event loop is blocked for 25 s (under a 30 s ping timeout) ke
     child.once('exit', code => { reject(new Error(`busy peer exited with ${code}`)) })
   })
   const addr = await next('LISTEN ')
-  const node = await createLibp2pNode({
-    config: { ...DEFAULTS, listen: ['/ip4/127.0.0.1/tcp/0'], announce: [], entrypoints: [], dhtEnabled: false, pingTimeoutMs },
-    chainId: new Uint8Array(32),
-    privateKey: await generateKeyPair('Ed25519'),
-    start: true
-  })
-  t.after(async () => { await node.stop() })
+  const node = await host(t, { pingTimeoutMs })
   const closed: string[] = []
   node.addEventListener('connection:close', evt => { closed.push(evt.detail.id) })
   const conn = await node.dial(multiaddr(addr))
@@ -59,41 +67,21 @@ test('a peer whose event loop is blocked for 25 s (under a 30 s ping timeout) ke
 })
 
 test('--inbound-connection-rate: new connections from one address beyond it in a second are refused, up to it accepted', { timeout: 60_000 }, async t => {
-  const host = async (inboundConnectionRate: number): Promise<Awaited<ReturnType<typeof createLibp2pNode>>> => {
-    const n = await createLibp2pNode({
-      config: { ...DEFAULTS, listen: ['/ip4/127.0.0.1/tcp/0'], announce: [], entrypoints: [], dhtEnabled: false, inboundConnectionRate },
-      chainId: new Uint8Array(32),
-      privateKey: await generateKeyPair('Ed25519'),
-      start: true
-    })
-    t.after(async () => { await n.stop() })
-    return n
-  }
   // six dialers (all on 127.0.0.1) connect at once
-  const dialers = await Promise.all(Array.from({ length: 6 }, async () => await host(DEFAULTS.inboundConnectionRate)))
-  const connectAll = async (server: Awaited<ReturnType<typeof host>>): Promise<number> => {
+  const dialers = await Promise.all(Array.from({ length: 6 }, async () => await host(t)))
+  const connectAll = async (server: Host): Promise<number> => {
     const r = await Promise.allSettled(dialers.map(async d => await d.dial(server.getMultiaddrs()[0], { signal: AbortSignal.timeout(10_000) })))
     return r.filter(x => x.status === 'fulfilled').length
   }
-  const strict = await host(2)
+  const strict = await host(t, { inboundConnectionRate: 2 })
   const accepted = await connectAll(strict)
   assert.ok(accepted >= 1 && accepted <= 2, `${accepted} of 6 accepted at 2 per second`)
-  const open = await host(100)
+  const open = await host(t, { inboundConnectionRate: 100 })
   assert.equal(await connectAll(open), 6, 'all 6 accepted at 100 per second')
 })
 
 test('the answering side of a ping waits --ping-timeout for its bytes (libp2p\'s handler gave up after 10 s)', { timeout: 60_000 }, async t => {
-  const host = async (): Promise<Awaited<ReturnType<typeof createLibp2pNode>>> => {
-    const n = await createLibp2pNode({
-      config: { ...DEFAULTS, listen: ['/ip4/127.0.0.1/tcp/0'], announce: [], entrypoints: [], dhtEnabled: false, pingTimeoutMs: 30_000 },
-      chainId: new Uint8Array(32),
-      privateKey: await generateKeyPair('Ed25519'),
-      start: true
-    })
-    t.after(async () => { await n.stop() })
-    return n
-  }
-  const [answering, pinging] = [await host(), await host()]
+  const [answering, pinging] = [await host(t, { pingTimeoutMs: 30_000 }), await host(t, { pingTimeoutMs: 30_000 })]
   // a pinging node that opens the stream, then is busy for 12 s before it sends the ping's bytes
   const stream = await pinging.dialProtocol(answering.getMultiaddrs()[0], '/ipfs/ping/1.0.0', { signal: AbortSignal.timeout(10_000) })
   const bytes = byteStream(stream)
